@@ -1,0 +1,137 @@
+#!/bin/bash
+# compare.sh [INITRD]
+#
+# Benchmark rootpack against public tools (unmkinitramfs/lsinitramfs from
+# initramfs-tools, 3cpio, plain zstd) on one initramfs, all in one run on the
+# same input and the same disk.
+#
+# INITRD defaults to /boot/initrd.img-$(uname -r), or a synthetic one built by
+# make-initrd.sh when that is absent.
+#
+# Environment:
+#   ROOTPACK  binary to test (default: <repo>/target/release/rootpack)
+#   RUNS      hyperfine runs per command (default: 10)
+#   STAGES    stages to run, in order (default: "extract ls rss");
+#             each stage NAME is a function bench_NAME below.
+set -euo pipefail
+export LC_ALL=C
+
+here=$(cd -- "$(dirname -- "$0")" && pwd)
+ROOTPACK=${ROOTPACK:-$here/../target/release/rootpack}
+RUNS=${RUNS:-10}
+STAGES=${STAGES:-extract ls rss}
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+[[ -x $ROOTPACK ]] || die "rootpack binary not found: $ROOTPACK (cargo build --release, or set ROOTPACK)"
+for tool in hyperfine 3cpio unmkinitramfs lsinitramfs zstd python3 /usr/bin/time; do
+	command -v "$tool" >/dev/null || die "missing tool: $tool"
+done
+
+work=$(mktemp -d /var/tmp/rootpack-bench.XXXXXX)
+trap 'rm -rf -- "$work"' EXIT
+img=$work/initrd.img out=$work/out
+rp=$(printf %q "$(realpath -- "$ROOTPACK")")
+
+src=${1:-/boot/initrd.img-$(uname -r)}
+if [[ -r $src ]]; then
+	cp -- "$src" "$img"
+elif [[ $# -eq 0 ]]; then
+	"$here/make-initrd.sh" "$img"
+else
+	die "cannot read $src"
+fi
+echo "input: $src ($(stat -c %s "$img") bytes), workdir: $work"
+
+hf() { # JSON_NAME hyperfine-args...
+	local name=$1; shift
+	hyperfine --warmup 2 --runs "$RUNS" --export-json "$work/$name.json" "$@"
+}
+
+# Write the main (compressed) segment to $work/main.seg: skip the uncompressed
+# newc archives at the start (as the kernel and unmkinitramfs do) and print the
+# decompressor for what follows.
+split_main() {
+	python3 - "$img" "$work/main.seg" <<-'EOF'
+		import sys
+		data = open(sys.argv[1], "rb").read()
+		off = 0
+		while data[off:off + 6] in (b"070701", b"070702"):
+		    namesize = int(data[off + 94:off + 102], 16)
+		    filesize = int(data[off + 54:off + 62], 16)
+		    name = data[off + 110:off + 109 + namesize]
+		    off = (off + 110 + namesize + 3) & ~3
+		    off = (off + filesize + 3) & ~3
+		    if name == b"TRAILER!!!":
+		        while data[off:off + 1] == b"\0":
+		            off += 1
+		magics = {b"\x28\xb5\x2f\xfd": "zstd", b"\x1f\x8b": "gzip", b"\xfd7zXZ": "xz", b"\x02\x21\x4c\x18": "lz4"}
+		tool = next((t for m, t in magics.items() if data[off:].startswith(m)), None)
+		if tool is None:
+		    sys.exit("main segment at offset %d: unknown compression" % off)
+		open(sys.argv[2], "wb").write(data[off:])
+		print(tool)
+	EOF
+}
+
+bench_extract() {
+	local dec
+	dec=$(split_main)
+	hf extract \
+		-n "rootpack extract" -p "rm -rf $out" "$rp extract $img $out" \
+		-n "unmkinitramfs" -p "rm -rf $out" "unmkinitramfs $img $out" \
+		-n "3cpio -x" -p "rm -rf $out && mkdir $out" "3cpio -x -C $out $img" \
+		-n "$dec -dc (floor)" -p "true" "$dec -dc $work/main.seg >/dev/null"
+	rm -rf -- "$out" "$work/main.seg"
+}
+
+bench_ls() {
+	hf ls \
+		-n "rootpack ls" "$rp ls $img >/dev/null" \
+		-n "lsinitramfs" "lsinitramfs $img >/dev/null" \
+		-n "3cpio -t" "3cpio -t $img >/dev/null"
+}
+
+rss() { # NAME CMD...: record the peak RSS (KiB) of one run
+	local name=$1; shift
+	/usr/bin/time -f %M -o "$work/time.out" "$@" >/dev/null
+	printf '%s\t%s\n' "$name" "$(<"$work/time.out")" >>"$work/rss.tsv"
+}
+
+bench_rss() { # rootpack, and 3cpio for reference
+	rm -rf -- "$out" && rss "rootpack extract" "$ROOTPACK" extract "$img" "$out"
+	rm -rf -- "$out" && mkdir "$out" && rss "3cpio -x" 3cpio -x -C "$out" "$img"
+	rm -rf -- "$out"
+}
+
+for stage in $STAGES; do
+	declare -F "bench_$stage" >/dev/null || die "unknown stage: $stage"
+	echo "=== $stage"
+	"bench_$stage"
+done
+
+python3 - "$work" <<-'EOF'
+	import glob, json, os, sys
+	work = sys.argv[1]
+	median = {}
+	print("\n%-22s %10s %10s %10s" % ("command", "median s", "mean s", "stddev s"))
+	for path in sorted(glob.glob(os.path.join(work, "*.json"))):
+	    for r in json.load(open(path))["results"]:
+	        median[r["command"]] = r["median"]
+	        print("%-22s %10.4f %10.4f %10.4f" % (r["command"], r["median"], r["mean"], r["stddev"] or 0))
+	floor = next((c for c in median if c.endswith("(floor)")), None)
+	pairs = [("rootpack / 3cpio", "rootpack extract", "3cpio -x"),
+	         ("rootpack / unmkinitramfs", "rootpack extract", "unmkinitramfs"),
+	         ("rootpack / decompress floor", "rootpack extract", floor),
+	         ("rootpack ls / 3cpio -t", "rootpack ls", "3cpio -t"),
+	         ("rootpack ls / lsinitramfs", "rootpack ls", "lsinitramfs")]
+	print()
+	for label, a, b in pairs:
+	    if a in median and b in median:
+	        print("%-28s %6.2fx (median)" % (label, median[a] / median[b]))
+	rss = os.path.join(work, "rss.tsv")
+	if os.path.exists(rss):
+	    print()
+	    for line in open(rss):
+	        name, kib = line.rstrip("\n").split("\t")
+	        print("peak RSS %-19s %8.1f MiB" % (name, int(kib) / 1024))
+EOF

@@ -1,0 +1,363 @@
+//! `pack`: a directory tree into a newc cpio (optionally after an uncompressed early
+//! segment, as microcode initramfs do) or a tar archive, compressed or not.
+//!
+//! Reproducible: entries are sorted by name, inode numbers renumbered from 1, device
+//! numbers zeroed, mtimes clamped to `SOURCE_DATE_EPOCH`, hard links kept.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::compression::{Compression, Encoder};
+use super::cpio::{NewcHeader, NewcWriter};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackFormat {
+    Cpio,
+    Tar,
+}
+
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    pub format: PackFormat,
+    pub compression: Compression,
+    pub level: Option<u32>,
+    /// Upper bound for every mtime (`SOURCE_DATE_EPOCH`).
+    pub clamp_mtime: Option<i64>,
+    /// A tree written first as an uncompressed cpio segment.
+    pub early: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{path}")]
+    Walk { path: PathBuf, source: io::Error },
+    #[error("{path}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}: {what}")]
+    Unsupported { path: PathBuf, what: &'static str },
+    #[error("writing the archive: {0}")]
+    Write(io::Error),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PackSummary {
+    pub entries: u64,
+    pub data_bytes: u64,
+    /// Sockets cannot be stored in tar and are left out.
+    pub skipped_sockets: u64,
+}
+
+/// One tree entry, in archive order.
+struct Item {
+    /// Name in the archive: "." for the root, else relative without "./".
+    name: Vec<u8>,
+    path: PathBuf,
+    meta: std::fs::Metadata,
+}
+
+fn walk(dir: &Path) -> Result<Vec<Item>, PackError> {
+    let mut items = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = entry.map_err(|e| PackError::Walk {
+            path: e.path().unwrap_or(dir).to_path_buf(),
+            source: e.into(),
+        })?;
+        let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+        let name = if rel.as_os_str().is_empty() {
+            b".".to_vec()
+        } else {
+            rel.as_os_str().as_bytes().to_vec()
+        };
+        let meta = entry.metadata().map_err(|e| PackError::Walk {
+            path: entry.path().to_path_buf(),
+            source: e.into(),
+        })?;
+        items.push(Item {
+            name,
+            path: entry.into_path(),
+            meta,
+        });
+    }
+    Ok(items)
+}
+
+/// Hard-link groups: for every item that shares its inode with another, the new inode
+/// number and the index of the group's last member (newc stores the data there).
+struct Links {
+    ino: Vec<u32>,
+    nlink: Vec<u32>,
+    last: Vec<bool>,
+    first: Vec<Option<usize>>,
+}
+
+fn number_inodes(items: &[Item]) -> Links {
+    let mut groups: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+    for (i, it) in items.iter().enumerate() {
+        if !it.meta.is_dir() && it.meta.nlink() > 1 {
+            groups
+                .entry((it.meta.dev(), it.meta.ino()))
+                .or_default()
+                .push(i);
+        }
+    }
+    let n = items.len();
+    let mut links = Links {
+        ino: vec![0; n],
+        nlink: vec![1; n],
+        last: vec![true; n],
+        first: vec![None; n],
+    };
+    let mut next = 1u32;
+    let mut assigned: HashMap<(u64, u64), u32> = HashMap::new();
+    for (i, it) in items.iter().enumerate() {
+        let key = (it.meta.dev(), it.meta.ino());
+        match groups.get(&key) {
+            Some(members) => {
+                links.ino[i] = *assigned.entry(key).or_insert_with(|| {
+                    next += 1;
+                    next - 1
+                });
+                links.nlink[i] = members.len() as u32;
+                links.last[i] = members.last() == Some(&i);
+                links.first[i] = Some(members[0]).filter(|&f| f != i);
+            }
+            None => {
+                links.ino[i] = next;
+                next += 1;
+                if it.meta.is_dir() {
+                    links.nlink[i] = 2;
+                }
+            }
+        }
+    }
+    links
+}
+
+/// A reader that fails unless the file yields exactly `size` bytes: a file that changed
+/// while being packed must not produce an archive whose headers lie.
+struct Exact<'a> {
+    inner: File,
+    remaining: u64,
+    path: &'a Path,
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let changed = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: file changed size while being packed",
+                    self.path.display()
+                ),
+            )
+        };
+        if self.remaining == 0 {
+            return match self.inner.read(&mut [0u8; 1])? {
+                0 => Ok(0),
+                _ => Err(changed()),
+            };
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(changed());
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+fn open_exact(it: &Item) -> Result<Exact<'_>, PackError> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&it.path)
+        .map_err(|source| PackError::Read {
+            path: it.path.clone(),
+            source,
+        })?;
+    Ok(Exact {
+        inner: file,
+        remaining: it.meta.len(),
+        path: &it.path,
+    })
+}
+
+fn clamp(mtime: i64, opts: &PackOptions) -> i64 {
+    opts.clamp_mtime.map_or(mtime, |c| mtime.min(c)).max(0)
+}
+
+/// Packs `dir` into `out` as `opts` says.
+pub fn pack(
+    dir: &Path,
+    out: &mut dyn Write,
+    opts: &PackOptions,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<PackSummary, PackError> {
+    let mut summary = PackSummary::default();
+    if let Some(early) = &opts.early {
+        if opts.format == PackFormat::Tar {
+            return Err(PackError::Unsupported {
+                path: early.clone(),
+                what: "an early segment needs the cpio format",
+            });
+        }
+        write_cpio(early, &mut *out, opts, &mut summary, interrupted)?;
+    }
+    let mut enc = Encoder::new(opts.compression, out, opts.level).map_err(PackError::Write)?;
+    match opts.format {
+        PackFormat::Cpio => write_cpio(dir, &mut enc, opts, &mut summary, interrupted)?,
+        PackFormat::Tar => write_tar(dir, &mut enc, opts, &mut summary, interrupted)?,
+    }
+    enc.finish().map_err(PackError::Write)?;
+    Ok(summary)
+}
+
+fn write_cpio(
+    dir: &Path,
+    out: &mut dyn Write,
+    opts: &PackOptions,
+    summary: &mut PackSummary,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<(), PackError> {
+    let items = walk(dir)?;
+    let links = number_inodes(&items);
+    let mut w = NewcWriter::new(out);
+    for (i, it) in items.iter().enumerate() {
+        if interrupted() {
+            return Err(PackError::Interrupted);
+        }
+        let ft = it.meta.file_type();
+        let too_large = |_| PackError::Unsupported {
+            path: it.path.clone(),
+            what: "larger than the 4 GiB newc allows",
+        };
+        let mut h = NewcHeader {
+            ino: links.ino[i],
+            mode: it.meta.mode(),
+            uid: it.meta.uid(),
+            gid: it.meta.gid(),
+            nlink: links.nlink[i],
+            mtime: clamp(it.meta.mtime(), opts).min(u32::MAX as i64) as u32,
+            ..Default::default()
+        };
+        if ft.is_block_device() || ft.is_char_device() {
+            let rdev = it.meta.rdev();
+            h.rdev_major = libc::major(rdev);
+            h.rdev_minor = libc::minor(rdev);
+        }
+        let written = if ft.is_symlink() {
+            let target = std::fs::read_link(&it.path).map_err(|source| PackError::Read {
+                path: it.path.clone(),
+                source,
+            })?;
+            let target = target.as_os_str().as_bytes();
+            h.filesize = target.len() as u32;
+            w.append(&h, &it.name, &mut &target[..])
+        } else if ft.is_file() && links.last[i] {
+            h.filesize = u32::try_from(it.meta.len()).map_err(too_large)?;
+            summary.data_bytes += it.meta.len();
+            w.append(&h, &it.name, &mut open_exact(it)?)
+        } else {
+            w.append(&h, &it.name, &mut io::empty())
+        };
+        written.map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => PackError::Read {
+                path: it.path.clone(),
+                source: e,
+            },
+            _ => PackError::Write(e),
+        })?;
+        summary.entries += 1;
+    }
+    w.finish(512).map_err(PackError::Write)?;
+    Ok(())
+}
+
+fn write_tar(
+    dir: &Path,
+    out: &mut dyn Write,
+    opts: &PackOptions,
+    summary: &mut PackSummary,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<(), PackError> {
+    use ::tar::{EntryType, Header};
+    let items = walk(dir)?;
+    let links = number_inodes(&items);
+    let mut builder = ::tar::Builder::new(out);
+    for (i, it) in items.iter().enumerate() {
+        if interrupted() {
+            return Err(PackError::Interrupted);
+        }
+        let ft = it.meta.file_type();
+        let name = if it.name == b"." {
+            &b"./"[..]
+        } else {
+            &it.name
+        };
+        let path = Path::new(OsStr::from_bytes(name));
+        let mut h = Header::new_gnu();
+        h.set_mode(it.meta.mode() & 0o7777);
+        h.set_uid(it.meta.uid() as u64);
+        h.set_gid(it.meta.gid() as u64);
+        h.set_mtime(clamp(it.meta.mtime(), opts) as u64);
+        h.set_size(0);
+        let read_err = |source| PackError::Read {
+            path: it.path.clone(),
+            source,
+        };
+        let result = if let Some(first) = links.first[i] {
+            h.set_entry_type(EntryType::Link);
+            let target = Path::new(OsStr::from_bytes(&items[first].name));
+            builder.append_link(&mut h, path, target)
+        } else if ft.is_symlink() {
+            h.set_entry_type(EntryType::Symlink);
+            let target = std::fs::read_link(&it.path).map_err(read_err)?;
+            builder.append_link(&mut h, path, target)
+        } else if ft.is_file() {
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(it.meta.len());
+            summary.data_bytes += it.meta.len();
+            builder.append_data(&mut h, path, open_exact(it)?)
+        } else if ft.is_dir() {
+            h.set_entry_type(EntryType::Directory);
+            builder.append_data(&mut h, path, io::empty())
+        } else if ft.is_fifo() {
+            h.set_entry_type(EntryType::Fifo);
+            builder.append_data(&mut h, path, io::empty())
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let rdev = it.meta.rdev();
+            h.set_entry_type(if ft.is_char_device() {
+                EntryType::Char
+            } else {
+                EntryType::Block
+            });
+            h.set_device_major(libc::major(rdev)).map_err(read_err)?;
+            h.set_device_minor(libc::minor(rdev)).map_err(read_err)?;
+            builder.append_data(&mut h, path, io::empty())
+        } else {
+            summary.skipped_sockets += 1;
+            continue;
+        };
+        result.map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => read_err(e),
+            _ => PackError::Write(e),
+        })?;
+        summary.entries += 1;
+    }
+    builder.into_inner().map_err(PackError::Write)?;
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! The initramfs segment loop, as the kernel's `unpack_to_rootfs` walks its buffer: skip
+//! zero padding, then either an uncompressed cpio archive or a compressed stream holding
+//! one or more archives, until the end of the file.
+//!
+//! Compressed streams are decoded on a second thread and handed over in 1 MiB blocks
+//! through a bounded channel, so decompression and writing files overlap on two cores
+//! while memory stays flat (a few blocks in flight, whatever the archive size).
+
+use std::fs::File;
+use std::io::{self, BufRead};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+
+use indicatif::ProgressBar;
+
+use super::compression::{decoder, read_full};
+use super::cpio::{self, Counted};
+use super::input::Input;
+use super::{Compression, Format, ReadError, Segment, Visitor, display_name, tar};
+
+const BLOCK: usize = 1 << 20;
+const BLOCKS_IN_FLIGHT: usize = 4;
+
+/// What one segment held.
+#[derive(Debug, Clone)]
+pub struct SegmentSummary {
+    pub segment: Segment,
+    pub entries: u64,
+    /// Bytes of cpio/tar data (after decompression).
+    pub unpacked: u64,
+    /// Bytes the segment occupies in the file.
+    pub stored: u64,
+}
+
+/// Reads every segment of an initramfs (or one tar archive, compressed or not) from `file`,
+/// handing segments and entries to `visitor` in archive order.
+pub fn read_archive(
+    file: &File,
+    visitor: &mut dyn Visitor,
+    progress: Option<ProgressBar>,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<Vec<SegmentSummary>, ReadError> {
+    let mut input = Input::new(file, 0, progress);
+    let mut summaries: Vec<SegmentSummary> = Vec::new();
+    while input.skip_zeros()? {
+        let offset = input.position();
+        let head = input.peek(512)?;
+        let compression = if cpio::detect(head).is_some() || tar::detect(head) {
+            Compression::None
+        } else if let Some(c) = Compression::detect(head) {
+            c
+        } else {
+            return Err(ReadError::Malformed {
+                offset,
+                what: format!(
+                    "neither a cpio archive nor a known compression (starts with {:?})",
+                    display_name(&head[..head.len().min(6)])
+                ),
+            });
+        };
+        let index = summaries.len() + 1;
+        let in_segment = |source: ReadError| match source {
+            e @ ReadError::Decompress { .. } | e @ ReadError::Interrupted => e,
+            source => ReadError::InSegment {
+                index,
+                compression,
+                offset,
+                source: Box::new(source),
+            },
+        };
+        let start = Segment {
+            index,
+            offset,
+            compression,
+            format: Format::Newc,
+        };
+        let (segment, entries, unpacked) = if compression == Compression::None {
+            read_stream(&mut input, start, true, visitor, interrupted).map_err(in_segment)?
+        } else {
+            read_compressed(&mut input, start, visitor, interrupted).map_err(in_segment)?
+        };
+        let summary = SegmentSummary {
+            segment,
+            entries,
+            unpacked,
+            stored: input.position() - offset,
+        };
+        visitor
+            .segment_end(&summary)
+            .map_err(|e| in_segment(ReadError::Visit(e)))?;
+        summaries.push(summary);
+        if segment.format == Format::Tar {
+            // A tar archive is the whole file; what follows its end-of-archive blocks is
+            // ignored, as tar does.
+            break;
+        }
+    }
+    if summaries.is_empty() {
+        return Err(ReadError::Malformed {
+            offset: 0,
+            what: "empty archive".into(),
+        });
+    }
+    Ok(summaries)
+}
+
+/// Reads the archives in one (decompressed) stream. With `single`, stops after the first
+/// cpio trailer (an uncompressed segment: what follows is the next segment); otherwise reads
+/// every archive until the stream ends, as the kernel does inside a compressed segment.
+fn read_stream(
+    stream: &mut dyn BufRead,
+    mut segment: Segment,
+    single: bool,
+    visitor: &mut dyn Visitor,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<(Segment, u64, u64), ReadError> {
+    let base = if single { segment.offset } else { 0 };
+    let mut r = Counted {
+        inner: stream,
+        pos: base,
+    };
+    let head = r.fill_buf()?;
+    if head.is_empty() {
+        return Err(ReadError::Malformed {
+            offset: 0,
+            what: "compressed stream holds no data".into(),
+        });
+    }
+    if tar::detect(head) {
+        segment.format = Format::Tar;
+        visitor.segment_start(&segment).map_err(ReadError::Visit)?;
+        let entries = tar::read_entries(&mut r, visitor, interrupted)?;
+        // Drain the zero blocks tar leaves after its end marker.
+        io::copy(&mut r, &mut io::sink())?;
+        return Ok((segment, entries, r.pos - base));
+    }
+    segment.format = cpio::detect(head).unwrap_or(Format::Newc);
+    visitor.segment_start(&segment).map_err(ReadError::Visit)?;
+    let mut entries = cpio::read_one(&mut r, visitor, interrupted)?;
+    if !single {
+        while skip_zeros(&mut r)? {
+            entries += cpio::read_one(&mut r, visitor, interrupted)?;
+        }
+    }
+    Ok((segment, entries, r.pos - base))
+}
+
+fn skip_zeros(r: &mut dyn BufRead) -> io::Result<bool> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        let (n, len) = (buf.iter().position(|&b| b != 0), buf.len());
+        r.consume(n.unwrap_or(len));
+        if n.is_some() {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_compressed(
+    input: &mut Input<&File>,
+    segment: Segment,
+    visitor: &mut dyn Visitor,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<(Segment, u64, u64), ReadError> {
+    let (tx, rx) = mpsc::sync_channel(BLOCKS_IN_FLIGHT);
+    let (recycle_tx, recycle_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let decoding =
+            scope.spawn(move || decode_blocks(input, segment.compression, tx, recycle_rx));
+        let mut stream = ChannelReader {
+            rx,
+            recycle: recycle_tx,
+            current: Vec::new(),
+            pos: 0,
+        };
+        let parsed = read_stream(&mut stream, segment, false, visitor, interrupted);
+        // Closing our end stops the decoder if we stopped early.
+        drop(stream);
+        let decoded = match decoding.join() {
+            Ok(decoded) => decoded,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        match decoded {
+            // A corrupt stream explains whatever the parser saw after it.
+            Err((at, source)) => Err(ReadError::Decompress {
+                index: segment.index,
+                compression: segment.compression,
+                offset: segment.offset,
+                at,
+                source,
+            }),
+            Ok(()) => parsed,
+        }
+    })
+}
+
+/// The decoder thread: fills blocks until the stream ends or the reader goes away.
+/// On failure, returns the compressed position reached and the error.
+fn decode_blocks(
+    input: &mut Input<&File>,
+    compression: Compression,
+    tx: SyncSender<Vec<u8>>,
+    recycle: Receiver<Vec<u8>>,
+) -> Result<(), (u64, io::Error)> {
+    let result = (|| {
+        let mut dec = decoder(compression, input)?;
+        loop {
+            let mut buf = recycle.try_recv().unwrap_or_default();
+            buf.resize(BLOCK, 0);
+            let n = read_full(&mut dec, &mut buf)?;
+            buf.truncate(n);
+            if n == 0 || tx.send(buf).is_err() || n < BLOCK {
+                return Ok(());
+            }
+        }
+    })();
+    result.map_err(|e| (input.position(), e))
+}
+
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    recycle: Sender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.current.len() {
+            let used = std::mem::take(&mut self.current);
+            if used.capacity() > 0 {
+                let _ = self.recycle.send(used);
+            }
+            self.pos = 0;
+            if let Ok(next) = self.rx.recv() {
+                self.current = next;
+            }
+        }
+        Ok(&self.current[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.current.len());
+    }
+}

@@ -1,0 +1,105 @@
+//! The command line: every subcommand and flag, with its help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rootpack",
+    version,
+    about = "Build root-filesystem images from recipes; read, extract and pack initramfs archives",
+    long_about = "Build root-filesystem images from recipes; read, extract and pack initramfs \
+        archives.\n\nArchives are read natively: cpio (newc, crc, odc) in any number of \
+        concatenated segments, each uncompressed or compressed with gzip, zstd, xz, lzma, \
+        bzip2, lzop or lz4 (legacy framing), and tar (plain or compressed)."
+)]
+pub struct Cli {
+    /// Print nothing but errors (no progress bars, no warnings).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more about what is done (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the entries of an initramfs or tar archive, one path per line, in archive order.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// The archive (initramfs image, .cpio[.gz|.zst|...], .tar[.gz|.zst|.xz]).
+        archive: PathBuf,
+        /// Also show type and mode, uid:gid, size, mtime (UTC) and link targets.
+        #[arg(short, long)]
+        long: bool,
+        /// Show the segments instead: offset, compression, format, entries, sizes.
+        #[arg(short, long, conflicts_with = "long")]
+        segments: bool,
+    },
+    /// Extract an archive into a folder, as the kernel would unpack it.
+    ///
+    /// Later segments override earlier ones. Type, mode (including setuid), mtime and hard
+    /// links are kept; owners and device nodes too when running as root. Names with `..`
+    /// are refused, and nothing is ever written outside DIR, whatever symlinks the archive
+    /// holds. DIR must be absent or empty (see --merge); the tree is built beside it and
+    /// renamed into place on success.
+    #[command(visible_alias = "x")]
+    Extract {
+        archive: PathBuf,
+        /// The folder to create.
+        dir: PathBuf,
+        /// Write each segment into its own folder: DIR/segment-1, DIR/segment-2, ...
+        #[arg(long)]
+        split: bool,
+        /// Extract into DIR even if it is not empty (in place, not atomic).
+        #[arg(long)]
+        merge: bool,
+    },
+    /// Pack a folder into a reproducible newc cpio or tar archive.
+    ///
+    /// Entries are sorted, inode numbers renumbered and, when SOURCE_DATE_EPOCH is set,
+    /// mtimes clamped to it. The format and compression follow the output's extension:
+    /// .cpio .cpio.gz .cpio.zst .cpio.xz .cpio.lz4 .tar .tar.gz .tar.zst .tar.xz
+    Pack {
+        /// The folder to pack.
+        dir: PathBuf,
+        /// The archive to write (replaced atomically).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Override the format implied by the extension.
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// Override the compression implied by the extension.
+        #[arg(short, long, value_enum)]
+        compress: Option<CompressArg>,
+        /// Compression level (default: gzip 9, zstd 19, xz 6).
+        #[arg(long)]
+        level: Option<u32>,
+        /// Prepend this folder as an uncompressed cpio segment (e.g. CPU microcode).
+        #[arg(long, value_name = "DIR")]
+        early: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Cpio,
+    Tar,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressArg {
+    None,
+    Gzip,
+    Zstd,
+    Xz,
+    Lz4,
+}

@@ -1,0 +1,102 @@
+//! Outputs that appear whole or not at all: a temporary file or folder beside the target,
+//! renamed into place on success and removed by `Drop` otherwise. Temporary names carry
+//! the marker `.rootpack-tmp-` and the writer's pid, so leftovers of a killed run can be
+//! recognized and removed by the next one.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+const MARKER: &str = ".rootpack-tmp-";
+
+fn temp_path_for(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}{MARKER}{}", std::process::id()))
+}
+
+/// A file written beside `target` and renamed over it by [`AtomicFile::commit`].
+pub struct AtomicFile {
+    file: File,
+    temp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl AtomicFile {
+    pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        let temp = temp_path_for(target);
+        let file = File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
+        Ok(AtomicFile {
+            file,
+            temp,
+            target: target.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Flushes to disk and renames over the target.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.temp, &self.target)?;
+        self.committed = true;
+        if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// A directory removed with its contents on drop unless [`TempDir::keep`] was called.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh folder beside `target`.
+    pub fn beside(target: &Path) -> io::Result<TempDir> {
+        let path = temp_path_for(target);
+        if path.exists() {
+            std::fs::remove_dir_all(&path)?;
+        }
+        std::fs::create_dir(&path)?;
+        Ok(TempDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the folder to `target` (which must be absent or an empty folder).
+    pub fn persist(mut self, target: &Path) -> io::Result<()> {
+        std::fs::rename(&self.path, target)?;
+        self.path.clear();
+        Ok(())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

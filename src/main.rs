@@ -1,0 +1,198 @@
+//! The `rootpack` binary: parse, call the library, print one clear line per error.
+//! Exit codes: 0 success, 1 failure, 2 usage error (clap), 128+N interrupted by signal N.
+
+mod cli;
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command, CompressArg, FormatArg};
+use rootpack::archive::Compression;
+use rootpack::archive::pack::{PackFormat, PackOptions};
+use rootpack::{interrupt, ops, progress};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    interrupt::install();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(signal) = interrupt::signal() {
+                eprintln!("rootpack: interrupted; cleaned up");
+                return ExitCode::from(128 + signal as u8);
+            }
+            eprintln!("rootpack: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Ls {
+            archive,
+            long,
+            segments,
+        } => cmd_ls(&archive, long, segments, quiet),
+        Command::Extract {
+            archive,
+            dir,
+            split,
+            merge,
+        } => cmd_extract(&archive, &dir, ops::ExtractOptions { split, merge }, quiet),
+        Command::Pack {
+            dir,
+            output,
+            format,
+            compress,
+            level,
+            early,
+        } => {
+            let (format, compression) = pack_kind(&output, format, compress)?;
+            let opts = PackOptions {
+                format,
+                compression,
+                level,
+                clamp_mtime: source_date_epoch()?,
+                early,
+            };
+            let summary = ops::pack_to_file(&dir, &output, &opts)?;
+            if summary.skipped_sockets > 0 && !quiet {
+                eprintln!(
+                    "rootpack: warning: {} socket(s) left out (tar cannot store sockets)",
+                    summary.skipped_sockets
+                );
+            }
+            if cli.verbose > 0 {
+                eprintln!(
+                    "rootpack: packed {} entries, {} bytes of data into {}",
+                    summary.entries,
+                    summary.data_bytes,
+                    output.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rootpack", &mut io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn input_bar(archive: &Path, quiet: bool, message: &str) -> Option<indicatif::ProgressBar> {
+    let len = std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0);
+    progress::bytes_bar(len, quiet, message)
+}
+
+fn cmd_ls(archive: &Path, long: bool, segments: bool, quiet: bool) -> Result<()> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    if segments {
+        let found = ops::list(
+            archive,
+            &mut io::sink(),
+            false,
+            input_bar(archive, quiet, "reading"),
+        )?;
+        writeln!(
+            out,
+            "{:>3} {:>12} {:<6} {:<5} {:>8} {:>12} {:>12}",
+            "#", "offset", "comp", "fmt", "entries", "stored", "unpacked"
+        )?;
+        for s in found {
+            writeln!(
+                out,
+                "{:>3} {:>12} {:<6} {:<5} {:>8} {:>12} {:>12}",
+                s.segment.index,
+                s.segment.offset,
+                s.segment.compression.name(),
+                s.segment.format.to_string(),
+                s.entries,
+                s.stored,
+                s.unpacked
+            )?;
+        }
+    } else {
+        ops::list(archive, &mut out, long, None)?;
+    }
+    match out.flush() {
+        // `rootpack ls | head` is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn cmd_extract(archive: &Path, dir: &Path, opts: ops::ExtractOptions, quiet: bool) -> Result<()> {
+    let bar = input_bar(archive, quiet, "extracting");
+    let (_, report) = ops::extract(archive, dir, opts, bar.clone())?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if !quiet && report.skipped_devices > 0 {
+        eprintln!(
+            "rootpack: warning: {} device node(s) skipped (creating them needs root)",
+            report.skipped_devices
+        );
+    }
+    if !quiet && report.ownership_dropped > 0 {
+        eprintln!(
+            "rootpack: warning: owner of {} entr(y/ies) not kept (changing owners needs root)",
+            report.ownership_dropped
+        );
+    }
+    Ok(())
+}
+
+/// The format and compression for `pack`, from flags or else the output's extension.
+fn pack_kind(
+    output: &Path,
+    format: Option<FormatArg>,
+    compress: Option<CompressArg>,
+) -> Result<(PackFormat, Compression)> {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let is_tar = name.ends_with(".tar") || name.contains(".tar.") || name.ends_with(".tgz");
+    let format = match format {
+        Some(FormatArg::Cpio) => PackFormat::Cpio,
+        Some(FormatArg::Tar) => PackFormat::Tar,
+        None if is_tar => PackFormat::Tar,
+        None => PackFormat::Cpio,
+    };
+    let compression = match compress {
+        Some(CompressArg::None) => Compression::None,
+        Some(CompressArg::Gzip) => Compression::Gzip,
+        Some(CompressArg::Zstd) => Compression::Zstd,
+        Some(CompressArg::Xz) => Compression::Xz,
+        Some(CompressArg::Lz4) => Compression::Lz4,
+        None => match Compression::from_extension(&name) {
+            Some(c) => c,
+            None => bail!(
+                "{}: cannot tell the compression from the extension; pass --compress",
+                output.display()
+            ),
+        },
+    };
+    if format == PackFormat::Tar && compression == Compression::Lz4 {
+        bail!("tar with lz4 legacy framing is not supported; use gzip, zstd or xz");
+    }
+    Ok((format, compression))
+}
+
+fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            Ok(Some(v.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+            })?))
+        }
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,234 @@
+//! The archive commands as library calls: list, extract and pack. The CLI only parses
+//! arguments, calls these and prints.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+
+use crate::archive::pack::{PackError, PackOptions, PackSummary, pack};
+use crate::archive::{
+    Entry, EntryData, Kind, ReadError, SegmentSummary, VisitError, Visitor, read_archive,
+};
+use crate::fsutil::{AtomicFile, TempDir};
+use crate::interrupt::interrupted;
+use crate::tree::extract::{ExtractError, ExtractReport, Extractor};
+use crate::tree::safe_path::Root;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{path}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{path}")]
+    Read { path: PathBuf, source: ReadError },
+    #[error("{path}")]
+    Output { path: PathBuf, source: io::Error },
+    #[error("{path}: folder is not empty (pass --merge to extract into it anyway)")]
+    NotEmpty { path: PathBuf },
+    #[error("{path}")]
+    Extract { path: PathBuf, source: ExtractError },
+    #[error("{path}")]
+    Pack { path: PathBuf, source: PackError },
+}
+
+fn open(path: &Path) -> Result<File, OpError> {
+    File::open(path).map_err(|source| OpError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Lists the entries of `archive` to `out`, one name per line (with `long`, an `ls -l`-like
+/// line). Returns the segments found.
+pub fn list(
+    archive: &Path,
+    out: &mut dyn Write,
+    long: bool,
+    progress: Option<ProgressBar>,
+) -> Result<Vec<SegmentSummary>, OpError> {
+    struct Lister<'a> {
+        out: &'a mut dyn Write,
+        long: bool,
+    }
+    impl Visitor for Lister<'_> {
+        fn entry(&mut self, e: &Entry, _: &mut EntryData<'_>) -> Result<(), VisitError> {
+            if self.long {
+                write!(self.out, "{} ", long_prefix(e))?;
+            }
+            self.out.write_all(&e.name)?;
+            match &e.kind {
+                Kind::Symlink(target) if self.long => {
+                    self.out.write_all(b" -> ")?;
+                    self.out.write_all(target)?;
+                }
+                Kind::HardLink(target) if self.long => {
+                    self.out.write_all(b" link to ")?;
+                    self.out.write_all(target)?;
+                }
+                _ => {}
+            }
+            self.out.write_all(b"\n")?;
+            Ok(())
+        }
+    }
+    let file = open(archive)?;
+    let mut lister = Lister { out, long };
+    read_archive(&file, &mut lister, progress, &interrupted).map_err(|source| OpError::Read {
+        path: archive.to_path_buf(),
+        source,
+    })
+}
+
+/// `-rwsr-xr-x 0:0 12345 2024-01-02 03:04:05`
+fn long_prefix(e: &Entry) -> String {
+    let m = e.mode;
+    let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
+    let exec = |x: u32, special: u32, set: char| match (m & x != 0, m & special != 0) {
+        (true, true) => set,
+        (false, true) => set.to_ascii_uppercase(),
+        (true, false) => 'x',
+        (false, false) => '-',
+    };
+    let perms: String = [
+        e.kind.type_char(),
+        bit(0o400, 'r'),
+        bit(0o200, 'w'),
+        exec(0o100, 0o4000, 's'),
+        bit(0o040, 'r'),
+        bit(0o020, 'w'),
+        exec(0o010, 0o2000, 's'),
+        bit(0o004, 'r'),
+        bit(0o002, 'w'),
+        exec(0o001, 0o1000, 't'),
+    ]
+    .iter()
+    .collect();
+    let size = match e.kind {
+        Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } => {
+            format!("{major},{minor}")
+        }
+        _ => e.size.to_string(),
+    };
+    format!(
+        "{perms} {}:{} {size:>10} {}",
+        e.uid,
+        e.gid,
+        format_utc(e.mtime)
+    )
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC), by Howard Hinnant's civil date
+/// algorithm.
+pub fn format_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExtractOptions {
+    /// One folder per segment (`segment-1`, `segment-2`, ...).
+    pub split: bool,
+    /// Extract into a non-empty folder, in place (not atomic).
+    pub merge: bool,
+}
+
+/// Extracts `archive` into `dest`. Unless merging into a non-empty folder, the tree is
+/// built in a temporary folder beside `dest` and renamed into place only on success, so a
+/// bad archive or Ctrl-C leaves nothing half-written.
+pub fn extract(
+    archive: &Path,
+    dest: &Path,
+    opts: ExtractOptions,
+    progress: Option<ProgressBar>,
+) -> Result<(Vec<SegmentSummary>, ExtractReport), OpError> {
+    let file = open(archive)?;
+    let out_err = |source| OpError::Output {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let non_empty = match std::fs::read_dir(dest) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(out_err(e)),
+    };
+    if non_empty && !opts.merge {
+        return Err(OpError::NotEmpty {
+            path: dest.to_path_buf(),
+        });
+    }
+    let temp = if non_empty {
+        None
+    } else {
+        Some(TempDir::beside(dest).map_err(out_err)?)
+    };
+    let work = temp.as_ref().map_or(dest, |t| t.path());
+    let root = Root::open(work).map_err(out_err)?;
+    let mut extractor = Extractor::new(root, opts.split);
+    let segments =
+        read_archive(&file, &mut extractor, progress, &interrupted).map_err(|source| {
+            OpError::Read {
+                path: archive.to_path_buf(),
+                source,
+            }
+        })?;
+    let report = extractor.finish().map_err(|source| OpError::Extract {
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    if let Some(temp) = temp {
+        temp.persist(dest).map_err(out_err)?;
+    }
+    Ok((segments, report))
+}
+
+/// Packs `dir` into `output`, atomically.
+pub fn pack_to_file(dir: &Path, output: &Path, opts: &PackOptions) -> Result<PackSummary, OpError> {
+    let out_err = |source| OpError::Output {
+        path: output.to_path_buf(),
+        source,
+    };
+    if !dir.is_dir() {
+        return Err(OpError::Open {
+            path: dir.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        });
+    }
+    let mut out = AtomicFile::create(output).map_err(out_err)?;
+    let summary = {
+        let mut w = io::BufWriter::with_capacity(1 << 20, out.file());
+        let summary = pack(dir, &mut w, opts, &interrupted).map_err(|source| OpError::Pack {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        w.flush().map_err(out_err)?;
+        summary
+    };
+    out.commit().map_err(out_err)?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_dates() {
+        assert_eq!(super::format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::format_utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::format_utc(1_700_000_000), "2023-11-14 22:13:20");
+    }
+}

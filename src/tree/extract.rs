@@ -1,0 +1,412 @@
+//! Writes archive entries onto a directory, as the kernel builds its rootfs from an
+//! initramfs: later entries replace earlier ones, hard links follow cpio's inode identity,
+//! directory times and modes are applied last.
+//!
+//! # Security
+//!
+//! Every name goes through [`RelPath::parse`] (no `..`, no NUL; absolute names are taken
+//! relative to the root) and [`Root::open_dir`] (parents resolved inside the root, symlinks
+//! included: `a -> /etc` then `a/passwd` writes `<root>/etc/passwd`, never the host's).
+//! Leaves are created with `O_EXCL | O_NOFOLLOW` or an `*at` call that does not follow,
+//! after unlinking whatever was there, so a symlink planted by an earlier entry is replaced,
+//! never written through (the 3cpio 0.14 bug). Hard links are made with `linkat` without
+//! `AT_SYMLINK_FOLLOW` between two paths resolved the same way. Device nodes are made only
+//! when running as root; otherwise they are counted and skipped.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, BufRead, Write};
+use std::os::unix::io::OwnedFd;
+use std::rc::Rc;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use crate::archive::{
+    Entry, EntryData, Kind, LinkKey, Segment, SegmentSummary, VisitError, Visitor,
+};
+use crate::tree::safe_path::{RelPath, Root};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ExtractReport {
+    pub entries: u64,
+    pub bytes: u64,
+    /// Device nodes not created because we are not root.
+    pub skipped_devices: u64,
+    /// Entries whose owner could not be kept because we are not root.
+    pub ownership_dropped: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("unsafe name")]
+    Name(#[from] crate::tree::safe_path::BadName),
+    #[error("cannot resolve parent folder \"{path}\" inside the root")]
+    Parent { path: String, source: io::Error },
+    #[error("cannot create: {0}")]
+    Create(io::Error),
+    #[error("cannot replace the existing non-empty directory")]
+    NonEmptyDir,
+    #[error("hard link target \"{target}\"")]
+    LinkTarget { target: String, source: io::Error },
+    #[error("write failed: {0}")]
+    Write(io::Error),
+    #[error("the root of the tree can only be a directory")]
+    RootNotDir,
+}
+
+struct DirMeta {
+    path: RelPath,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+/// A visitor that writes entries below a root. `split` puts each segment in its own folder.
+pub struct Extractor {
+    base: Root,
+    split: bool,
+    root: Option<Root>,
+    privileged: bool,
+    links: HashMap<LinkKey, RelPath>,
+    dirs: Vec<DirMeta>,
+    /// The last parent directory resolved, reused while entries stay in one folder.
+    parent_cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    report: ExtractReport,
+}
+
+fn timestamps(mtime: i64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+impl Extractor {
+    pub fn new(root: Root, split: bool) -> Extractor {
+        Extractor {
+            root: None,
+            base: root,
+            split,
+            privileged: rustix::process::geteuid().is_root(),
+            links: HashMap::new(),
+            dirs: Vec::new(),
+            parent_cache: None,
+            report: ExtractReport::default(),
+        }
+    }
+
+    /// Applies the deferred directory metadata; call once all entries are written.
+    pub fn finish(mut self) -> Result<ExtractReport, ExtractError> {
+        self.apply_dir_metadata()?;
+        Ok(self.report)
+    }
+
+    fn root(&self) -> &Root {
+        self.root.as_ref().unwrap_or(&self.base)
+    }
+
+    fn apply_dir_metadata(&mut self) -> Result<(), ExtractError> {
+        let dirs = std::mem::take(&mut self.dirs);
+        // Children first, so a parent's mtime is set after its last change.
+        for d in dirs.iter().rev() {
+            let fd = match self.root().open_dir(d.path.as_bytes(), false) {
+                Ok(fd) => fd,
+                // Replaced by a later entry: nothing to apply.
+                Err(_) => continue,
+            };
+            self.set_owner_fd(&fd, d.uid, d.gid)?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(d.mode))
+                .map_err(io_err(ExtractError::Create))?;
+            rustix::fs::futimens(&fd, &timestamps(d.mtime))
+                .map_err(io_err(ExtractError::Create))?;
+        }
+        Ok(())
+    }
+
+    fn set_owner_fd(&mut self, fd: &OwnedFd, uid: u32, gid: u32) -> Result<(), ExtractError> {
+        if self.privileged {
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .map_err(io_err(ExtractError::Create))?;
+        } else if uid != rustix::process::geteuid().as_raw() {
+            self.report.ownership_dropped += 1;
+        }
+        Ok(())
+    }
+
+    /// The parent directory of `path`, created if missing, resolved inside the root.
+    fn parent(&mut self, parent: &[u8]) -> Result<Rc<OwnedFd>, ExtractError> {
+        if let Some((p, fd)) = &self.parent_cache
+            && p == parent
+        {
+            return Ok(fd.clone());
+        }
+        let fd = self
+            .root()
+            .open_dir(parent, true)
+            .map_err(|source| ExtractError::Parent {
+                path: parent.escape_ascii().to_string(),
+                source,
+            })?;
+        let fd = Rc::new(fd);
+        self.parent_cache = Some((parent.to_vec(), fd.clone()));
+        Ok(fd)
+    }
+
+    /// Removes what is at `leaf` unless it is a directory and `keep_dir`; returns whether a
+    /// directory was kept.
+    fn clear_leaf(dir: &OwnedFd, leaf: &OsStr, keep_dir: bool) -> Result<bool, ExtractError> {
+        let st = match rustix::fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(ExtractError::Create(e.into())),
+        };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            if keep_dir {
+                return Ok(true);
+            }
+            return match rustix::fs::unlinkat(dir, leaf, AtFlags::REMOVEDIR) {
+                Ok(()) => Ok(false),
+                Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => Err(ExtractError::NonEmptyDir),
+                Err(e) => Err(ExtractError::Create(e.into())),
+            };
+        }
+        rustix::fs::unlinkat(dir, leaf, AtFlags::empty()).map_err(io_err(ExtractError::Create))?;
+        Ok(false)
+    }
+
+    fn write_entry(&mut self, entry: &Entry, data: &mut EntryData<'_>) -> Result<(), ExtractError> {
+        let path = RelPath::parse(&entry.name)?;
+        let Some((parent, leaf)) = path.split_leaf() else {
+            if entry.kind != Kind::Dir {
+                return Err(ExtractError::RootNotDir);
+            }
+            self.dirs.push(self.dir_meta(path, entry));
+            return Ok(());
+        };
+        let parent = parent.to_vec();
+        let leaf = leaf.to_os_string();
+        let dir = self.parent(&parent)?;
+        let dir_kept = Self::clear_leaf(&dir, &leaf, entry.kind == Kind::Dir)?;
+        if matches!(entry.kind, Kind::Dir | Kind::Symlink(_)) || dir_kept {
+            // The tree's shape changes: a cached parent below this path may now be stale.
+            self.parent_cache = None;
+        }
+        let dir = self.parent(&parent)?;
+        let mode = Mode::from_raw_mode(entry.mode);
+        match &entry.kind {
+            Kind::Dir => {
+                if !dir_kept {
+                    rustix::fs::mkdirat(&dir, &leaf, Mode::from_raw_mode(0o700))
+                        .map_err(io_err(ExtractError::Create))?;
+                }
+                self.dirs.push(self.dir_meta(path, entry));
+                return Ok(());
+            }
+            Kind::File => {
+                if let Some(first) = entry.link_key.and_then(|k| self.links.get(&k)).cloned() {
+                    self.link_to(&first, &parent, &leaf)?;
+                    if entry.size > 0 {
+                        let dir = self.parent(&parent)?;
+                        let flags =
+                            OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                        let fd = rustix::fs::openat(&dir, &leaf, flags, Mode::empty())
+                            .map_err(io_err(ExtractError::Create))?;
+                        self.finish_file(fd, entry, data)?;
+                    }
+                    return Ok(());
+                }
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(&dir, &leaf, flags, Mode::from_raw_mode(0o600))
+                    .map_err(io_err(ExtractError::Create))?;
+                if let Some(key) = entry.link_key {
+                    self.links.insert(key, path.clone());
+                }
+                return self.finish_file(fd, entry, data);
+            }
+            Kind::HardLink(target) => {
+                let target = RelPath::parse(target)?;
+                return self.link_to(&target, &parent, &leaf);
+            }
+            Kind::Symlink(target) => {
+                rustix::fs::symlinkat(target.as_slice(), &dir, &leaf)
+                    .map_err(io_err(ExtractError::Create))?;
+            }
+            Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } => {
+                if !self.privileged {
+                    self.report.skipped_devices += 1;
+                    return Ok(());
+                }
+                let ft = if matches!(entry.kind, Kind::CharDevice { .. }) {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                let dev = rustix::fs::makedev(*major, *minor);
+                rustix::fs::mknodat(&dir, &leaf, ft, mode, dev)
+                    .map_err(io_err(ExtractError::Create))?;
+            }
+            Kind::Fifo => {
+                rustix::fs::mknodat(&dir, &leaf, FileType::Fifo, mode, 0)
+                    .map_err(io_err(ExtractError::Create))?;
+            }
+            Kind::Socket => {
+                rustix::fs::mknodat(&dir, &leaf, FileType::Socket, mode, 0)
+                    .map_err(io_err(ExtractError::Create))?;
+            }
+        }
+        if let Some(key) = entry.link_key {
+            self.links.insert(key, path.clone());
+        }
+        self.finish_special(&parent, &leaf, entry)
+    }
+
+    /// Ownership, mode and times of a non-regular, non-directory leaf, without following it.
+    fn finish_special(
+        &mut self,
+        parent: &[u8],
+        leaf: &OsStr,
+        entry: &Entry,
+    ) -> Result<(), ExtractError> {
+        let is_symlink = matches!(entry.kind, Kind::Symlink(_));
+        let privileged = self.privileged;
+        let dir = self.parent(parent)?;
+        if privileged {
+            rustix::fs::chownat(
+                &dir,
+                leaf,
+                Some(rustix::fs::Uid::from_raw(entry.uid)),
+                Some(rustix::fs::Gid::from_raw(entry.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(io_err(ExtractError::Create))?;
+        }
+        if !is_symlink {
+            // mknod applied the umask, and chown may have cleared set-id bits. The leaf was
+            // just created by us as a non-symlink, so following it is safe.
+            rustix::fs::chmodat(
+                &dir,
+                leaf,
+                Mode::from_raw_mode(entry.mode),
+                AtFlags::empty(),
+            )
+            .map_err(io_err(ExtractError::Create))?;
+        }
+        rustix::fs::utimensat(
+            &dir,
+            leaf,
+            &timestamps(entry.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(io_err(ExtractError::Create))?;
+        if !privileged && entry.uid != rustix::process::geteuid().as_raw() {
+            self.report.ownership_dropped += 1;
+        }
+        Ok(())
+    }
+
+    fn link_to(
+        &mut self,
+        target: &RelPath,
+        parent: &[u8],
+        leaf: &OsStr,
+    ) -> Result<(), ExtractError> {
+        let link_err = |source: io::Error| ExtractError::LinkTarget {
+            target: target.to_string(),
+            source,
+        };
+        let (target_parent, target_leaf) = target
+            .split_leaf()
+            .ok_or_else(|| link_err(io::Error::from(io::ErrorKind::IsADirectory)))?;
+        let target_dir = self
+            .root()
+            .open_dir(target_parent, false)
+            .map_err(link_err)?;
+        let dir = self.parent(parent)?;
+        rustix::fs::linkat(&target_dir, target_leaf, &dir, leaf, AtFlags::empty())
+            .map_err(|e| link_err(e.into()))
+    }
+
+    fn finish_file(
+        &mut self,
+        fd: OwnedFd,
+        entry: &Entry,
+        data: &mut EntryData<'_>,
+    ) -> Result<(), ExtractError> {
+        let mut file = File::from(fd);
+        loop {
+            let buf = data.fill_buf().map_err(ExtractError::Write)?;
+            if buf.is_empty() {
+                break;
+            }
+            file.write_all(buf).map_err(ExtractError::Write)?;
+            let n = buf.len();
+            self.report.bytes += n as u64;
+            data.consume(n);
+        }
+        let fd = OwnedFd::from(file);
+        self.set_owner_fd(&fd, entry.uid, entry.gid)?;
+        // After chown, which clears set-id bits.
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode))
+            .map_err(io_err(ExtractError::Create))?;
+        rustix::fs::futimens(&fd, &timestamps(entry.mtime))
+            .map_err(io_err(ExtractError::Create))?;
+        Ok(())
+    }
+
+    fn dir_meta(&self, path: RelPath, entry: &Entry) -> DirMeta {
+        DirMeta {
+            path,
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            mtime: entry.mtime,
+        }
+    }
+}
+
+fn io_err<E: Into<io::Error>>(wrap: fn(io::Error) -> ExtractError) -> impl Fn(E) -> ExtractError {
+    move |e| wrap(e.into())
+}
+
+impl Visitor for Extractor {
+    fn segment_start(&mut self, segment: &Segment) -> Result<(), VisitError> {
+        if self.split {
+            self.apply_dir_metadata()?;
+            let name = format!("segment-{}", segment.index);
+            rustix::fs::mkdirat(self.base.fd(), name.as_str(), Mode::from_raw_mode(0o755))?;
+            self.root = Some(Root::open(&self.base.path().join(&name))?);
+            self.links.clear();
+            self.parent_cache = None;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, entry: &Entry, data: &mut EntryData<'_>) -> Result<(), VisitError> {
+        self.write_entry(entry, data)?;
+        self.report.entries += 1;
+        Ok(())
+    }
+
+    fn archive_end(&mut self) {
+        self.links.clear();
+    }
+
+    fn segment_end(&mut self, _summary: &SegmentSummary) -> Result<(), VisitError> {
+        Ok(())
+    }
+}
