@@ -51,7 +51,7 @@ impl Compression {
             Some(Compression::Xz)
         } else if starts(b"BZh") {
             Some(Compression::Bzip2)
-        } else if starts(&lzop::MAGIC) {
+        } else if starts(&lzop::MAGIC[..4]) {
             Some(Compression::Lzop)
         } else if starts(&lz4_legacy::MAGIC.to_le_bytes()) {
             Some(Compression::Lz4)

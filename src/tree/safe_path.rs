@@ -160,8 +160,11 @@ impl Root {
     }
 
     fn resolve_dir(&self, rel: &[u8]) -> Result<OwnedFd, Errno> {
+        // The last component may be a symlink too: RESOLVE_IN_ROOT contains it, so no
+        // O_NOFOLLOW here (it would refuse every symlinked folder).
         let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(&self.fd, rel, DIR_FLAGS, Mode::empty(), resolve) {
+        let flags = DIR_FLAGS.difference(OFlags::NOFOLLOW);
+        match rustix::fs::openat2(&self.fd, rel, flags, Mode::empty(), resolve) {
             Err(Errno::NOSYS) => self.walk_nofollow(rel),
             // A symlink whose in-root target is missing or a loop: report it as absent or
             // as not a directory; it is never followed out of the root either way.

@@ -1,0 +1,670 @@
+//! `ls`, `extract` and `pack` against archives made by GNU cpio, GNU tar and the Debian
+//! compressor programs, 3cpio's own fixtures, and hand-made hostile archives.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+const PEER_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/peer-fixtures/3cpio");
+
+fn peer_fixture(name: &str) -> PathBuf {
+    let path = Path::new(PEER_FIXTURES).join(name);
+    assert!(path.exists(), "missing peer fixture {}", path.display());
+    path
+}
+
+fn opts() -> SnapshotOptions {
+    SnapshotOptions {
+        owners: is_root(),
+        dir_mtimes: true,
+        symlink_mtimes: true,
+    }
+}
+
+/// For comparisons with a tree GNU cpio extracted: it leaves symlink times alone and
+/// folder times are changed by later entries (ours are compared with the source tree).
+fn gnu_opts() -> SnapshotOptions {
+    SnapshotOptions {
+        symlink_mtimes: false,
+        dir_mtimes: false,
+        ..opts()
+    }
+}
+
+/// A fixture tree and its GNU cpio newc archive (`find . | sort | cpio -o -H FORMAT`).
+fn gnu_cpio(work: &Path, format: &str) -> (PathBuf, PathBuf) {
+    let tree = work.join("tree");
+    if !tree.exists() {
+        make_tree(&tree);
+    }
+    let archive = work.join(format!("tree.{format}.cpio"));
+    sh(
+        &tree,
+        &format!(
+            "find . | LC_ALL=C sort | cpio --quiet -o -H {format} > {}",
+            archive.display()
+        ),
+    );
+    (tree, archive)
+}
+
+/// `cpio -idm` of `archive` into a new folder: the reference extraction.
+fn cpio_extract(archive: &Path, dest: &Path) {
+    fs::create_dir_all(dest).unwrap();
+    sh(
+        dest,
+        &format!(
+            "cpio --quiet -idm --no-absolute-filenames < {}",
+            archive.display()
+        ),
+    );
+}
+
+fn extract(archive: &Path, dest: &Path) {
+    run(rootpack().arg("extract").arg(archive).arg(dest));
+}
+
+fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{cmd:?} should fail with exit 1"
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn extract_equals_gnu_cpio_for_every_compression() {
+    let work = tempfile::tempdir().unwrap();
+    let (_, archive) = gnu_cpio(work.path(), "newc");
+    let reference = work.path().join("reference");
+    cpio_extract(&archive, &reference);
+    let plain = fs::read(&archive).unwrap();
+    let compressors: &[(&str, &[&str])] = &[
+        ("none", &["cat"]),
+        ("gzip", &["gzip", "-n", "-9"]),
+        ("zstd", &["zstd", "-q", "-19"]),
+        ("xz", &["xz", "--check=crc32"]),
+        ("lzma", &["lzma"]),
+        ("bzip2", &["bzip2"]),
+        ("lz4", &["lz4", "-l", "-q"]),
+        ("lzop", &["lzop"]),
+    ];
+    for (name, cmd) in compressors {
+        let packed = pipe(Command::new(cmd[0]).args(&cmd[1..]), &plain);
+        let input = work.path().join(format!("tree.cpio.{name}"));
+        fs::write(&input, packed).unwrap();
+        let dest = work.path().join(format!("out-{name}"));
+        extract(&input, &dest);
+        assert_same_tree(&reference, &dest, &gnu_opts());
+        let segments = run(rootpack().args(["ls", "--segments"]).arg(&input));
+        let table = String::from_utf8(segments.stdout).unwrap();
+        assert!(table.contains(&format!(" {name} ")), "{name}: {table}");
+    }
+}
+
+#[test]
+fn crc_and_odc_formats_read_and_crc_is_verified() {
+    let work = tempfile::tempdir().unwrap();
+    for format in ["crc", "odc"] {
+        let (_, archive) = gnu_cpio(work.path(), format);
+        let reference = work.path().join(format!("ref-{format}"));
+        cpio_extract(&archive, &reference);
+        let dest = work.path().join(format!("out-{format}"));
+        extract(&archive, &dest);
+        assert_same_tree(&reference, &dest, &gnu_opts());
+    }
+    // Flip one byte of busybox's data in the crc archive: the checksum must catch it.
+    let (_, archive) = gnu_cpio(work.path(), "crc");
+    let mut bytes = fs::read(&archive).unwrap();
+    let at = bytes
+        .windows(16)
+        .position(|w| w == b"usr/bin/busybox\0")
+        .unwrap()
+        + 5000;
+    bytes[at] ^= 0xff;
+    let bad = work.path().join("bad.crc.cpio");
+    fs::write(&bad, bytes).unwrap();
+    let dest = work.path().join("bad-out");
+    let err = fails(rootpack().arg("extract").arg(&bad).arg(&dest));
+    assert!(
+        err.contains("checksum mismatch") && err.contains("usr/bin/busybox"),
+        "{err}"
+    );
+    assert!(!dest.exists(), "a failed extract left {}", dest.display());
+}
+
+#[test]
+fn ls_matches_cpio_t_and_long_shows_metadata() {
+    let work = tempfile::tempdir().unwrap();
+    let (_, archive) = gnu_cpio(work.path(), "newc");
+    let ours = run(rootpack().arg("ls").arg(&archive)).stdout;
+    let theirs = run(Command::new("cpio")
+        .args(["--quiet", "-t", "-F"])
+        .arg(&archive))
+    .stdout;
+    assert_eq!(ours, theirs);
+    let long = String::from_utf8_lossy(&run(rootpack().args(["ls", "-l"]).arg(&archive)).stdout)
+        .into_owned();
+    assert!(long.contains("-rwsr-xr-x"), "{long}");
+    assert!(long.contains(" usr/bin/sh -> busybox\n"), "{long}");
+    assert!(
+        long.contains("2017-07-14 02:40:00 etc/hostname\n"),
+        "{long}"
+    );
+}
+
+#[test]
+fn multi_segment_initramfs_merges_and_splits() {
+    let work = tempfile::tempdir().unwrap();
+    let early = work.path().join("early");
+    fs::create_dir_all(early.join("kernel/x86/microcode")).unwrap();
+    fs::write(
+        early.join("kernel/x86/microcode/GenuineIntel.bin"),
+        vec![0x5a; 3000],
+    )
+    .unwrap();
+    fs::create_dir_all(early.join("etc")).unwrap();
+    fs::write(early.join("etc/hostname"), "overridden\n").unwrap();
+    let (tree, main) = gnu_cpio(work.path(), "newc");
+    let img = work.path().join("initrd.img");
+    sh(
+        work.path(),
+        &format!(
+            "(cd early && find . | sort | cpio --quiet -o -H newc) > {img}; \
+             zstd -q -c {main} >> {img}",
+            img = img.display(),
+            main = main.display()
+        ),
+    );
+    let table =
+        String::from_utf8(run(rootpack().args(["ls", "--segments"]).arg(&img)).stdout).unwrap();
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(table.lines().nth(1).unwrap().contains(" none "), "{table}");
+    assert!(table.lines().nth(2).unwrap().contains(" zstd "), "{table}");
+    let dest = work.path().join("merged");
+    extract(&img, &dest);
+    // The later segment wins, as in the kernel.
+    assert_eq!(
+        fs::read_to_string(dest.join("etc/hostname")).unwrap(),
+        "rootpack-test\n"
+    );
+    assert_eq!(
+        fs::read(dest.join("kernel/x86/microcode/GenuineIntel.bin"))
+            .unwrap()
+            .len(),
+        3000
+    );
+    assert!(dest.join("usr/bin/busybox").exists());
+    let split = work.path().join("split");
+    run(rootpack()
+        .args(["extract", "--split"])
+        .arg(&img)
+        .arg(&split));
+    assert_eq!(
+        fs::read_to_string(split.join("segment-1/etc/hostname")).unwrap(),
+        "overridden\n"
+    );
+    assert_same_tree(&tree, &split.join("segment-2"), &opts());
+    // And initramfs-tools' own reader agrees about the segments.
+    let unmk = work.path().join("unmk");
+    run(Command::new("unmkinitramfs").arg(&img).arg(&unmk));
+    assert!(
+        unmk.join("early/kernel/x86/microcode/GenuineIntel.bin")
+            .exists()
+    );
+    assert!(unmk.join("main/usr/bin/busybox").exists());
+}
+
+#[test]
+fn peer_fixtures_list_and_extract() {
+    let work = tempfile::tempdir().unwrap();
+    let two = ".\npath\npath/file\n.\nusr\nusr/bin\nusr/bin/ash\nusr/bin/sh\n";
+    for name in ["bzip2", "gzip", "lz4", "lzma", "lzop", "xz", "zstd"] {
+        let fixture = peer_fixture(&format!("{name}.cpio"));
+        let listed = run(rootpack().arg("ls").arg(&fixture)).stdout;
+        assert_eq!(String::from_utf8(listed).unwrap(), two, "{name}");
+        let dest = work.path().join(name);
+        extract(&fixture, &dest);
+        assert_eq!(
+            fs::read_to_string(dest.join("path/file")).unwrap(),
+            "content\n",
+            "{name}"
+        );
+        assert_eq!(
+            fs::read_link(dest.join("usr/bin/ash")).unwrap(),
+            Path::new("sh"),
+            "{name}"
+        );
+        // Both segments made it, and they agree with the peer tool's view (`3cpio -t`).
+        assert!(dest.join("usr/bin/sh").is_file(), "{name}");
+    }
+    let dest = work.path().join("bigdata");
+    extract(&peer_fixture("bigdata.cpio"), &dest);
+    let zeros = fs::read(dest.join("zeros")).unwrap();
+    assert_eq!(zeros.len(), 102_500_000);
+    assert!(zeros.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn peer_path_traversal_fixture_is_contained() {
+    let work = tempfile::tempdir().unwrap();
+    let victim = Path::new("/tmp/trav.txt");
+    let before = victim.exists();
+    let dest = work.path().join("out");
+    let err = fails(
+        rootpack()
+            .arg("extract")
+            .arg(peer_fixture("path-traversal.cpio"))
+            .arg(&dest),
+    );
+    assert!(err.contains("tmp/trav.txt"), "{err}");
+    assert_eq!(
+        victim.exists(),
+        before,
+        "wrote through the symlink into /tmp"
+    );
+    assert!(!dest.exists());
+    assert_eq!(
+        list_tree(work.path()),
+        vec![work.path().to_path_buf()],
+        "left temporary files"
+    );
+}
+
+/// Extracts a hand-made archive into `work/out`, returning stderr on failure.
+fn extract_raw(work: &Path, entries: &[RawEntry]) -> Result<PathBuf, String> {
+    let archive = work.join("evil.cpio");
+    fs::write(&archive, raw_newc(entries)).unwrap();
+    let dest = work.join("out");
+    let out = rootpack()
+        .arg("extract")
+        .arg(&archive)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if out.status.success() {
+        Ok(dest)
+    } else {
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        Err(stderr)
+    }
+}
+
+#[test]
+fn hostile_names_are_refused_or_kept_inside() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let outside = w.join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("victim"), "original\n").unwrap();
+    let snapshot_outside = || {
+        (
+            list_tree(&outside),
+            fs::read(outside.join("victim")).unwrap(),
+        )
+    };
+    let before = snapshot_outside();
+
+    // `..` anywhere: refused, nothing created.
+    let err = extract_raw(w, &[RawEntry::file(b"../outside/victim", b"evil")]).unwrap_err();
+    assert!(
+        err.contains("'..'") && err.contains("../outside/victim"),
+        "{err}"
+    );
+    assert!(!w.join("out").exists());
+
+    // Absolute names land inside.
+    let dest = extract_raw(w, &[RawEntry::file(b"/abs/file", b"x")]).unwrap();
+    assert_eq!(fs::read(dest.join("abs/file")).unwrap(), b"x");
+    fs::remove_dir_all(&dest).unwrap();
+
+    // A symlink to an absolute host path, then a file "through" it: resolved inside.
+    let target = outside.to_str().unwrap().as_bytes();
+    let dest = extract_raw(
+        w,
+        &[
+            RawEntry::symlink(b"a", target),
+            RawEntry::file(b"a/victim", b"evil"),
+        ],
+    );
+    if let Ok(dest) = dest {
+        assert!(!dest.join("a").is_symlink() || !dest.join("a/victim").exists());
+        fs::remove_dir_all(dest).unwrap();
+    }
+    // `a -> /etc` with an `etc` folder in the archive: writes <dest>/etc/passwd.
+    let dest = extract_raw(
+        w,
+        &[
+            RawEntry::dir(b"etc"),
+            RawEntry::symlink(b"a", b"/etc"),
+            RawEntry::file(b"a/passwd", b"evil"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(fs::read(dest.join("etc/passwd")).unwrap(), b"evil");
+    fs::remove_dir_all(&dest).unwrap();
+    // Relative escapes through a symlink stop at the root.
+    let up = b"../../../../../../../../../..";
+    let dest = extract_raw(
+        w,
+        &[
+            RawEntry::symlink(b"up", up),
+            RawEntry::file(b"up/escaped", b"evil"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(fs::read(dest.join("escaped")).unwrap(), b"evil");
+    fs::remove_dir_all(&dest).unwrap();
+
+    // A file entry reusing a symlink's name replaces the link, never writes through it.
+    let victim = outside.join("victim");
+    let dest = extract_raw(
+        w,
+        &[
+            RawEntry::symlink(b"x", victim.to_str().unwrap().as_bytes()),
+            RawEntry::file(b"x", b"evil"),
+        ],
+    )
+    .unwrap();
+    assert!(!dest.join("x").is_symlink());
+    assert_eq!(fs::read(dest.join("x")).unwrap(), b"evil");
+    fs::remove_dir_all(&dest).unwrap();
+
+    // NUL inside a name and an empty name: refused.
+    let err = extract_raw(w, &[RawEntry::file(b"a\0b", b"x")]).unwrap_err();
+    assert!(err.contains("NUL"), "{err}");
+    let err = extract_raw(w, &[RawEntry::file(b"", b"x")]).unwrap_err();
+    assert!(err.contains("empty name"), "{err}");
+
+    assert_eq!(
+        snapshot_outside(),
+        before,
+        "something was written outside the output folder"
+    );
+    assert_eq!(
+        list_tree(w).len(),
+        4,
+        "left files behind: {:?}",
+        list_tree(w)
+    );
+}
+
+#[test]
+fn tar_hard_links_outside_or_absent_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    for (target, want) in [
+        ("../../etc/passwd", "'..'"),
+        ("missing", "hard link target \"missing\""),
+    ] {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        builder.append_link(&mut h, "link", target).unwrap();
+        let archive = w.join("links.tar");
+        fs::write(&archive, builder.into_inner().unwrap()).unwrap();
+        let err = fails(rootpack().arg("extract").arg(&archive).arg(w.join("out")));
+        assert!(err.contains(want), "{err}");
+        assert!(!w.join("out").exists());
+    }
+}
+
+#[test]
+fn devices_are_skipped_with_a_warning_when_not_root() {
+    if !require_root("devices_are_skipped_with_a_warning_when_not_root") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (_, archive) = gnu_cpio(work.path(), "newc");
+    let out_dir = work.path().join("nobody");
+    fs::create_dir(&out_dir).unwrap();
+    sh(
+        work.path(),
+        "chown 65534:65534 nobody && chmod 755 . && chmod 644 tree.newc.cpio",
+    );
+    let out = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_rootpack"))
+        .arg("extract")
+        .arg(&archive)
+        .arg(out_dir.join("x")));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("2 device node(s) skipped"), "{err}");
+    assert!(!out_dir.join("x/dev/null").exists());
+    assert!(out_dir.join("x/usr/bin/busybox").is_file());
+    assert!(fs::metadata(out_dir.join("x/etc/fifo")).is_ok());
+}
+
+#[test]
+fn truncated_and_corrupt_archives_fail_cleanly() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (_, archive) = gnu_cpio(w, "newc");
+    let plain = fs::read(&archive).unwrap();
+    let dest = w.join("out");
+    // Cut inside a header, a name, file data, and just before the trailer.
+    let trailer = plain.windows(10).rposition(|x| x == b"TRAILER!!!").unwrap();
+    for cut in [50, 115, 3000, trailer - 110] {
+        let bad = w.join("cut.cpio");
+        fs::write(&bad, &plain[..cut]).unwrap();
+        let err = fails(rootpack().arg("extract").arg(&bad).arg(&dest));
+        assert!(
+            err.contains("truncated") && err.contains("byte"),
+            "cut {cut}: {err}"
+        );
+        assert!(!dest.exists());
+        fails(rootpack().arg("ls").arg(&bad));
+    }
+    // Compressed and cut, or corrupted in the middle.
+    for (tool, args) in [
+        ("gzip", &["-n"][..]),
+        ("zstd", &["-q"][..]),
+        ("xz", &["--check=crc32"][..]),
+    ] {
+        let packed = pipe(Command::new(tool).args(args), &plain);
+        let bad = w.join("bad.cpio.x");
+        fs::write(&bad, &packed[..packed.len() / 2]).unwrap();
+        let err = fails(rootpack().arg("extract").arg(&bad).arg(&dest));
+        assert!(
+            err.contains(tool) && err.contains("byte"),
+            "{tool} cut: {err}"
+        );
+        let mut flipped = packed.clone();
+        let mid = flipped.len() / 2;
+        for b in &mut flipped[mid..mid + 64] {
+            *b ^= 0x55;
+        }
+        fs::write(&bad, &flipped).unwrap();
+        let err = fails(rootpack().arg("extract").arg(&bad).arg(&dest));
+        assert!(err.contains(tool), "{tool} corrupt: {err}");
+        assert!(!dest.exists());
+    }
+    // Absurd sizes in a header.
+    let huge_name = RawEntry {
+        namesize: Some(0xFFFF_FFFF),
+        ..RawEntry::file(b"a", b"")
+    };
+    let err = extract_raw(w, &[huge_name]).unwrap_err();
+    assert!(err.contains("name size 4294967295"), "{err}");
+    let huge_file = RawEntry {
+        filesize: Some(0xFFFF_FFFF),
+        ..RawEntry::file(b"a", b"tiny")
+    };
+    let err = extract_raw(w, &[huge_file]).unwrap_err();
+    assert!(err.contains("truncated"), "{err}");
+    let err = fails(rootpack().arg("ls").arg("/etc/hostname"));
+    assert!(
+        err.contains("/etc/hostname") && err.contains("neither a cpio archive"),
+        "{err}"
+    );
+    let entries: Vec<_> = fs::read_dir(w)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !entries
+            .iter()
+            .any(|n| n.to_string_lossy().contains("rootpack-tmp")),
+        "temporary folder left: {entries:?}"
+    );
+}
+
+#[test]
+fn pack_round_trips_and_is_reproducible() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let tree = w.join("tree");
+    make_tree(&tree);
+    for ext in [
+        "cpio", "cpio.gz", "cpio.zst", "cpio.xz", "cpio.lz4", "tar", "tar.gz", "tar.zst",
+    ] {
+        let a = w.join(format!("a.{ext}"));
+        let b = w.join(format!("b.{ext}"));
+        run(rootpack().arg("pack").arg(&tree).arg("-o").arg(&a));
+        // A copy has other inode numbers and atimes; the archive must not change.
+        let copy = w.join("copy");
+        sh(w, &format!("rm -rf copy && cp -a tree copy"));
+        run(rootpack().arg("pack").arg(&copy).arg("-o").arg(&b));
+        assert_eq!(
+            fs::read(&a).unwrap(),
+            fs::read(&b).unwrap(),
+            "{ext} is not reproducible"
+        );
+        let dest = w.join(format!("out-{ext}"));
+        extract(&a, &dest);
+        assert_same_tree(&tree, &dest, &opts());
+    }
+    // Third-party readers accept what we write.
+    let listed = run(Command::new("cpio")
+        .args(["--quiet", "-t", "-F"])
+        .arg(w.join("a.cpio")))
+    .stdout;
+    assert!(String::from_utf8_lossy(&listed).contains("usr/bin/busybox"));
+    let reference = w.join("gnu");
+    cpio_extract(&w.join("a.cpio"), &reference);
+    assert_same_tree(&tree, &reference, &gnu_opts());
+    let listed = run(Command::new("tar")
+        .args(["-tf"])
+        .arg(w.join("a.tar.zst"))
+        .arg("--zstd"))
+    .stdout;
+    assert!(String::from_utf8_lossy(&listed).contains("usr/bin/busybox"));
+}
+
+#[test]
+fn pack_with_early_segment_is_read_by_initramfs_tools() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let tree = w.join("tree");
+    make_tree(&tree);
+    let early = w.join("early");
+    fs::create_dir_all(early.join("kernel/x86/microcode")).unwrap();
+    fs::write(early.join("kernel/x86/microcode/AuthenticAMD.bin"), "ucode").unwrap();
+    let img = w.join("initrd.img");
+    run(rootpack()
+        .arg("pack")
+        .arg(&tree)
+        .arg("--early")
+        .arg(&early)
+        .args(["--compress", "zstd", "-o"])
+        .arg(&img)
+        .env("SOURCE_DATE_EPOCH", "1550000000"));
+    let listed =
+        String::from_utf8_lossy(&run(Command::new("lsinitramfs").arg(&img)).stdout).into_owned();
+    assert!(
+        listed.contains("kernel/x86/microcode/AuthenticAMD.bin"),
+        "{listed}"
+    );
+    assert!(listed.contains("usr/bin/busybox"), "{listed}");
+    let unmk = w.join("unmk");
+    run(Command::new("unmkinitramfs").arg(&img).arg(&unmk));
+    assert_eq!(
+        fs::read(unmk.join("early/kernel/x86/microcode/AuthenticAMD.bin")).unwrap(),
+        b"ucode"
+    );
+    let dest = w.join("ours");
+    run(rootpack().args(["extract", "--split"]).arg(&img).arg(&dest));
+    // SOURCE_DATE_EPOCH clamped every later mtime; earlier ones are kept.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::symlink_metadata(dest.join("segment-2/usr/bin/busybox"))
+            .unwrap()
+            .mtime(),
+        1_550_000_000
+    );
+    assert_eq!(
+        fs::symlink_metadata(dest.join("segment-2/etc/hostname"))
+            .unwrap()
+            .mtime(),
+        1_500_000_000
+    );
+    let seg2 =
+        String::from_utf8(run(rootpack().args(["ls", "--segments"]).arg(&img)).stdout).unwrap();
+    assert!(seg2.lines().nth(2).unwrap().contains("zstd"), "{seg2}");
+}
+
+#[test]
+fn extract_reads_gnu_tar_in_every_compression() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let tree = w.join("tree");
+    make_tree(&tree);
+    for (ext, flag) in [
+        ("tar", ""),
+        ("tar.gz", "-z"),
+        ("tar.zst", "--zstd"),
+        ("tar.xz", "-J"),
+    ] {
+        let archive = w.join(format!("t.{ext}"));
+        sh(&tree, &format!("tar -c {flag} -f {} .", archive.display()));
+        let dest = w.join(format!("out-{ext}"));
+        extract(&archive, &dest);
+        assert_same_tree(&tree, &dest, &opts());
+    }
+}
+
+#[test]
+fn cli_usage_errors_exit_2_and_completions_work() {
+    let out = rootpack().arg("extract").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(rootpack().args(["completions", "bash"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rootpack"));
+    let out = run(rootpack().arg("--help"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("extract"));
+    let work = tempfile::tempdir().unwrap();
+    let err = fails(
+        rootpack()
+            .arg("pack")
+            .arg(work.path())
+            .arg("-o")
+            .arg(work.path().join("x.weird")),
+    );
+    assert!(err.contains("--compress"), "{err}");
+    let full = work.path().join("full");
+    fs::create_dir(&full).unwrap();
+    fs::write(full.join("f"), "").unwrap();
+    let err = fails(
+        rootpack()
+            .arg("extract")
+            .arg(peer_fixture("single.cpio"))
+            .arg(&full),
+    );
+    assert!(err.contains("not empty"), "{err}");
+}
