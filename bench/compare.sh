@@ -36,6 +36,7 @@ src=${1:-/boot/initrd.img-$(uname -r)}
 if [[ -r $src ]]; then
 	cp -- "$src" "$img"
 elif [[ $# -eq 0 ]]; then
+	src="synthetic ($here/make-initrd.sh)"
 	"$here/make-initrd.sh" "$img"
 else
 	die "cannot read $src"
@@ -73,6 +74,9 @@ split_main() {
 	EOF
 }
 
+# Note: on ext4 without a journal, inodes freed by the "rm -rf" prepare step are
+# skipped by the allocator for about a minute, which makes file creation right
+# after it slower (and noisier) than on a fresh or journaled filesystem.
 bench_extract() {
 	local dec
 	dec=$(split_main)
@@ -97,9 +101,10 @@ rss() { # NAME CMD...: record the peak RSS (KiB) of one run
 	printf '%s\t%s\n' "$name" "$(<"$work/time.out")" >>"$work/rss.tsv"
 }
 
-bench_rss() { # rootpack, and 3cpio for reference
+bench_rss() { # rootpack, and 3cpio for reference (its zstd/gzip child is not
+	# counted: 3cpio never waits for it, so neither wait4 nor hyperfine see it)
 	rm -rf -- "$out" && rss "rootpack extract" "$ROOTPACK" extract "$img" "$out"
-	rm -rf -- "$out" && mkdir "$out" && rss "3cpio -x" 3cpio -x -C "$out" "$img"
+	rm -rf -- "$out" && mkdir "$out" && rss "3cpio -x (excl. decompressor)" 3cpio -x -C "$out" "$img"
 	rm -rf -- "$out"
 }
 
@@ -109,13 +114,13 @@ for stage in $STAGES; do
 	"bench_$stage"
 done
 
-python3 - "$work" <<-'EOF'
-	import glob, json, os, sys
-	work = sys.argv[1]
+python3 - "$work" $STAGES <<-'EOF'
+	import json, os, sys
+	work, stages = sys.argv[1], sys.argv[2:]
 	median = {}
 	print("\n%-22s %10s %10s %10s" % ("command", "median s", "mean s", "stddev s"))
-	for path in sorted(glob.glob(os.path.join(work, "*.json"))):
-	    for r in json.load(open(path))["results"]:
+	for path in (os.path.join(work, s + ".json") for s in stages):
+	    for r in json.load(open(path))["results"] if os.path.exists(path) else []:
 	        median[r["command"]] = r["median"]
 	        print("%-22s %10.4f %10.4f %10.4f" % (r["command"], r["median"], r["mean"], r["stddev"] or 0))
 	floor = next((c for c in median if c.endswith("(floor)")), None)
@@ -133,5 +138,5 @@ python3 - "$work" <<-'EOF'
 	    print()
 	    for line in open(rss):
 	        name, kib = line.rstrip("\n").split("\t")
-	        print("peak RSS %-19s %8.1f MiB" % (name, int(kib) / 1024))
+	        print("peak RSS %-24s %8.1f MiB" % (name, int(kib) / 1024))
 EOF

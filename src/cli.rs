@@ -82,6 +82,32 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         early: Option<PathBuf>,
     },
+    /// Build an image from a recipe: layers, injected programs and files, then the image
+    /// (ext4 by default) and its manifest, OUT/NAME.<format> and OUT/NAME.json.
+    ///
+    /// Set SOURCE_DATE_EPOCH (or source_date_epoch in the recipe) for byte-identical
+    /// rebuilds. Nothing is left behind on failure or Ctrl-C; a previous image stays intact.
+    Build {
+        /// The recipe file (TOML).
+        recipe: PathBuf,
+        /// Output folder.
+        #[arg(short, long, default_value = "images")]
+        out: PathBuf,
+        /// Print the manifest (JSON) on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Override the recipe's output.method for ext4 images.
+        #[arg(long, value_enum)]
+        method: Option<MethodArg>,
+    },
+    /// Show an image's manifest and verify the image's sha256.
+    Inspect {
+        /// The image (its manifest NAME.json is read from beside it).
+        image: PathBuf,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -102,4 +128,12 @@ pub enum CompressArg {
     Zstd,
     Xz,
     Lz4,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MethodArg {
+    /// mke2fs -d: no loop device, no mount.
+    Populate,
+    /// Sparse file, mkfs, loop device, mount, copy.
+    Mount,
 }

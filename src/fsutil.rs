@@ -41,6 +41,11 @@ impl AtomicFile {
         })
     }
 
+    /// Where the content is written until commit (for tools that write by path).
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
     pub fn file(&mut self) -> &mut File {
         &mut self.file
     }

@@ -2,8 +2,13 @@
 //! archives they are made of.
 
 pub mod archive;
+pub mod build;
+pub mod cleanup;
 pub mod fsutil;
+pub mod image;
 pub mod interrupt;
+pub mod manifest;
 pub mod ops;
 pub mod progress;
+pub mod recipe;
 pub mod tree;

@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, CompressArg, FormatArg};
+use cli::{Cli, Command, CompressArg, FormatArg, MethodArg};
 use rootpack::archive::Compression;
 use rootpack::archive::pack::{PackFormat, PackOptions};
-use rootpack::{interrupt, ops, progress};
+use rootpack::recipe::Method;
+use rootpack::{build, interrupt, manifest, ops, progress, recipe};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -78,6 +79,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Build {
+            recipe,
+            out,
+            json,
+            method,
+        } => cmd_build(&recipe, out, json, method, quiet, cli.verbose),
+        Command::Inspect { image, json } => cmd_inspect(&image, json),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rootpack", &mut io::stdout());
             Ok(())
@@ -195,4 +203,115 @@ fn source_date_epoch() -> Result<Option<i64>> {
         }
         _ => Ok(None),
     }
+}
+
+fn cmd_build(
+    path: &Path,
+    out: std::path::PathBuf,
+    json: bool,
+    method: Option<MethodArg>,
+    quiet: bool,
+    verbose: u8,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let recipe = recipe::load(path)?;
+    let opts = build::BuildOptions {
+        out_dir: out,
+        source_date_epoch: source_date_epoch()?,
+        method: method.map(|m| match m {
+            MethodArg::Populate => Method::Populate,
+            MethodArg::Mount => Method::Mount,
+        }),
+        progress: !quiet,
+    };
+    let built =
+        build::build(&recipe, &opts).with_context(|| format!("building {}", path.display()))?;
+    if !quiet {
+        for p in &built.cleaned {
+            eprintln!(
+                "rootpack: removed {} left by an interrupted build",
+                p.display()
+            );
+        }
+        if built.ownership_dropped > 0 {
+            eprintln!(
+                "rootpack: warning: owner of {} entr(y/ies) not kept (changing owners needs root)",
+                built.ownership_dropped
+            );
+        }
+        eprintln!(
+            "rootpack: built {} ({} bytes, {} files) and {} in {:.2}s",
+            built.image.display(),
+            built.manifest.size,
+            built.manifest.build.files,
+            built.manifest_path.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if verbose > 0 {
+        eprintln!("rootpack: sha256 {}", built.manifest.sha256);
+    }
+    if json {
+        print!("{}", built.manifest.to_json());
+    }
+    Ok(())
+}
+
+fn cmd_inspect(image: &Path, json: bool) -> Result<()> {
+    let path = manifest::path_for(image);
+    let m = manifest::read(&path)?;
+    if json {
+        print!("{}", m.to_json());
+    } else {
+        println!("name:     {}", m.name);
+        println!("image:    {} ({}, {} bytes)", m.image, m.format, m.size);
+        println!("sha256:   {}", m.sha256);
+        println!(
+            "recipe:   {} (sha256 {})",
+            m.build.recipe, m.build.recipe_sha256
+        );
+        for l in &m.build.layers {
+            println!(
+                "layer:    {} {}{}",
+                l.kind,
+                l.path,
+                l.sha256
+                    .as_deref()
+                    .map(|s| format!(" (sha256 {s})"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(t) = m.build.source_date_epoch {
+            println!("epoch:    {t} ({})", ops::format_utc(t));
+        }
+        println!("files:    {}", m.build.files);
+        if !m.config.entrypoint.is_empty() || !m.config.cmd.is_empty() {
+            println!("command:  {:?} {:?}", m.config.entrypoint, m.config.cmd);
+        }
+        if let Some(mem) = m.limits.memory {
+            println!("memory:   {mem} bytes");
+        }
+        if let Some(p) = m.limits.pids {
+            println!("pids:     {p}");
+        }
+        if let Some(c) = m.limits.cpus {
+            println!("cpus:     {c}");
+        }
+        println!("built by: rootpack {}", m.build.rootpack_version);
+    }
+    if m.format != "d" {
+        let (size, sha) =
+            build::digest_file(image).with_context(|| format!("{}", image.display()))?;
+        if sha != m.sha256 || size != m.size {
+            bail!(
+                "{}: sha256 mismatch: the image is not the one {} describes",
+                image.display(),
+                path.display()
+            );
+        }
+        if !json {
+            println!("verified: sha256 matches");
+        }
+    }
+    Ok(())
 }

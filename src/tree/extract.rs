@@ -108,6 +108,16 @@ impl Extractor {
         Ok(self.report)
     }
 
+    /// Whether something (anything, even a dangling symlink) is at `path` in the tree.
+    pub fn exists(&self, path: &RelPath) -> bool {
+        let Some((parent, leaf)) = path.split_leaf() else {
+            return true;
+        };
+        self.root()
+            .open_dir(parent, false)
+            .is_ok_and(|dir| rustix::fs::statat(&dir, leaf, AtFlags::SYMLINK_NOFOLLOW).is_ok())
+    }
+
     fn root(&self) -> &Root {
         self.root.as_ref().unwrap_or(&self.base)
     }

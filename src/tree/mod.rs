@@ -1,4 +1,7 @@
-//! The staging tree: safe path resolution and writing archive entries onto a folder.
+//! The staging tree: safe path resolution, writing entries onto a folder, and injecting
+//! host programs with their libraries.
 
+pub mod elf;
 pub mod extract;
+pub mod inject;
 pub mod safe_path;

@@ -1,0 +1,282 @@
+//! ext4 images from a staging tree, by `mke2fs -d` (populate) or by loop device, mount and
+//! copy (mount). Both use the same explicit mkfs options: 4 KiB blocks and 256-byte inodes
+//! even on small images (mke2fs's "small" profile would give 1 KiB blocks and 128-byte
+//! inodes without sub-second or post-2038 times), no reserved blocks, a journal sized to
+//! the content.
+//!
+//! Reproducibility (populate): the UUID and hash seed come from the caller (derived from
+//! the recipe digest), `E2FSPROGS_FAKE_TIME` and `SOURCE_DATE_EPOCH` fix mke2fs's own
+//! clock; e2fsprogs < 1.47.1 still copies each source inode's atime and ctime (which
+//! reading the source changes), so a `debugfs -w` pass then sets them on every inode.
+
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use rustix::mount::MountFlags;
+
+use super::loopdev::Loop;
+use super::mount::Mount;
+
+const BLOCK: u64 = 4096;
+const INODE_SIZE: u64 = 256;
+const MIB: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Ext4Error {
+    #[error("{tool} failed ({status}): {stderr}")]
+    Tool {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("cannot run {tool} (apt-get install e2fsprogs)")]
+    Spawn { tool: String, source: io::Error },
+    #[error("{what}")]
+    Io { what: String, source: io::Error },
+    #[error("the content needs {needed} bytes but output.size is {size}")]
+    TooSmall { needed: u64, size: u64 },
+    #[error("copying the tree into the mounted image")]
+    Copy {
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Ext4Error {
+    let what = what.into();
+    move |source| Ext4Error::Io { what, source }
+}
+
+/// What the staging tree needs, for sizing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub blocks: u64,
+    pub inodes: u64,
+    pub files: u64,
+}
+
+/// Counts blocks and inodes the tree will take: each file rounded up to blocks, a block per
+/// folder (more for large ones) and per symlink too long to live in its inode.
+pub fn measure(tree: &Path) -> io::Result<Usage> {
+    let mut u = Usage::default();
+    let mut seen_links = std::collections::HashSet::new();
+    for entry in walkdir::WalkDir::new(tree).follow_links(false) {
+        let entry = entry.map_err(io::Error::from)?;
+        let meta = entry.metadata().map_err(io::Error::from)?;
+        u.files += 1;
+        if !meta.is_dir() && meta.nlink() > 1 && !seen_links.insert((meta.dev(), meta.ino())) {
+            // Another name of an inode already counted: a directory entry, nothing more.
+            continue;
+        }
+        u.inodes += 1;
+        let ft = meta.file_type();
+        u.blocks += if ft.is_file() {
+            meta.len().div_ceil(BLOCK)
+        } else if ft.is_dir() {
+            meta.len().div_ceil(BLOCK).max(1)
+        } else if ft.is_symlink() && meta.len() >= 60 {
+            1
+        } else {
+            0
+        };
+    }
+    Ok(u)
+}
+
+/// The image size for `auto`: content plus 5%, inode tables for the files plus a quarter,
+/// the journal, and 4 MiB for superblocks, group descriptors and bitmaps, in whole MiB.
+pub fn auto_size(u: &Usage) -> (u64, u64) {
+    let inodes = ((u.inodes + 16) * 5 / 4).max(256);
+    let content = u.blocks * BLOCK;
+    let bytes = content + content / 20 + inodes * INODE_SIZE + journal_mib(content) * MIB + 4 * MIB;
+    (bytes.div_ceil(MIB) * MIB, inodes)
+}
+
+fn journal_mib(content: u64) -> u64 {
+    (content / 64 / MIB).clamp(4, 64)
+}
+
+pub struct MkfsOptions<'a> {
+    pub size: u64,
+    pub inodes: u64,
+    pub label: Option<&'a str>,
+    pub uuid: &'a str,
+    pub hash_seed: &'a str,
+    pub source_date_epoch: Option<i64>,
+}
+
+fn run_tool(cmd: &mut Command, tool: &str) -> Result<String, Ext4Error> {
+    let out = cmd.output().map_err(|source| Ext4Error::Spawn {
+        tool: tool.into(),
+        source,
+    })?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(Ext4Error::Tool {
+            tool: tool.into(),
+            status: out.status.to_string(),
+            stderr: stderr.trim().replace('\n', "; "),
+        });
+    }
+    Ok(stderr)
+}
+
+/// The e2fsprogs version, from `mke2fs -V` ("mke2fs 1.47.0 (5-Feb-2023)").
+pub fn e2fsprogs_version() -> Result<(u32, u32, u32), Ext4Error> {
+    let text = run_tool(Command::new("mke2fs").arg("-V"), "mke2fs")?;
+    let v = text
+        .split_whitespace()
+        .nth(1)
+        .map(|v| {
+            v.split('.')
+                .map(|n| n.parse().unwrap_or(0))
+                .collect::<Vec<u32>>()
+        })
+        .unwrap_or_default();
+    Ok((
+        v.first().copied().unwrap_or(0),
+        v.get(1).copied().unwrap_or(0),
+        v.get(2).copied().unwrap_or(0),
+    ))
+}
+
+/// Runs mke2fs on `image` (a file of `opts.size` bytes is created first), filling it from
+/// `tree` when given.
+pub fn mkfs(image: &Path, opts: &MkfsOptions<'_>, tree: Option<&Path>) -> Result<(), Ext4Error> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(image)
+        .map_err(io_err(format!("{}", image.display())))?;
+    // Sparse: mke2fs writes only metadata, the copy only data.
+    file.set_len(opts.size)
+        .map_err(io_err(format!("{}", image.display())))?;
+    drop(file);
+    let journal = journal_mib(opts.size / 2);
+    let mut cmd = Command::new("mke2fs");
+    cmd.args([
+        "-q", "-F", "-t", "ext4", "-T", "default", "-b", "4096", "-I", "256", "-m", "0",
+    ])
+    .arg("-N")
+    .arg(opts.inodes.to_string())
+    .arg("-J")
+    .arg(format!("size={journal}"))
+    .arg("-U")
+    .arg(opts.uuid)
+    .arg("-E")
+    .arg(format!(
+        "hash_seed={},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0",
+        opts.hash_seed
+    ));
+    if let Some(label) = opts.label {
+        cmd.arg("-L").arg(label);
+    }
+    if let Some(dir) = tree {
+        cmd.arg("-d").arg(dir);
+    }
+    if let Some(t) = opts.source_date_epoch {
+        cmd.env("E2FSPROGS_FAKE_TIME", t.to_string())
+            .env("SOURCE_DATE_EPOCH", t.to_string());
+    }
+    cmd.arg(image).env("MKE2FS_CONFIG", "/etc/mke2fs.conf");
+    run_tool(&mut cmd, "mke2fs")?;
+    Ok(())
+}
+
+/// Sets atime, ctime and crtime of every inode of `tree` in `image` to `time`, for
+/// e2fsprogs that copy them from the source. Names with a newline cannot be addressed by
+/// debugfs and keep their times (returned count).
+pub fn fix_times(image: &Path, tree: &Path, time: i64) -> Result<u64, Ext4Error> {
+    let mut script = Vec::new();
+    let mut skipped = 0;
+    for entry in walkdir::WalkDir::new(tree).follow_links(false) {
+        let entry = entry.map_err(|e| io_err("walking the staging tree")(io::Error::from(e)))?;
+        let rel = entry.path().strip_prefix(tree).unwrap_or(entry.path());
+        let name = rel.as_os_str().as_bytes();
+        if name.contains(&b'\n') {
+            skipped += 1;
+            continue;
+        }
+        let mut quoted = b"\"/".to_vec();
+        for &b in name {
+            if b == b'"' {
+                quoted.push(b'"');
+            }
+            quoted.push(b);
+        }
+        quoted.push(b'"');
+        for field in ["atime", "ctime", "crtime"] {
+            script.extend_from_slice(b"sif ");
+            script.extend_from_slice(&quoted);
+            writeln!(script, " {field} @{time}").map_err(io_err("debugfs script"))?;
+            script.extend_from_slice(b"sif ");
+            script.extend_from_slice(&quoted);
+            writeln!(script, " {field}_extra 0").map_err(io_err("debugfs script"))?;
+        }
+    }
+    let path = image.with_extension("debugfs");
+    std::fs::write(&path, &script).map_err(io_err(format!("{}", path.display())))?;
+    let result = run_tool(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&path)
+            .arg(image),
+        "debugfs",
+    );
+    let _ = std::fs::remove_file(&path);
+    let stderr = result?;
+    // debugfs exits 0 even when a command fails; anything but its banner is an error.
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("debugfs "))
+        .collect();
+    if !errors.is_empty() {
+        return Err(Ext4Error::Tool {
+            tool: "debugfs".into(),
+            status: "errors".into(),
+            stderr: errors.join("; "),
+        });
+    }
+    Ok(skipped)
+}
+
+/// The classic path: mkfs an empty image, attach it to a loop device, mount it, copy the
+/// tree with `copy` (given the mount point), unmount, detach. Guards undo every step on
+/// error.
+pub fn populate_by_mount(
+    image: &Path,
+    mountpoint: &Path,
+    copy: &mut dyn FnMut(&Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
+) -> Result<(), Ext4Error> {
+    let lo = Loop::attach(image, false).map_err(io_err(format!(
+        "attaching {} to a loop device",
+        image.display()
+    )))?;
+    let mnt = Mount::new(lo.path(), mountpoint, "ext4", MountFlags::NOATIME, None)
+        .map_err(io_err(format!("mounting {}", lo.path().display())))?;
+    copy(mountpoint).map_err(|source| Ext4Error::Copy { source })?;
+    mnt.unmount()
+        .map_err(io_err(format!("unmounting {}", mountpoint.display())))?;
+    drop(lo);
+    Ok(())
+}
+
+/// `e2fsck -fn`: true when the image is clean.
+pub fn check(image: &Path) -> Result<(), Ext4Error> {
+    run_tool(Command::new("e2fsck").arg("-fn").arg(image), "e2fsck").map(|_| ())
+}
+
+pub fn needed_size(image_size: u64, u: &Usage) -> Result<(), Ext4Error> {
+    let (needed, _) = auto_size(u);
+    if image_size < needed {
+        return Err(Ext4Error::TooSmall {
+            needed,
+            size: image_size,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Image files and the kernel resources used to make and use them.
+
+pub mod ext4;
+pub mod loopdev;
+pub mod mount;

@@ -1,0 +1,89 @@
+//! The sidecar JSON written beside every image: what it is, how to run it, how it was made.
+//! `run` reads its config and limits, `inspect` prints and verifies it, CI archives it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::recipe::{Config, Limits};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub name: String,
+    /// The image file name, relative to the manifest.
+    pub image: String,
+    pub format: String,
+    pub size: u64,
+    pub sha256: String,
+    pub config: Config,
+    pub limits: Limits,
+    pub build: Provenance,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Provenance {
+    pub recipe: String,
+    pub recipe_sha256: String,
+    pub layers: Vec<LayerRecord>,
+    pub rootpack_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<i64>,
+    pub files: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2fsprogs: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerRecord {
+    pub kind: String,
+    pub path: String,
+    /// Absent for folders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a rootpack manifest")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// The manifest path for an image: `images/hello.ext4` -> `images/hello.json` (everything
+/// after the first dot of the file name is the format).
+pub fn path_for(image: &Path) -> PathBuf {
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.split('.').next().unwrap_or(&name);
+    image.with_file_name(format!("{stem}.json"))
+}
+
+pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|source| ManifestError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}

@@ -1,0 +1,699 @@
+//! The recipe: a TOML file kept in version control that says what goes into an image.
+//! Parsing is strict (unknown keys are errors); every error names the recipe file, the
+//! line and the key. Relative paths are relative to the recipe's folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use crate::archive::Compression;
+use crate::archive::pack::PackFormat;
+use crate::tree::safe_path::RelPath;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    At {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+// ---- the file as written ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    name: Spanned<String>,
+    source_date_epoch: Option<Spanned<i64>>,
+    #[serde(default, rename = "layer")]
+    layers: Vec<Spanned<LayerSpec>>,
+    #[serde(default, rename = "binary")]
+    binaries: Vec<BinarySpec>,
+    #[serde(default, rename = "file")]
+    files: Vec<Spanned<FileSpec>>,
+    #[serde(default, rename = "dir")]
+    dirs: Vec<DirSpec>,
+    #[serde(default, rename = "symlink")]
+    symlinks: Vec<SymlinkSpec>,
+    #[serde(default)]
+    mountpoints: Vec<Spanned<String>>,
+    #[serde(default)]
+    config: Config,
+    #[serde(default)]
+    limits: LimitsSpec,
+    #[serde(default)]
+    output: OutputSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayerSpec {
+    initramfs: Option<Spanned<String>>,
+    tar: Option<Spanned<String>>,
+    dir: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BinarySpec {
+    path: Spanned<String>,
+    to: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    to: Spanned<String>,
+    content: Option<String>,
+    from: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirSpec {
+    path: Spanned<String>,
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SymlinkSpec {
+    path: Spanned<String>,
+    target: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSpec {
+    memory: Option<Spanned<String>>,
+    cpus: Option<Spanned<f64>>,
+    pids: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputSpec {
+    format: Option<Spanned<String>>,
+    size: Option<Spanned<String>>,
+    method: Option<Spanned<String>>,
+    label: Option<Spanned<String>>,
+}
+
+// ---- the recipe as the build uses it ----
+
+/// Defaults for `run`, recorded in the manifest.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Limits {
+    /// Bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer {
+    Initramfs(PathBuf),
+    Tar(PathBuf),
+    Dir(PathBuf),
+}
+
+impl Layer {
+    pub fn path(&self) -> &Path {
+        match self {
+            Layer::Initramfs(p) | Layer::Tar(p) | Layer::Dir(p) => p,
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Initramfs(_) => "initramfs",
+            Layer::Tar(_) => "tar",
+            Layer::Dir(_) => "dir",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Binary {
+    pub host: PathBuf,
+    /// Where it goes in the image; default: the same path as on the host.
+    pub to: Option<RelPath>,
+}
+
+#[derive(Debug, Clone)]
+pub enum FileSource {
+    Inline(Vec<u8>),
+    Host(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct FileItem {
+    pub to: RelPath,
+    pub source: FileSource,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirItem {
+    pub path: RelPath,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SymlinkItem {
+    pub path: RelPath,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Ext4,
+    Archive(PackFormat, Compression),
+    Dir,
+}
+
+impl OutputFormat {
+    /// The image file's extension: `ext4`, `cpio.zst`, ...
+    pub fn extension(&self) -> String {
+        match self {
+            OutputFormat::Ext4 => "ext4".into(),
+            OutputFormat::Dir => "d".into(),
+            OutputFormat::Archive(f, c) => {
+                let base = match f {
+                    PackFormat::Cpio => "cpio",
+                    PackFormat::Tar => "tar",
+                };
+                match c {
+                    Compression::None => base.into(),
+                    Compression::Gzip => format!("{base}.gz"),
+                    Compression::Zstd => format!("{base}.zst"),
+                    Compression::Xz => format!("{base}.xz"),
+                    Compression::Lz4 => format!("{base}.lz4"),
+                    other => format!("{base}.{other}"),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    Auto,
+    Bytes(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `mke2fs -d`: no loop device, no mount.
+    Populate,
+    /// Sparse file, mkfs, loop device, mount, copy.
+    Mount,
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub format: OutputFormat,
+    pub size: Size,
+    pub method: Method,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub name: String,
+    pub source_date_epoch: Option<i64>,
+    pub layers: Vec<Layer>,
+    pub binaries: Vec<Binary>,
+    pub files: Vec<FileItem>,
+    pub dirs: Vec<DirItem>,
+    pub symlinks: Vec<SymlinkItem>,
+    pub mountpoints: Vec<RelPath>,
+    pub config: Config,
+    pub limits: Limits,
+    pub output: Output,
+}
+
+/// Parses "256M", "1G", "4096", "512MiB" into bytes (binary units).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim().trim_end_matches("iB").trim_end_matches('B') {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+fn parse_format(s: &str) -> Option<OutputFormat> {
+    Some(match s {
+        "ext4" => OutputFormat::Ext4,
+        "dir" => OutputFormat::Dir,
+        _ => {
+            let (base, comp) = s.split_once('.').unwrap_or((s, ""));
+            let format = match base {
+                "cpio" => PackFormat::Cpio,
+                "tar" => PackFormat::Tar,
+                _ => return None,
+            };
+            let compression = match comp {
+                "" => Compression::None,
+                "gz" => Compression::Gzip,
+                "zst" => Compression::Zstd,
+                "xz" => Compression::Xz,
+                "lz4" if format == PackFormat::Cpio => Compression::Lz4,
+                _ => return None,
+            };
+            OutputFormat::Archive(format, compression)
+        }
+    })
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+    dir: PathBuf,
+    kernel: String,
+}
+
+impl Ctx<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Result<T, RecipeError> {
+        Err(RecipeError::At {
+            path: self.path.to_path_buf(),
+            line: self.line(span.start),
+            message: message.into(),
+        })
+    }
+
+    /// A host path from the recipe: `{kernel}` expanded, relative to the recipe, must exist.
+    fn host_path(&self, key: &str, value: &Spanned<String>) -> Result<PathBuf, RecipeError> {
+        let expanded = value.get_ref().replace("{kernel}", &self.kernel);
+        let path = self.dir.join(&expanded);
+        if std::fs::symlink_metadata(&path).is_err() {
+            return self.err(
+                value.span(),
+                format!("{key} = \"{expanded}\": {} does not exist", path.display()),
+            );
+        }
+        Ok(path)
+    }
+
+    /// A path inside the image: absolute, no `..`.
+    fn image_path(&self, key: &str, value: &Spanned<String>) -> Result<RelPath, RecipeError> {
+        let v = value.get_ref();
+        if !v.starts_with('/') {
+            return self.err(
+                value.span(),
+                format!("{key} = \"{v}\": must be an absolute path in the image"),
+            );
+        }
+        match RelPath::parse(v.as_bytes()) {
+            Ok(p) if !p.is_root() => Ok(p),
+            Ok(_) => self.err(
+                value.span(),
+                format!("{key} = \"{v}\": cannot be the root folder"),
+            ),
+            Err(e) => self.err(value.span(), format!("{key} = \"{v}\": {e}")),
+        }
+    }
+
+    fn mode(
+        &self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+        default: u32,
+    ) -> Result<u32, RecipeError> {
+        let Some(v) = value else { return Ok(default) };
+        match u32::from_str_radix(v.get_ref().trim_start_matches("0o"), 8) {
+            Ok(m) if m <= 0o7777 => Ok(m),
+            _ => self.err(
+                v.span(),
+                format!(
+                    "{key} = \"{}\": not an octal mode like \"0644\"",
+                    v.get_ref()
+                ),
+            ),
+        }
+    }
+}
+
+/// Reads, validates and resolves a recipe file.
+pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+    let bytes = std::fs::read(path).map_err(|source| RecipeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes.clone()).map_err(|_| RecipeError::At {
+        path: path.to_path_buf(),
+        line: 1,
+        message: "not UTF-8 text".into(),
+    })?;
+    let kernel = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let ctx = Ctx {
+        path,
+        text: &text,
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        kernel,
+    };
+    let file: RecipeFile = toml::from_str(&text).map_err(|e| RecipeError::At {
+        path: path.to_path_buf(),
+        line: e.span().map_or(1, |s| ctx.line(s.start)),
+        message: e.message().replace('\n', " "),
+    })?;
+
+    let name = file.name.get_ref();
+    let valid_name = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !valid_name {
+        return ctx.err(
+            file.name.span(),
+            format!("name = \"{name}\": use letters, digits, '.', '_' and '-'"),
+        );
+    }
+
+    let mut layers = Vec::new();
+    for spec in &file.layers {
+        let l = spec.get_ref();
+        let given: Vec<_> = [
+            ("initramfs", &l.initramfs),
+            ("tar", &l.tar),
+            ("dir", &l.dir),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect();
+        let [(key, value)] = given[..] else {
+            return ctx.err(
+                spec.span(),
+                "[[layer]] needs exactly one of initramfs, tar or dir",
+            );
+        };
+        let path = ctx.host_path(&format!("layer.{key}"), value)?;
+        layers.push(match key {
+            "initramfs" => Layer::Initramfs(path),
+            "tar" => Layer::Tar(path),
+            _ => Layer::Dir(path),
+        });
+    }
+
+    let mut binaries = Vec::new();
+    for b in &file.binaries {
+        let p = b.path.get_ref();
+        let host = if p.contains('/') {
+            ctx.host_path("binary.path", &b.path)?
+        } else {
+            match find_in_path(p) {
+                Some(found) => found,
+                None => {
+                    return ctx.err(
+                        b.path.span(),
+                        format!("binary.path = \"{p}\": not found in PATH"),
+                    );
+                }
+            }
+        };
+        let to =
+            b.to.as_ref()
+                .map(|t| ctx.image_path("binary.to", t))
+                .transpose()?;
+        binaries.push(Binary { host, to });
+    }
+
+    let mut files = Vec::new();
+    for spec in &file.files {
+        let f = spec.get_ref();
+        let source = match (&f.content, &f.from) {
+            (Some(c), None) => FileSource::Inline(c.clone().into_bytes()),
+            (None, Some(from)) => FileSource::Host(ctx.host_path("file.from", from)?),
+            _ => return ctx.err(spec.span(), "[[file]] needs exactly one of content or from"),
+        };
+        files.push(FileItem {
+            to: ctx.image_path("file.to", &f.to)?,
+            source,
+            mode: ctx.mode("file.mode", &f.mode, 0o644)?,
+            uid: f.uid,
+            gid: f.gid,
+        });
+    }
+
+    let mut dirs = Vec::new();
+    for d in &file.dirs {
+        dirs.push(DirItem {
+            path: ctx.image_path("dir.path", &d.path)?,
+            mode: ctx.mode("dir.mode", &d.mode, 0o755)?,
+            uid: d.uid,
+            gid: d.gid,
+        });
+    }
+    let symlinks = file
+        .symlinks
+        .iter()
+        .map(|s| {
+            Ok(SymlinkItem {
+                path: ctx.image_path("symlink.path", &s.path)?,
+                target: s.target.clone(),
+            })
+        })
+        .collect::<Result<_, RecipeError>>()?;
+    let mountpoints = file
+        .mountpoints
+        .iter()
+        .map(|m| ctx.image_path("mountpoints", m))
+        .collect::<Result<_, _>>()?;
+
+    let memory = match &file.limits.memory {
+        None => None,
+        Some(m) => match parse_size(m.get_ref()) {
+            Some(b) if b >= 1 << 20 => Some(b),
+            _ => {
+                return ctx.err(
+                    m.span(),
+                    format!(
+                        "limits.memory = \"{}\": a size of at least 1M, like \"256M\"",
+                        m.get_ref()
+                    ),
+                );
+            }
+        },
+    };
+    let cpus = match &file.limits.cpus {
+        Some(c) if !(*c.get_ref() > 0.0 && c.get_ref().is_finite()) => {
+            return ctx.err(c.span(), "limits.cpus: must be a positive number");
+        }
+        c => c.as_ref().map(|c| *c.get_ref()),
+    };
+
+    let out = &file.output;
+    let format = match &out.format {
+        None => OutputFormat::Ext4,
+        Some(f) => match parse_format(f.get_ref()) {
+            Some(v) => v,
+            None => return ctx.err(f.span(), format!(
+                "output.format = \"{}\": one of ext4, cpio, cpio.gz, cpio.zst, cpio.xz, cpio.lz4, tar, tar.gz, tar.zst, tar.xz, dir",
+                f.get_ref()
+            )),
+        },
+    };
+    let size =
+        match &out.size {
+            None => Size::Auto,
+            Some(s) if s.get_ref() == "auto" => Size::Auto,
+            Some(s) => match parse_size(s.get_ref()) {
+                Some(b) if b >= 1 << 20 => Size::Bytes(b),
+                _ => return ctx.err(
+                    s.span(),
+                    format!(
+                        "output.size = \"{}\": \"auto\" or a size of at least 1M, like \"512M\"",
+                        s.get_ref()
+                    ),
+                ),
+            },
+        };
+    let method = match out.method.as_ref().map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "populate")) => Method::Populate,
+        Some((_, "mount")) => Method::Mount,
+        Some((m, other)) => {
+            return ctx.err(
+                m.span(),
+                format!("output.method = \"{other}\": one of populate, mount"),
+            );
+        }
+    };
+    let label = match &out.label {
+        Some(l) if l.get_ref().len() > 16 => {
+            return ctx.err(l.span(), "output.label: at most 16 bytes (an ext4 limit)");
+        }
+        l => l.as_ref().map(|l| l.get_ref().clone()),
+    };
+
+    Ok(Recipe {
+        path: path.to_path_buf(),
+        sha256: hex(&Sha256::digest(&bytes)),
+        name: name.clone(),
+        source_date_epoch: file.source_date_epoch.map(|s| *s.get_ref()),
+        layers,
+        binaries,
+        files,
+        dirs,
+        symlinks,
+        mountpoints,
+        config: file.config,
+        limits: Limits {
+            memory,
+            cpus,
+            pids: file.limits.pids,
+        },
+        output: Output {
+            format,
+            size,
+            method,
+            label,
+        },
+    })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Looks a program up in `PATH`, as a shell would.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Recipe, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&path).map_err(|e| {
+            e.to_string()
+                .replace(&dir.path().display().to_string(), "D")
+        })
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256M"), Some(256 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("12X"), None);
+        assert_eq!(parse_size("99999999999T"), None);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let e = load_str("name = \"x\"\n\n[output]\nformatt = \"ext4\"\n").unwrap_err();
+        assert!(e.starts_with("D/r.toml:4: unknown field `formatt`"), "{e}");
+        let e = load_str("name = \"x\"\n[[layer]]\ntar = \"missing.tar\"\n").unwrap_err();
+        assert!(
+            e.contains("r.toml:3: layer.tar = \"missing.tar\"") && e.contains("does not exist"),
+            "{e}"
+        );
+        let e = load_str("name = \"x\"\n[limits]\npids = \"many\"\n").unwrap_err();
+        assert!(e.starts_with("D/r.toml:3: invalid type"), "{e}");
+        let e =
+            load_str("name = \"x\"\n[[file]]\nto = \"etc/motd\"\ncontent = \"\"\n").unwrap_err();
+        assert!(
+            e.contains(":3: file.to = \"etc/motd\": must be an absolute path"),
+            "{e}"
+        );
+        let e = load_str("name = \"x\"\n[[file]]\nto = \"/a/../b\"\ncontent = \"\"\n").unwrap_err();
+        assert!(e.contains("'..'"), "{e}");
+        let e = load_str("name = \"../x\"\n").unwrap_err();
+        assert!(e.contains(":1: name"), "{e}");
+        let e = load_str("name = \"x\"\n[output]\nmethod = \"dd\"\n").unwrap_err();
+        assert!(e.contains(":3: output.method = \"dd\""), "{e}");
+    }
+
+    #[test]
+    fn a_full_recipe_resolves() {
+        let r = load_str(
+            "name = \"full\"\nsource_date_epoch = 1700000000\nmountpoints = [\"/proc\"]\n\
+             [[binary]]\npath = \"sh\"\n[[file]]\nto = \"/etc/motd\"\ncontent = \"hi\"\nmode = \"0600\"\n\
+             [config]\nentrypoint = [\"/bin/sh\"]\nenv = { PATH = \"/bin\" }\n\
+             [limits]\nmemory = \"64M\"\npids = 10\ncpus = 0.5\n\
+             [output]\nformat = \"cpio.zst\"\nsize = \"64M\"\nmethod = \"mount\"\n",
+        )
+        .unwrap();
+        assert_eq!(r.files[0].mode, 0o600);
+        assert_eq!(r.limits.memory, Some(64 << 20));
+        assert_eq!(r.output.format.extension(), "cpio.zst");
+        assert_eq!(r.output.method, Method::Mount);
+        assert_eq!(r.mountpoints[0].as_bytes(), b"proc");
+        assert!(r.binaries[0].host.ends_with("sh"));
+    }
+}
