@@ -138,5 +138,5 @@ python3 - "$work" $STAGES <<-'EOF'
 	    print()
 	    for line in open(rss):
 	        name, kib = line.rstrip("\n").split("\t")
-	        print("peak RSS %-24s %8.1f MiB" % (name, int(kib) / 1024))
+	        print("peak RSS %-30s %8.1f MiB" % (name, int(kib) / 1024))
 EOF

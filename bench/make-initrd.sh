@@ -7,7 +7,7 @@
 # real initrd is the best fixture); set MAKE_INITRD_SYNTHETIC=1 to build the
 # synthetic one anyway.
 #
-# Otherwise a tree of roughly 130 MiB / 1400 entries is built (merged-usr
+# Otherwise a tree of roughly 130 MB / 1400 entries is built (merged-usr
 # layout, static busybox plus applet links, the initramfs-tools init scripts,
 # and files copied from the host's /usr/lib/x86_64-linux-gnu and /usr/share,
 # picked in sorted order until the targets are reached) and packed the way
@@ -21,8 +21,8 @@
 # (as mkinitramfs does).  If TREE_DIR is given (must be empty or absent) the
 # unpacked main tree is kept there.
 #
-# Tunables (environment): INITRD_BYTES (default 130 MiB of file data),
-# INITRD_ENTRIES (default 1400), SOURCE_DATE_EPOCH (default 1700000000).
+# Tunables (environment): INITRD_BYTES (upper bound on file data, default
+# 130 MiB), INITRD_ENTRIES (default 1400), SOURCE_DATE_EPOCH (default 1700000000).
 set -euo pipefail
 export LC_ALL=C
 umask 022

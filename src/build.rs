@@ -263,6 +263,15 @@ fn inject_all(recipe: &Recipe, x: &mut Extractor, sde: Option<i64>) -> Result<()
                 _ => inject::inject_host_path(x, file, &mut seen)?,
             }
         }
+        let program = match &b.to {
+            Some(to) => format!("/{}", to.as_bytes().escape_ascii()),
+            None => b.host.display().to_string(),
+        };
+        for link in &b.links {
+            let kind = Kind::Symlink(program.clone().into_bytes());
+            let e = inject::synthetic(link, kind, 0o777, 0, 0, now, 0);
+            inject::write_entry(x, &e, &mut io::empty())?;
+        }
     }
     for d in &recipe.dirs {
         let e = inject::synthetic(&d.path, Kind::Dir, d.mode, d.uid, d.gid, now, 0);

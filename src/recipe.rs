@@ -68,6 +68,8 @@ struct LayerSpec {
 struct BinarySpec {
     path: Spanned<String>,
     to: Option<Spanned<String>>,
+    #[serde(default)]
+    links: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +178,8 @@ pub struct Binary {
     pub host: PathBuf,
     /// Where it goes in the image; default: the same path as on the host.
     pub to: Option<RelPath>,
+    /// Symlinks to the program (busybox applets, `sh -> bash`).
+    pub links: Vec<RelPath>,
 }
 
 #[derive(Debug, Clone)]
@@ -483,7 +487,12 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
             b.to.as_ref()
                 .map(|t| ctx.image_path("binary.to", t))
                 .transpose()?;
-        binaries.push(Binary { host, to });
+        let links = b
+            .links
+            .iter()
+            .map(|l| ctx.image_path("binary.links", l))
+            .collect::<Result<_, _>>()?;
+        binaries.push(Binary { host, to, links });
     }
 
     let mut files = Vec::new();
