@@ -28,8 +28,16 @@ for tool in hyperfine 3cpio unmkinitramfs lsinitramfs zstd python3 /usr/bin/time
 done
 
 work=$(mktemp -d /var/tmp/rootpack-bench.XXXXXX)
-trap 'rm -rf -- "$work"' EXIT
+trap 'umount -q "$work/fs" 2>/dev/null; rm -rf -- "$work"' EXIT
 img=$work/initrd.img out=$work/out
+# Outputs go to a fresh journaled ext4 (BENCH_FS=host: the work folder's own filesystem).
+# On a filesystem without a journal (like this VM's root), ext4 scans for recently
+# deleted inodes on every create, which swamps every tool's timing with noise.
+if [[ ${BENCH_FS:-scratch} != host && $(id -u) == 0 ]]; then
+	truncate -s 4G "$work/scratch.img" && mkfs.ext4 -q "$work/scratch.img"
+	mkdir "$work/fs" && mount -o loop "$work/scratch.img" "$work/fs"
+	out=$work/fs/out
+fi
 rp=$(printf %q "$(realpath -- "$ROOTPACK")")
 
 src=${1:-/boot/initrd.img-$(uname -r)}

@@ -540,7 +540,7 @@ fn pack_round_trips_and_is_reproducible() {
         run(rootpack().arg("pack").arg(&tree).arg("-o").arg(&a));
         // A copy has other inode numbers and atimes; the archive must not change.
         let copy = w.join("copy");
-        sh(w, &format!("rm -rf copy && cp -a tree copy"));
+        sh(w, "rm -rf copy && cp -a tree copy");
         run(rootpack().arg("pack").arg(&copy).arg("-o").arg(&b));
         assert_eq!(
             fs::read(&a).unwrap(),

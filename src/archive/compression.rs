@@ -82,9 +82,9 @@ impl Compression {
 }
 
 /// A decoder of one stream, reading from `input` and consuming exactly the stream's bytes.
-pub fn decoder<'a, R: Read>(
+pub fn decoder<'a>(
     compression: Compression,
-    input: &'a mut Input<R>,
+    input: &'a mut Input<'_>,
 ) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(input),
@@ -243,8 +243,8 @@ mod tests {
             enc.write_all(&data).unwrap();
             let mut stream = enc.finish().unwrap();
             let end = stream.len() as u64;
-            stream.extend_from_slice(b"\0\0\0\0070701");
-            let mut input = Input::new(&stream[..], 0, None);
+            stream.extend_from_slice(b"\x00\x00\x00\x00070701");
+            let mut input = Input::slice(&stream[..]);
             let mut out = Vec::new();
             decoder(c, &mut input)
                 .unwrap()

@@ -1,68 +1,181 @@
-//! A buffered reader that knows its absolute position and can peek a few bytes ahead,
+//! The archive as a buffered reader that knows its absolute position and can peek ahead,
 //! which segment detection and the lz4 legacy decoder need and `BufReader` cannot do.
+//!
+//! A regular file is memory-mapped: decoders read straight from the page cache with no
+//! copy, and pages behind the read position are dropped from our mapping as we go, so the
+//! resident size stays flat however large the archive. Anything else (a pipe) is read
+//! through a buffer.
 
+use std::fs::File;
 use std::io::{self, BufRead, Read};
 
 use indicatif::ProgressBar;
 
 const CAPACITY: usize = 1 << 20;
+/// Mapped pages are released in steps of this much consumed input.
+const RELEASE_STEP: usize = 8 << 20;
+/// The most a mapped `fill_buf` hands out at once, so no consumer touches (and keeps
+/// resident) more than this between two releases.
+const MAPPED_CHUNK: usize = 2 << 20;
 
-pub struct Input<R> {
-    inner: R,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    /// Absolute position of `buf[start]`.
+/// A read-only private mapping of a whole file.
+pub struct Mapping {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned; sharing the pointer across threads only
+// allows reads.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `file`, or `None` when it cannot be mapped (a pipe, an empty file).
+    pub fn new(file: &File) -> Option<Mapping> {
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        if len == 0 {
+            return None;
+        }
+        use rustix::mm::{MapFlags, ProtFlags};
+        // SAFETY: a fresh private read-only mapping; if the file is truncated while we
+        // read it, access past the new end raises SIGBUS, as for every mmap reader.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                MapFlags::PRIVATE,
+                file,
+                0,
+            )
+        }
+        .ok()?;
+        // SAFETY: advice on our own mapping.
+        let _ = unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::Sequential) };
+        Some(Mapping { ptr, len })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is valid for `len` bytes until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+
+    /// Drops the pages of `start..end` from our address space (they stay in the page
+    /// cache); reading them again faults them back in.
+    fn release(&self, start: usize, end: usize) {
+        let page = 4096;
+        let start = start.div_ceil(page) * page;
+        let end = end / page * page;
+        if end > start {
+            // SAFETY: the range lies inside our mapping and page-aligned.
+            let _ = unsafe {
+                rustix::mm::madvise(
+                    (self.ptr as *mut u8).add(start) as *mut _,
+                    end - start,
+                    rustix::mm::Advice::LinuxDontNeed,
+                )
+            };
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what we mapped, once.
+        let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
+    }
+}
+
+enum Source<'a> {
+    Mapped {
+        map: &'a Mapping,
+        released: usize,
+    },
+    Slice(&'a [u8]),
+    Buffered {
+        inner: Box<dyn Read + Send + 'a>,
+        buf: Box<[u8]>,
+        start: usize,
+        end: usize,
+    },
+}
+
+pub struct Input<'a> {
+    source: Source<'a>,
+    /// Absolute position of the next unconsumed byte.
     pos: u64,
     progress: Option<ProgressBar>,
 }
 
-impl<R: Read> Input<R> {
-    pub fn new(inner: R, pos: u64, progress: Option<ProgressBar>) -> Self {
+impl<'a> Input<'a> {
+    pub fn mapped(map: &'a Mapping, progress: Option<ProgressBar>) -> Self {
         Input {
-            inner,
-            buf: vec![0; CAPACITY].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            pos,
+            source: Source::Mapped { map, released: 0 },
+            pos: 0,
             progress,
         }
     }
 
-    /// Absolute position of the next unconsumed byte.
+    pub fn slice(data: &'a [u8]) -> Self {
+        Input {
+            source: Source::Slice(data),
+            pos: 0,
+            progress: None,
+        }
+    }
+
+    pub fn reader(inner: impl Read + Send + 'a, progress: Option<ProgressBar>) -> Self {
+        Input {
+            source: Source::Buffered {
+                inner: Box::new(inner),
+                buf: vec![0; CAPACITY].into_boxed_slice(),
+                start: 0,
+                end: 0,
+            },
+            pos: 0,
+            progress,
+        }
+    }
+
     pub fn position(&self) -> u64 {
         self.pos
     }
 
     /// Up to `n` bytes ahead without consuming them; fewer only at end of input.
     pub fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
-        let n = n.min(self.buf.len());
-        if self.end - self.start < n {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            while self.end < n {
-                let got = self.read_more()?;
-                if got == 0 {
-                    break;
+        let pos = self.pos as usize;
+        match &mut self.source {
+            Source::Mapped { map, .. } => {
+                let rest = &map.bytes()[pos.min(map.len)..];
+                Ok(&rest[..n.min(rest.len())])
+            }
+            Source::Slice(data) => {
+                let rest = &data[pos.min(data.len())..];
+                Ok(&rest[..n.min(rest.len())])
+            }
+            Source::Buffered {
+                inner,
+                buf,
+                start,
+                end,
+            } => {
+                let n = n.min(buf.len());
+                if *end - *start < n {
+                    buf.copy_within(*start..*end, 0);
+                    *end -= *start;
+                    *start = 0;
+                    while *end < n {
+                        match inner.read(&mut buf[*end..]) {
+                            Ok(0) => break,
+                            Ok(got) => *end += got,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
                 }
+                Ok(&buf[*start..(*start + n).min(*end)])
             }
         }
-        Ok(&self.buf[self.start..self.end.min(self.start + n)])
-    }
-
-    fn read_more(&mut self) -> io::Result<usize> {
-        let got = loop {
-            match self.inner.read(&mut self.buf[self.end..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other?,
-            }
-        };
-        self.end += got;
-        if let Some(pb) = &self.progress {
-            pb.set_position(self.pos + (self.end - self.start) as u64);
-        }
-        Ok(got)
     }
 
     /// Skips zero bytes (the padding between initramfs segments); returns false at EOF.
@@ -72,21 +185,16 @@ impl<R: Read> Input<R> {
             if buf.is_empty() {
                 return Ok(false);
             }
-            match buf.iter().position(|&b| b != 0) {
-                Some(i) => {
-                    self.consume(i);
-                    return Ok(true);
-                }
-                None => {
-                    let n = buf.len();
-                    self.consume(n);
-                }
+            let (n, len) = (buf.iter().position(|&b| b != 0), buf.len());
+            self.consume(n.unwrap_or(len));
+            if n.is_some() {
+                return Ok(true);
             }
         }
     }
 }
 
-impl<R: Read> Read for Input<R> {
+impl Read for Input<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let buf = self.fill_buf()?;
         let n = buf.len().min(out.len());
@@ -96,19 +204,59 @@ impl<R: Read> Read for Input<R> {
     }
 }
 
-impl<R: Read> BufRead for Input<R> {
+impl BufRead for Input<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            self.read_more()?;
+        let pos = self.pos as usize;
+        match &mut self.source {
+            Source::Mapped { map, .. } => {
+                let rest = &map.bytes()[pos.min(map.len)..];
+                Ok(&rest[..rest.len().min(MAPPED_CHUNK)])
+            }
+            Source::Slice(data) => Ok(&data[pos.min(data.len())..]),
+            Source::Buffered {
+                inner,
+                buf,
+                start,
+                end,
+            } => {
+                if *start == *end {
+                    *start = 0;
+                    *end = loop {
+                        match inner.read(buf) {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            other => break other?,
+                        }
+                    };
+                }
+                Ok(&buf[*start..*end])
+            }
         }
-        Ok(&self.buf[self.start..self.end])
     }
 
     fn consume(&mut self, n: usize) {
-        let n = n.min(self.end - self.start);
-        self.start += n;
+        let n = match &mut self.source {
+            Source::Mapped { map, released } => {
+                let n = n.min(map.len - self.pos as usize);
+                let pos = self.pos as usize + n;
+                if pos - *released >= RELEASE_STEP {
+                    map.release(*released, pos);
+                    *released = pos;
+                    if let Some(pb) = &self.progress {
+                        pb.set_position(pos as u64);
+                    }
+                }
+                n
+            }
+            Source::Slice(data) => n.min(data.len() - self.pos as usize),
+            Source::Buffered { start, end, .. } => {
+                let n = n.min(*end - *start);
+                *start += n;
+                if let Some(pb) = &self.progress {
+                    pb.set_position(self.pos + n as u64);
+                }
+                n
+            }
+        };
         self.pos += n as u64;
     }
 }
@@ -131,14 +279,37 @@ mod tests {
                 Ok(1)
             }
         }
-        let mut input = Input::new(Trickle(b"\0\0\0abcdef".to_vec(), 0), 100, None);
-        assert!(input.skip_zeros().unwrap());
-        assert_eq!(input.position(), 103);
-        assert_eq!(input.peek(4).unwrap(), b"abcd");
-        let mut two = [0; 2];
-        input.read_exact(&mut two).unwrap();
-        assert_eq!(&two, b"ab");
-        assert_eq!(input.peek(10).unwrap(), b"cdef");
-        assert_eq!(input.position(), 105);
+        let data = b"\0\0\0abcdef";
+        for mut input in [
+            Input::reader(Trickle(data.to_vec(), 0), None),
+            Input::slice(data),
+        ] {
+            assert!(input.skip_zeros().unwrap());
+            assert_eq!(input.position(), 3);
+            assert_eq!(input.peek(4).unwrap(), b"abcd");
+            let mut two = [0; 2];
+            input.read_exact(&mut two).unwrap();
+            assert_eq!(&two, b"ab");
+            assert_eq!(input.peek(10).unwrap(), b"cdef");
+            assert_eq!(input.position(), 5);
+        }
+    }
+
+    #[test]
+    fn a_mapped_file_reads_whole() {
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, &vec![7u8; 20 << 20]).unwrap();
+        let map = Mapping::new(&f).unwrap();
+        let mut input = Input::mapped(&map, None);
+        let mut total = 0;
+        loop {
+            let n = input.fill_buf().unwrap().len().min(1 << 20);
+            if n == 0 {
+                break;
+            }
+            total += n;
+            input.consume(n);
+        }
+        assert_eq!(total, 20 << 20);
     }
 }

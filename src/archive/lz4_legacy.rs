@@ -21,8 +21,8 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-pub struct Decoder<'a, R> {
-    input: &'a mut Input<R>,
+pub struct Decoder<'a, 'b> {
+    input: &'a mut Input<'b>,
     compressed: Vec<u8>,
     out: Vec<u8>,
     pos: usize,
@@ -30,8 +30,8 @@ pub struct Decoder<'a, R> {
     done: bool,
 }
 
-impl<'a, R: Read> Decoder<'a, R> {
-    pub fn new(input: &'a mut Input<R>) -> Self {
+impl<'a, 'b> Decoder<'a, 'b> {
+    pub fn new(input: &'a mut Input<'b>) -> Self {
         Decoder {
             input,
             compressed: Vec::new(),
@@ -75,7 +75,7 @@ impl<'a, R: Read> Decoder<'a, R> {
     }
 }
 
-impl<R: Read> Read for Decoder<'_, R> {
+impl Read for Decoder<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.len {
             if self.done {

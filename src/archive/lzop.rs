@@ -22,8 +22,8 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("lzop: {}", msg.into()))
 }
 
-pub struct Decoder<'a, R> {
-    input: &'a mut Input<R>,
+pub struct Decoder<'a, 'b> {
+    input: &'a mut Input<'b>,
     flags: Option<u32>,
     block: Vec<u8>,
     out: Vec<u8>,
@@ -31,8 +31,8 @@ pub struct Decoder<'a, R> {
     done: bool,
 }
 
-impl<'a, R: Read> Decoder<'a, R> {
-    pub fn new(input: &'a mut Input<R>) -> Self {
+impl<'a, 'b> Decoder<'a, 'b> {
+    pub fn new(input: &'a mut Input<'b>) -> Self {
         Decoder {
             input,
             flags: None,
@@ -155,7 +155,7 @@ impl<'a, R: Read> Decoder<'a, R> {
     }
 }
 
-impl<R: Read> Read for Decoder<'_, R> {
+impl Read for Decoder<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.out.len() {
             if self.done || !self.next_block()? {

@@ -186,12 +186,12 @@ impl BufRead for EntryData<'_> {
 
     fn consume(&mut self, n: usize) {
         let n = (n as u64).min(self.remaining) as usize;
-        if let Some(sum) = &mut self.sum {
-            if let Ok(buf) = self.inner.fill_buf() {
-                *sum = buf[..n.min(buf.len())]
-                    .iter()
-                    .fold(*sum, |s, &b| s.wrapping_add(b as u32));
-            }
+        if let Some(sum) = &mut self.sum
+            && let Ok(buf) = self.inner.fill_buf()
+        {
+            *sum = buf[..n.min(buf.len())]
+                .iter()
+                .fold(*sum, |s, &b| s.wrapping_add(b as u32));
         }
         self.inner.consume(n);
         self.remaining -= n as u64;

@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 
 use super::compression::{decoder, read_full};
 use super::cpio::{self, Counted};
-use super::input::Input;
+use super::input::{Input, Mapping};
 use super::{Compression, Format, ReadError, Segment, Visitor, display_name, tar};
 
 const BLOCK: usize = 1 << 20;
@@ -39,7 +39,11 @@ pub fn read_archive(
     progress: Option<ProgressBar>,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<Vec<SegmentSummary>, ReadError> {
-    let mut input = Input::new(file, 0, progress);
+    let map = Mapping::new(file);
+    let mut input = match &map {
+        Some(map) => Input::mapped(map, progress),
+        None => Input::reader(file, progress),
+    };
     let mut summaries: Vec<SegmentSummary> = Vec::new();
     while input.skip_zeros()? {
         let offset = input.position();
@@ -159,7 +163,7 @@ fn skip_zeros(r: &mut dyn BufRead) -> io::Result<bool> {
 }
 
 fn read_compressed(
-    input: &mut Input<&File>,
+    input: &mut Input<'_>,
     segment: Segment,
     visitor: &mut dyn Visitor,
     interrupted: &dyn Fn() -> bool,
@@ -199,7 +203,7 @@ fn read_compressed(
 /// The decoder thread: fills blocks until the stream ends or the reader goes away.
 /// On failure, returns the compressed position reached and the error.
 fn decode_blocks(
-    input: &mut Input<&File>,
+    input: &mut Input<'_>,
     compression: Compression,
     tx: SyncSender<Vec<u8>>,
     recycle: Receiver<Vec<u8>>,

@@ -21,6 +21,8 @@ use super::loopdev::Loop;
 use super::mount::Mount;
 
 const BLOCK: u64 = 4096;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const INODE_SIZE: u64 = 256;
 const MIB: u64 = 1 << 20;
 
@@ -39,9 +41,7 @@ pub enum Ext4Error {
     #[error("the content needs {needed} bytes but output.size is {size}")]
     TooSmall { needed: u64, size: u64 },
     #[error("copying the tree into the mounted image")]
-    Copy {
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    Copy { source: BoxError },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Ext4Error {
@@ -250,7 +250,7 @@ pub fn fix_times(image: &Path, tree: &Path, time: i64) -> Result<u64, Ext4Error>
 pub fn populate_by_mount(
     image: &Path,
     mountpoint: &Path,
-    copy: &mut dyn FnMut(&Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    copy: &mut dyn FnMut(&Path) -> Result<(), BoxError>,
 ) -> Result<(), Ext4Error> {
     let lo = Loop::attach(image, false).map_err(io_err(format!(
         "attaching {} to a loop device",

@@ -272,7 +272,7 @@ impl<'a> RawEntry<'a> {
 pub fn raw_newc(entries: &[RawEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     let pad = |out: &mut Vec<u8>| {
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
     };

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing rootpack needs on Debian/Ubuntu (as root), skipping
+# what is already there: the Debian packages, and Rust (by rustup) when cargo is missing.
+set -euo pipefail
+
+packages=(
+	build-essential libclang-dev pkg-config curl ca-certificates # building (loopdev-3 uses bindgen)
+	e2fsprogs util-linux mount                                   # images: mke2fs, debugfs, losetup
+	cpio busybox-static initramfs-tools-core                     # test fixtures and peers
+	gzip zstd xz-utils bzip2 lz4 lzop                            # every initramfs compression
+)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
+	curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt -c clippy
+fi
