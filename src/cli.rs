@@ -100,6 +100,65 @@ pub enum Command {
         #[arg(long, value_enum)]
         method: Option<MethodArg>,
     },
+    /// Run a command in a container made from an image (ext4), in new mount, UTS, IPC, PID
+    /// and network namespaces with cgroup limits.
+    ///
+    /// The image is mounted read-only under a tmpfs overlay, so writes vanish when the
+    /// container ends (--writable keeps them). Defaults (command, env, workdir, hostname,
+    /// limits) come from the image's manifest. Exits with the command's status, 128+N if
+    /// it was killed by signal N, 125 if the container could not be set up, 126/127 if the
+    /// command could not be executed or found.
+    Run {
+        /// The image file (its manifest NAME.json is read from beside it).
+        image: std::path::PathBuf,
+        /// The command and its arguments (default: the manifest's entrypoint and cmd).
+        #[arg(last = true)]
+        command: Vec<String>,
+        /// Set an environment variable (repeatable).
+        #[arg(short, long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Working folder of the command.
+        #[arg(short, long)]
+        workdir: Option<String>,
+        /// Run as UID[:GID] (numeric).
+        #[arg(short, long)]
+        user: Option<String>,
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Mount the image read-write: changes persist in the image file.
+        #[arg(long)]
+        writable: bool,
+        /// Network: "none" (a namespace with only lo, the default) or "host".
+        #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+        net: String,
+        /// Bind a host path: HOST:CONTAINER[:ro] (repeatable).
+        #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
+        volume: Vec<String>,
+        /// Mount a tmpfs at this path in the container (repeatable).
+        #[arg(long, value_name = "PATH")]
+        tmpfs: Vec<String>,
+        /// Memory limit, like 256M (default: the manifest's).
+        #[arg(long)]
+        memory: Option<String>,
+        /// CPU limit in CPUs, like 0.5 (default: the manifest's).
+        #[arg(long)]
+        cpus: Option<f64>,
+        /// Process limit (default: the manifest's).
+        #[arg(long)]
+        pids: Option<u64>,
+        /// Add a capability to the default set (repeatable; ALL for every one).
+        #[arg(long, value_name = "CAP")]
+        cap_add: Vec<String>,
+        /// Remove a capability from the default set (repeatable; ALL for every one).
+        #[arg(long, value_name = "CAP")]
+        cap_drop: Vec<String>,
+        /// Execute the command as PID 1 instead of under rootpack's init.
+        #[arg(long)]
+        no_init: bool,
+        /// Give the command a pseudo-terminal.
+        #[arg(short, long)]
+        tty: bool,
+    },
     /// Show an image's manifest and verify the image's sha256.
     Inspect {
         /// The image (its manifest NAME.json is read from beside it).

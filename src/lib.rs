@@ -11,4 +11,5 @@ pub mod manifest;
 pub mod ops;
 pub mod progress;
 pub mod recipe;
+pub mod run;
 pub mod tree;

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     interrupt::install();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Some(code)) => ExitCode::from(code),
+        Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(signal) = interrupt::signal() {
                 eprintln!("rootpack: interrupted; cleaned up");
@@ -32,20 +33,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the command; `Some(code)` is an exit status to pass on (from `run`).
+fn run(cli: Cli) -> Result<Option<u8>> {
     let quiet = cli.quiet;
+    if let Command::Run { .. } = cli.command {
+        return cmd_run(cli.command).map(Some);
+    }
     match cli.command {
         Command::Ls {
             archive,
             long,
             segments,
-        } => cmd_ls(&archive, long, segments, quiet),
+        } => cmd_ls(&archive, long, segments, quiet).map(|()| None),
         Command::Extract {
             archive,
             dir,
             split,
             merge,
-        } => cmd_extract(&archive, &dir, ops::ExtractOptions { split, merge }, quiet),
+        } => {
+            cmd_extract(&archive, &dir, ops::ExtractOptions { split, merge }, quiet).map(|()| None)
+        }
         Command::Pack {
             dir,
             output,
@@ -77,19 +84,20 @@ fn run(cli: Cli) -> Result<()> {
                     output.display()
                 );
             }
-            Ok(())
+            Ok(None)
         }
         Command::Build {
             recipe,
             out,
             json,
             method,
-        } => cmd_build(&recipe, out, json, method, quiet, cli.verbose),
-        Command::Inspect { image, json } => cmd_inspect(&image, json),
+        } => cmd_build(&recipe, out, json, method, quiet, cli.verbose).map(|()| None),
+        Command::Inspect { image, json } => cmd_inspect(&image, json).map(|()| None),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rootpack", &mut io::stdout());
-            Ok(())
+            Ok(None)
         }
+        Command::Run { .. } => unreachable!("handled above"),
     }
 }
 
@@ -314,4 +322,95 @@ fn cmd_inspect(image: &Path, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn cmd_run(command: Command) -> Result<u8> {
+    let Command::Run {
+        image,
+        command,
+        env,
+        workdir,
+        user,
+        hostname,
+        writable,
+        net,
+        volume,
+        tmpfs,
+        memory,
+        cpus,
+        pids,
+        cap_add,
+        cap_drop,
+        no_init,
+        tty,
+    } = command
+    else {
+        bail!("not a run command");
+    };
+    let env = env
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("-e {e:?}: expected KEY=VALUE"),
+        })
+        .collect::<Result<_>>()?;
+    let volumes = volume
+        .iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.split(':').collect();
+            match parts[..] {
+                [host, ctr] => Ok((host.into(), ctr.to_string(), false)),
+                [host, ctr, "ro"] => Ok((host.into(), ctr.to_string(), true)),
+                [host, ctr, "rw"] => Ok((host.into(), ctr.to_string(), false)),
+                _ => bail!("-v {v:?}: expected HOST:CONTAINER[:ro]"),
+            }
+        })
+        .collect::<Result<_>>()?;
+    let memory = memory
+        .map(|m| {
+            recipe::parse_size(&m).with_context(|| format!("--memory {m:?}: a size like 256M"))
+        })
+        .transpose()?;
+    let user = user
+        .map(|u| {
+            rootpack::run::parse_user(&u)
+                .with_context(|| format!("--user {u:?}: expected UID[:GID]"))
+        })
+        .transpose()?;
+    let opts = rootpack::run::RunOptions {
+        image: image.clone(),
+        command,
+        env,
+        workdir,
+        user,
+        hostname,
+        writable,
+        net_host: net == "host",
+        volumes,
+        tmpfs,
+        memory,
+        cpus,
+        pids,
+        cap_add,
+        cap_drop,
+        no_init,
+        tty,
+    };
+    let outcome = rootpack::run::run(&opts).with_context(|| format!("run {}", image.display()))?;
+    if let Some(limit) = outcome.oom_limit {
+        eprintln!(
+            "rootpack: killed: out of memory, limit {}",
+            human_size(limit)
+        );
+    }
+    Ok(outcome.exit_code.clamp(0, 255) as u8)
+}
+
+fn human_size(bytes: u64) -> String {
+    for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}")
 }

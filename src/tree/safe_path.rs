@@ -159,6 +159,42 @@ impl Root {
         )?)
     }
 
+    /// Opens a place to mount on: parents resolved inside the root (created if missing),
+    /// the leaf itself never followed. A missing leaf is created as a folder, or as an
+    /// empty file with `file`. A leaf that is a symlink is refused: mounting "through" an
+    /// image's `/proc -> /` would cover a host path.
+    pub fn open_mount_target(&self, rel: &RelPath, file: bool) -> io::Result<OwnedFd> {
+        let Some((parent, leaf)) = rel.split_leaf() else {
+            return Ok(rustix::io::dup(&self.fd)?);
+        };
+        let dir = self.open_dir(parent, true)?;
+        let created = if file {
+            let flags =
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            rustix::fs::openat(&dir, leaf, flags, Mode::from_raw_mode(0o644)).map(drop)
+        } else {
+            rustix::fs::mkdirat(&dir, leaf, Mode::from_raw_mode(0o755))
+        };
+        match created {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir, leaf, flags, Mode::empty())?;
+        let ft = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+        match ft {
+            rustix::fs::FileType::Symlink => {
+                Err(io::Error::other("is a symlink; refusing to mount over it"))
+            }
+            rustix::fs::FileType::Directory if file => {
+                Err(io::Error::other("is a folder, a file is mounted here"))
+            }
+            rustix::fs::FileType::Directory => Ok(fd),
+            _ if !file => Err(io::Error::other("is not a folder")),
+            _ => Ok(fd),
+        }
+    }
+
     fn resolve_dir(&self, rel: &[u8]) -> Result<OwnedFd, Errno> {
         // The last component may be a symlink too: RESOLVE_IN_ROOT contains it, so no
         // O_NOFOLLOW here (it would refuse every symlinked folder).

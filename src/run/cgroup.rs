@@ -1,0 +1,352 @@
+//! A cgroup per container, on cgroup v2 or on the v1 controllers of a hybrid host, with
+//! memory, pids and cpu limits; removed on drop.
+//!
+//! The hierarchy is read from mountinfo and /proc/self/cgroup through [`Layout`], so the
+//! detection and the file writes are tested on fixture trees. On v1 the container's group
+//! nests under our own group of each controller (v1 has no rule against processes in inner
+//! nodes); on v2 it goes under `<mount>/rootpack/` with the controllers enabled on the way,
+//! since a v2 group with processes cannot delegate controllers to children.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layout {
+    /// Controller name -> (folder of our group in that controller's hierarchy).
+    V1(Vec<(String, PathBuf)>),
+    /// The cgroup2 mount point.
+    V2(PathBuf),
+    None,
+}
+
+const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu"];
+
+impl Layout {
+    /// Reads the host's layout from `/proc/self/mountinfo` and `/proc/self/cgroup`.
+    pub fn detect() -> Layout {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        Layout::from_proc(&mountinfo, &cgroup)
+    }
+
+    /// v1 controllers win where mounted (a hybrid host keeps them there); otherwise a
+    /// cgroup2 mount whose root offers the controllers.
+    pub fn from_proc(mountinfo: &str, cgroup: &str) -> Layout {
+        let mut v1 = Vec::new();
+        let mut v2 = None;
+        for line in mountinfo.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(sep) = fields.iter().position(|f| *f == "-") else {
+                continue;
+            };
+            let (Some(mnt), Some(fstype), Some(opts)) =
+                (fields.get(4), fields.get(sep + 1), fields.get(sep + 3))
+            else {
+                continue;
+            };
+            match *fstype {
+                "cgroup2" => v2 = v2.or(Some(PathBuf::from(mnt))),
+                "cgroup" => {
+                    for ctrl in V1_CONTROLLERS {
+                        if opts.split(',').any(|o| o == *ctrl) && !v1.iter().any(|(c, _)| c == ctrl)
+                        {
+                            // Our group in this hierarchy, from /proc/self/cgroup ("4:memory:/a/b").
+                            let own = cgroup
+                                .lines()
+                                .filter_map(|l| {
+                                    l.splitn(3, ':').nth(1).zip(l.splitn(3, ':').nth(2))
+                                })
+                                .find(|(ctrls, _)| ctrls.split(',').any(|c| c == *ctrl))
+                                .map(|(_, p)| p.trim_start_matches('/'))
+                                .unwrap_or("");
+                            v1.push((ctrl.to_string(), Path::new(mnt).join(own)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !v1.is_empty() {
+            Layout::V1(v1)
+        } else if let Some(mnt) = v2 {
+            Layout::V2(mnt)
+        } else {
+            Layout::None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    pub cpus: Option<f64>,
+}
+
+const CPU_PERIOD: u64 = 100_000;
+
+/// One container's group(s). Dropping it removes them (they must be empty by then).
+#[derive(Debug)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+    /// Where memory.events (v2) or memory.oom_control (v1) lives.
+    memory: Option<(PathBuf, bool)>,
+    /// The cgroup.procs files to join.
+    procs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> io::Result<()> {
+    std::fs::write(path, value)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+fn make_dir(path: &Path) -> io::Result<()> {
+    match std::fs::create_dir(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Cgroup {
+    pub fn create(layout: &Layout, name: &str, limits: &Limits) -> io::Result<Cgroup> {
+        let mut cg = Cgroup {
+            dirs: Vec::new(),
+            memory: None,
+            procs: Vec::new(),
+        };
+        match layout {
+            Layout::None => {
+                if *limits != Limits::default() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "no cgroup hierarchy is mounted",
+                    ));
+                }
+            }
+            Layout::V1(ctrls) => {
+                for (ctrl, base) in ctrls {
+                    let dir = base.join(name);
+                    make_dir(&dir)?;
+                    cg.dirs.push(dir.clone());
+                    cg.procs.push(dir.join("cgroup.procs"));
+                    match ctrl.as_str() {
+                        "memory" => {
+                            if let Some(m) = limits.memory {
+                                write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+                                // No swapping around the limit, where swap is accounted.
+                                let memsw = dir.join("memory.memsw.limit_in_bytes");
+                                if memsw.exists() {
+                                    write(&memsw, &m.to_string())?;
+                                }
+                            }
+                            cg.memory = Some((dir.join("memory.oom_control"), false));
+                        }
+                        "pids" => {
+                            if let Some(p) = limits.pids {
+                                write(&dir.join("pids.max"), &p.to_string())?;
+                            }
+                        }
+                        "cpu" => {
+                            if let Some(c) = limits.cpus {
+                                write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD.to_string())?;
+                                write(
+                                    &dir.join("cpu.cfs_quota_us"),
+                                    &((c * CPU_PERIOD as f64) as u64).to_string(),
+                                )?;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Layout::V2(mnt) => {
+                let parent = mnt.join("rootpack");
+                make_dir(&parent)?;
+                let enable = "+memory +pids +cpu";
+                for dir in [mnt.as_path(), parent.as_path()] {
+                    // Already enabled, or not available: the limit writes below say which.
+                    let _ = write(&dir.join("cgroup.subtree_control"), enable);
+                }
+                let dir = parent.join(name);
+                make_dir(&dir)?;
+                cg.dirs.push(dir.clone());
+                cg.procs.push(dir.join("cgroup.procs"));
+                if let Some(m) = limits.memory {
+                    write(&dir.join("memory.max"), &m.to_string())?;
+                    let _ = write(&dir.join("memory.swap.max"), "0");
+                }
+                if let Some(p) = limits.pids {
+                    write(&dir.join("pids.max"), &p.to_string())?;
+                }
+                if let Some(c) = limits.cpus {
+                    write(
+                        &dir.join("cpu.max"),
+                        &format!("{} {CPU_PERIOD}", (c * CPU_PERIOD as f64) as u64),
+                    )?;
+                }
+                cg.memory = Some((dir.join("memory.events"), true));
+            }
+        }
+        Ok(cg)
+    }
+
+    /// Moves `pid` into the group(s).
+    pub fn add(&self, pid: u32) -> io::Result<()> {
+        for procs in &self.procs {
+            write(procs, &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Folders to remove, for a cleaner that outlives us.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// How many processes the kernel killed for exceeding the memory limit.
+    pub fn oom_kills(&self) -> u64 {
+        let Some((path, _)) = &self.memory else {
+            return 0;
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Removes the folders, retrying briefly while the kernel finishes tearing down.
+    pub fn remove(mut self) -> io::Result<()> {
+        remove_dirs(&std::mem::take(&mut self.dirs))
+    }
+}
+
+/// Removes cgroup folders, retrying for a while as exiting tasks leave them.
+pub fn remove_dirs(dirs: &[PathBuf]) -> io::Result<()> {
+    let mut last = Ok(());
+    for dir in dirs {
+        for attempt in 0..200 {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 199 => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => {
+                    last = Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display())));
+                    break;
+                }
+            }
+        }
+    }
+    last
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = remove_dirs(&self.dirs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+30 25 0:26 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
+34 25 0:30 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+35 25 0:31 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids
+36 25 0:32 / /sys/fs/cgroup/cpu rw,nosuid - cgroup cgroup rw,cpu
+";
+
+    #[test]
+    fn hybrid_hosts_use_v1_controllers_under_our_own_group() {
+        let cgroup = "4:memory:/sandbox/a\n8:pids:/\n1:cpu:/\n0::/\n";
+        let layout = Layout::from_proc(HYBRID, cgroup);
+        assert_eq!(
+            layout,
+            Layout::V1(vec![
+                ("memory".into(), "/sys/fs/cgroup/memory/sandbox/a".into()),
+                ("pids".into(), "/sys/fs/cgroup/pids".into()),
+                ("cpu".into(), "/sys/fs/cgroup/cpu".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn pure_v2_hosts_are_detected() {
+        let info = "30 25 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            Layout::from_proc(info, "0::/user.slice\n"),
+            Layout::V2("/sys/fs/cgroup".into())
+        );
+        assert_eq!(Layout::from_proc("", ""), Layout::None);
+    }
+
+    #[test]
+    fn v2_writes_limits_and_reads_oom_kills() {
+        let root = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            memory: Some(64 << 20),
+            pids: Some(32),
+            cpus: Some(0.5),
+        };
+        let cg = Cgroup::create(&Layout::V2(root.path().to_path_buf()), "c1", &limits).unwrap();
+        let dir = root.path().join("rootpack/c1");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("pids.max"), "32");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        let sub =
+            std::fs::read_to_string(root.path().join("rootpack/cgroup.subtree_control")).unwrap();
+        assert_eq!(sub, "+memory +pids +cpu");
+        cg.add(1234).unwrap();
+        assert_eq!(read("cgroup.procs"), "1234");
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert_eq!(cg.oom_kills(), 1);
+        // A real cgroup folder holds only kernel files; here remove them so rmdir works.
+        for f in std::fs::read_dir(&dir).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        cg.remove().unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn v1_writes_each_controller() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::V1(
+            ["memory", "pids", "cpu"]
+                .iter()
+                .map(|c| {
+                    std::fs::create_dir(root.path().join(c)).unwrap();
+                    (c.to_string(), root.path().join(c))
+                })
+                .collect(),
+        );
+        let limits = Limits {
+            memory: Some(1 << 20),
+            pids: Some(5),
+            cpus: Some(2.0),
+        };
+        let cg = Cgroup::create(&layout, "c", &limits).unwrap();
+        let read = |f: &str| std::fs::read_to_string(root.path().join(f)).unwrap();
+        assert_eq!(read("memory/c/memory.limit_in_bytes"), "1048576");
+        assert_eq!(read("pids/c/pids.max"), "5");
+        assert_eq!(read("cpu/c/cpu.cfs_quota_us"), "200000");
+        std::fs::write(
+            root.path().join("memory/c/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(cg.oom_kills(), 2);
+        std::mem::forget(cg);
+    }
+}

@@ -1,0 +1,254 @@
+//! The container's PID 1 and the command it starts.
+//!
+//! PID 1 of a PID namespace gets no signal it has no handler for and must reap every
+//! orphan, so a plain program makes a poor PID 1. Our init forks the command, keeps the
+//! forwarded signals blocked and takes them with `sigwaitinfo` (no async handler), passes
+//! each to the command, reaps whatever exits, and leaves with the command's status
+//! (128+N when it was killed by signal N).
+
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::unix::io::RawFd;
+
+use super::security;
+
+/// What to execute and how.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    pub workdir: CString,
+    pub user: Option<(u32, u32)>,
+    pub capabilities: u64,
+    /// A pty slave to make the controlling terminal and stdio (`-t`).
+    pub tty: Option<RawFd>,
+    /// Stdin is a terminal we share: put the command in its own, foreground, group.
+    pub foreground: bool,
+    /// PATH to search when argv[0] has no slash.
+    pub path: String,
+}
+
+/// The signals rootpack and the init pass on to the command.
+pub const FORWARDED: &[libc::c_int] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+/// The forwarded signals plus SIGCHLD, as a set.
+pub fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in FORWARDED.iter().chain([libc::SIGCHLD].iter()) {
+            libc::sigaddset(&mut set, *s);
+        }
+        set
+    }
+}
+
+/// Blocks `set` (to be taken by `sigwaitinfo`), returning the previous mask.
+pub fn block(set: &libc::sigset_t) -> libc::sigset_t {
+    // SAFETY: sigprocmask with valid pointers.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, set, &mut old);
+        old
+    }
+}
+
+/// The exit status a shell would report for a wait status.
+pub fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+/// Writes a one-line error to the parent and exits with `code`. Never returns.
+pub fn fail(err_fd: RawFd, code: i32, message: &str) -> ! {
+    let mut f = std::mem::ManuallyDrop::new(unsafe_file(err_fd));
+    let _ = f.write_all(message.as_bytes());
+    // SAFETY: _exit skips destructors and atexit handlers, which belong to the parent.
+    unsafe { libc::_exit(code) }
+}
+
+fn unsafe_file(fd: RawFd) -> std::fs::File {
+    use std::os::unix::io::FromRawFd;
+    // SAFETY: the caller owns `fd`; the File is never dropped (ManuallyDrop).
+    unsafe { std::fs::File::from_raw_fd(fd) }
+}
+
+fn find_program(name: &CString, path: &str) -> Option<CString> {
+    let bytes = name.as_bytes();
+    if bytes.contains(&b'/') {
+        return Some(name.clone());
+    }
+    path.split(':').filter(|d| !d.is_empty()).find_map(|dir| {
+        let candidate = CString::new(format!("{dir}/{}", String::from_utf8_lossy(bytes))).ok()?;
+        // SAFETY: access on a valid C string.
+        (unsafe { libc::access(candidate.as_ptr(), libc::X_OK) } == 0).then_some(candidate)
+    })
+}
+
+/// Drops privileges as the spec says and executes the command. Never returns: on failure
+/// it reports to `err_fd` and exits 126 (cannot execute) or 127 (not found).
+pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t) -> ! {
+    let step = |r: io::Result<()>| {
+        if let Err(e) = r {
+            fail(err_fd, 125, &format!("preparing the command: {e}"));
+        }
+    };
+    // SAFETY: process-state syscalls in a freshly forked, single-threaded child.
+    unsafe {
+        if let Some(tty) = spec.tty {
+            libc::setsid();
+            libc::ioctl(tty, libc::TIOCSCTTY, 0);
+            for fd in 0..3 {
+                libc::dup2(tty, fd);
+            }
+        } else if spec.foreground {
+            libc::setpgid(0, 0);
+            // SIGTTOU is still blocked, so taking the terminal does not stop us.
+            libc::tcsetpgrp(0, libc::getpid());
+        }
+        if libc::chdir(spec.workdir.as_ptr()) != 0 {
+            let e = io::Error::last_os_error();
+            fail(
+                err_fd,
+                125,
+                &format!("workdir {}: {e}", spec.workdir.to_string_lossy()),
+            );
+        }
+    }
+    step(security::limit_bounding_set(spec.capabilities));
+    if let Some((uid, gid)) = spec.user {
+        // SAFETY: credential syscalls; failures are reported.
+        let ok = unsafe {
+            libc::setgroups(0, std::ptr::null()) == 0
+                && libc::setgid(gid) == 0
+                && libc::setuid(uid) == 0
+        };
+        if !ok {
+            fail(
+                err_fd,
+                125,
+                &format!(
+                    "switching to user {uid}:{gid}: {}",
+                    io::Error::last_os_error()
+                ),
+            );
+        }
+    }
+    if spec.user.is_none_or(|(uid, _)| uid == 0) {
+        step(security::set_capabilities(spec.capabilities));
+    }
+    step(security::set_no_new_privs());
+    step(security::cloexec_from_3());
+    let Some(program) = spec.argv.first().and_then(|a| find_program(a, &spec.path)) else {
+        let name = spec
+            .argv
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        fail(
+            err_fd,
+            127,
+            &format!(
+                "{name}: command not found in the image (PATH={})",
+                spec.path
+            ),
+        );
+    };
+    let argv: Vec<*const libc::c_char> = spec
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp: Vec<*const libc::c_char> = spec
+        .env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    // SAFETY: restoring default dispositions (Rust ignores SIGPIPE) and the signal mask
+    // the command should start with, then execve with NUL-terminated arrays.
+    unsafe {
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        libc::sigprocmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut());
+        libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
+    let e = io::Error::last_os_error();
+    let code = if e.kind() == io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    fail(
+        err_fd,
+        code,
+        &format!("executing {}: {e}", program.to_string_lossy()),
+    );
+}
+
+/// Runs as PID 1: starts the command, forwards signals, reaps, and exits with the
+/// command's status. Never returns.
+pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t) -> ! {
+    let set = signal_set();
+    // SAFETY: fork in a single-threaded process.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        fail(
+            err_fd,
+            125,
+            &format!("starting the command: {}", io::Error::last_os_error()),
+        );
+    }
+    if child == 0 {
+        exec_command(spec, err_fd, old_mask);
+    }
+    // The init keeps nothing the container could use against the host.
+    let _ = security::set_non_dumpable();
+    let _ = security::limit_bounding_set(0);
+    let _ = security::set_capabilities(0);
+    // SAFETY: closing our copy of the error pipe; the command holds its own.
+    unsafe { libc::close(err_fd) };
+    loop {
+        // SAFETY: sigwaitinfo on a blocked set with a valid siginfo buffer.
+        let sig = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::sigwaitinfo(&set, &mut info)
+        };
+        if sig == libc::SIGCHLD {
+            loop {
+                let mut status = 0;
+                // SAFETY: reaping any child without blocking.
+                let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                if pid == child {
+                    // Leaving kills whatever else is left in the namespace.
+                    // SAFETY: exiting the init.
+                    unsafe { libc::_exit(exit_code(status)) };
+                }
+                if pid <= 0 {
+                    break;
+                }
+            }
+        } else if sig > 0 {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child, sig) };
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! `rootpack run`: a container straight from an image.
+//!
+//! The parent (in the host's namespaces) creates the cgroup, clones the child into new
+//! mount, UTS, IPC, PID and network namespaces, moves it into the cgroup, and lets it go.
+//! The child enters a new cgroup namespace, builds the root filesystem (see [`rootfs`]),
+//! sets the hostname, and becomes the container's init (see [`init`]). The parent forwards
+//! signals and reports the command's status; a small watcher process removes the cgroup
+//! even if the parent is killed, and the child dies with the parent (PDEATHSIG), which
+//! tears down its namespaces, mounts and loop device.
+
+pub mod cgroup;
+pub mod init;
+pub mod rootfs;
+pub mod security;
+mod tty;
+
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::manifest::Manifest;
+use crate::tree::safe_path::RelPath;
+use init::ProcessSpec;
+use rootfs::{RootfsSpec, Volume};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub image: PathBuf,
+    /// Replaces the image's cmd (and entrypoint, unless `keep_entrypoint`).
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub user: Option<(u32, u32)>,
+    pub hostname: Option<String>,
+    pub writable: bool,
+    pub net_host: bool,
+    pub volumes: Vec<(PathBuf, String, bool)>,
+    pub tmpfs: Vec<String>,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u64>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub no_init: bool,
+    pub tty: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}")]
+    Image { path: PathBuf, source: io::Error },
+    #[error("creating the cgroup")]
+    Cgroup(#[source] io::Error),
+    #[error("starting the container")]
+    Start(#[source] io::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// How the container ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub exit_code: i32,
+    /// Killed by the memory limit: the limit in bytes.
+    pub oom_limit: Option<u64>,
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((r, w))
+}
+
+fn cstring(s: &str, what: &str) -> Result<CString, RunError> {
+    CString::new(s).map_err(|_| RunError::Invalid(format!("{what} {s:?} contains a NUL byte")))
+}
+
+/// The manifest beside the image, if any.
+fn manifest_for(image: &Path) -> Option<Manifest> {
+    crate::manifest::read(&crate::manifest::path_for(image)).ok()
+}
+
+fn process_spec(
+    opts: &RunOptions,
+    m: Option<&Manifest>,
+    caps: u64,
+    tty: Option<RawFd>,
+) -> Result<ProcessSpec, RunError> {
+    let config = m.map(|m| m.config.clone()).unwrap_or_default();
+    let argv: Vec<String> = if opts.command.is_empty() {
+        config
+            .entrypoint
+            .iter()
+            .chain(config.cmd.iter())
+            .cloned()
+            .collect()
+    } else {
+        opts.command.clone()
+    };
+    if argv.is_empty() {
+        return Err(RunError::Invalid(
+            "no command: give one after `--`, or set config.entrypoint in the recipe".into(),
+        ));
+    }
+    let mut env: Vec<(String, String)> = config.env.into_iter().collect();
+    env.retain(|(k, _)| !opts.env.iter().any(|(o, _)| o == k));
+    env.extend(opts.env.iter().cloned());
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push((
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ));
+    }
+    let user = opts
+        .user
+        .or_else(|| config.user.as_deref().and_then(parse_user));
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        let home = if user.is_none_or(|(u, _)| u == 0) {
+            "/root"
+        } else {
+            "/"
+        };
+        env.push(("HOME".into(), home.into()));
+    }
+    let interactive = tty.is_some() || rustix::termios::isatty(std::io::stdin());
+    if interactive && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push((
+            "TERM".into(),
+            std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
+        ));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    Ok(ProcessSpec {
+        argv: argv
+            .iter()
+            .map(|a| cstring(a, "argument"))
+            .collect::<Result<_, _>>()?,
+        env: env
+            .iter()
+            .map(|(k, v)| cstring(&format!("{k}={v}"), "environment variable"))
+            .collect::<Result<_, _>>()?,
+        workdir: cstring(
+            opts.workdir
+                .as_deref()
+                .or(config.workdir.as_deref())
+                .unwrap_or("/"),
+            "workdir",
+        )?,
+        user,
+        capabilities: caps,
+        tty,
+        foreground: tty.is_none() && rustix::termios::isatty(std::io::stdin()),
+        path,
+    })
+}
+
+/// `UID[:GID]`, numeric.
+pub fn parse_user(s: &str) -> Option<(u32, u32)> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
+
+fn image_path(s: &str, what: &str) -> Result<RelPath, RunError> {
+    match RelPath::parse(s.as_bytes()) {
+        Ok(p) if s.starts_with('/') && !p.is_root() => Ok(p),
+        _ => Err(RunError::Invalid(format!(
+            "{what} {s:?}: an absolute path in the container, without '..'"
+        ))),
+    }
+}
+
+/// Starts the container and waits for it.
+pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
+    let image = std::fs::canonicalize(&opts.image).map_err(|source| RunError::Image {
+        path: opts.image.clone(),
+        source,
+    })?;
+    if !image.is_file() {
+        return Err(RunError::Invalid(format!(
+            "{}: not an image file",
+            opts.image.display()
+        )));
+    }
+    let manifest = manifest_for(&opts.image);
+    let caps =
+        security::capability_mask(&opts.cap_add, &opts.cap_drop).map_err(RunError::Invalid)?;
+    let rootfs = RootfsSpec {
+        image,
+        writable: opts.writable,
+        volumes: opts
+            .volumes
+            .iter()
+            .map(|(host, ctr, ro)| {
+                let host = std::fs::canonicalize(host)
+                    .map_err(|e| RunError::Invalid(format!("volume {}: {e}", host.display())))?;
+                Ok(Volume {
+                    host,
+                    target: image_path(ctr, "volume target")?,
+                    read_only: *ro,
+                })
+            })
+            .collect::<Result<_, RunError>>()?,
+        tmpfs: opts
+            .tmpfs
+            .iter()
+            .map(|t| image_path(t, "--tmpfs"))
+            .collect::<Result<_, _>>()?,
+        net_host: opts.net_host,
+    };
+    let limits_from = manifest
+        .as_ref()
+        .map(|m| m.limits.clone())
+        .unwrap_or_default();
+    let limits = cgroup::Limits {
+        memory: opts.memory.or(limits_from.memory),
+        pids: opts.pids.or(limits_from.pids),
+        cpus: opts.cpus.or(limits_from.cpus),
+    };
+    let hostname = opts
+        .hostname
+        .clone()
+        .or_else(|| manifest.as_ref().and_then(|m| m.config.hostname.clone()))
+        .or_else(|| manifest.as_ref().map(|m| m.name.clone()))
+        .unwrap_or_else(|| "rootpack".into());
+    let pty = if opts.tty {
+        Some(tty::Pty::open().map_err(RunError::Start)?)
+    } else {
+        None
+    };
+    let spec = process_spec(
+        opts,
+        manifest.as_ref(),
+        caps,
+        pty.as_ref().map(|p| p.slave.as_raw_fd()),
+    )?;
+
+    std::fs::create_dir_all(rootfs::STAGE).map_err(RunError::Start)?;
+    let id = format!(
+        "rootpack-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let cg = cgroup::Cgroup::create(&cgroup::Layout::detect(), &id, &limits)
+        .map_err(RunError::Cgroup)?;
+    let watcher = spawn_cgroup_watcher(cg.dirs()).map_err(RunError::Start)?;
+
+    let (go_r, go_w) = pipe().map_err(RunError::Start)?;
+    let (err_r, err_w) = pipe().map_err(RunError::Start)?;
+    let set = init::signal_set();
+    let old_mask = init::block(&set);
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
+    if !opts.net_host {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: clone without CLONE_VM behaves as fork; we are single-threaded here.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: restoring our own mask.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+        return Err(RunError::Start(e));
+    }
+    if pid == 0 {
+        drop(go_w);
+        drop(err_r);
+        drop(watcher);
+        child_main(go_r, err_w, &rootfs, &spec, &hostname, opts, &old_mask);
+    }
+    let pid = pid as i32;
+    drop(go_r);
+    drop(err_w);
+    let started = cg.add(pid as u32).and_then(|()| {
+        rustix::io::write(&go_w, b"1")?;
+        Ok(())
+    });
+    drop(go_w);
+    if let Err(e) = started {
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(RunError::Cgroup(e));
+    }
+    let relay = pty.as_ref().map(|p| p.relay());
+    let status = wait_forwarding(pid, &set, pty.as_ref());
+    drop(relay);
+    // SAFETY: restoring our own mask.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+    if spec.foreground {
+        tty::take_terminal_back();
+    }
+    let mut message = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut message);
+    let oom = cg.oom_kills() > 0;
+    let _ = cg.remove();
+    drop(watcher);
+    if !message.is_empty() && status != 0 && !oom {
+        let code = init::exit_code(status);
+        if code == 125 {
+            return Err(RunError::Setup(message));
+        }
+        // 126/127: the command could not be started; say why, keep the status.
+        eprintln!("rootpack: {message}");
+    }
+    let exit_code = init::exit_code(status);
+    Ok(Outcome {
+        exit_code: if oom { 137 } else { exit_code },
+        oom_limit: oom.then_some(limits.memory.unwrap_or(0)),
+    })
+}
+
+/// Waits for the container's init, passing on the signals we receive.
+fn wait_forwarding(pid: i32, set: &libc::sigset_t, pty: Option<&tty::Pty>) -> libc::c_int {
+    loop {
+        // SAFETY: sigwaitinfo on a blocked set.
+        let sig = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::sigwaitinfo(set, &mut info)
+        };
+        if sig == libc::SIGCHLD {
+            let mut status = 0;
+            // SAFETY: reaping our own child without blocking.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                return status;
+            }
+        } else if sig > 0 {
+            if sig == libc::SIGWINCH
+                && let Some(p) = pty
+            {
+                p.copy_window_size();
+            }
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+/// The cloned child: becomes the container. Never returns.
+fn child_main(
+    go: OwnedFd,
+    err: OwnedFd,
+    rootfs: &RootfsSpec,
+    spec: &ProcessSpec,
+    hostname: &str,
+    opts: &RunOptions,
+    old_mask: &libc::sigset_t,
+) -> ! {
+    let err_fd = err.as_raw_fd();
+    std::mem::forget(err);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> io::Result<()> {
+        // Die with rootpack, and only start once it has put us in the cgroup.
+        // SAFETY: prctl with integer arguments.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        let mut byte = [0u8; 1];
+        if rustix::io::read(&go, &mut byte)? == 0 {
+            // SAFETY: the parent is gone; leave quietly.
+            unsafe { libc::_exit(125) };
+        }
+        drop(go);
+        // SAFETY: a new cgroup namespace changes no memory this process shares.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }
+            .map_err(io::Error::from)?;
+        rootfs::setup(rootfs)?;
+        rustix::system::sethostname(hostname.as_bytes()).map_err(io::Error::from)?;
+        if !opts.net_host {
+            rootfs::loopback_up()
+                .map_err(|e| io::Error::new(e.kind(), format!("bringing lo up: {e}")))?;
+        }
+        Ok(())
+    }));
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => init::fail(err_fd, 125, &format!("setting up the container: {e}")),
+        Err(_) => init::fail(err_fd, 125, "setting up the container: internal error"),
+    }
+    if opts.no_init {
+        init::exec_command(spec, err_fd, old_mask);
+    }
+    init::run_init(spec, err_fd, old_mask);
+}
+
+/// A process outside the container that removes its cgroup once the container is gone,
+/// even when rootpack was killed. It waits for the returned pipe end to close.
+fn spawn_cgroup_watcher(dirs: &[PathBuf]) -> io::Result<Option<OwnedFd>> {
+    if dirs.is_empty() {
+        return Ok(None);
+    }
+    let (r, w) = pipe()?;
+    // SAFETY: fork in a single-threaded process; the child only reads, removes folders
+    // and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: detaching from our parent's stdio so nobody waits on us for EOF.
+        unsafe {
+            libc::setsid();
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+        drop(w);
+        let mut byte = [0u8; 1];
+        let _ = rustix::io::read(&r, &mut byte);
+        let _ = cgroup::remove_dirs(dirs);
+        // SAFETY: leaving without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    drop(r);
+    // The watcher is not our concern any more: let init reap it.
+    Ok(Some(w))
+}
