@@ -143,13 +143,13 @@ pub fn setup(spec: &RootfsSpec) -> io::Result<()> {
         let fd = root
             .open_mount_target(&v.target, is_file)
             .map_err(err(format!("volume target /{}", v.target)))?;
-        rustix::mount::mount_bind_recursive(&v.host, &fd_path(&fd))
+        rustix::mount::mount_bind_recursive(&v.host, fd_path(&fd))
             .map_err(io::Error::from)
             .map_err(err(format!("binding {}", v.host.display())))?;
         if v.read_only {
             // The remount must name the new mount: open the target again.
             let fd = root.open_mount_target(&v.target, is_file)?;
-            rustix::mount::mount_remount(&fd_path(&fd), MountFlags::BIND | MountFlags::RDONLY, c"")
+            rustix::mount::mount_remount(fd_path(&fd), MountFlags::BIND | MountFlags::RDONLY, c"")
                 .map_err(io::Error::from)
                 .map_err(err(format!("making /{} read-only", v.target)))?;
         }
@@ -170,10 +170,10 @@ pub fn setup(spec: &RootfsSpec) -> io::Result<()> {
         // A sysfs for the host's network namespace: bind the host's, read-only.
         let fd =
             root.open_mount_target(&RelPath::parse(b"sys").map_err(io::Error::other)?, false)?;
-        rustix::mount::mount_bind_recursive("/sys", &fd_path(&fd)).map_err(io::Error::from)?;
+        rustix::mount::mount_bind_recursive("/sys", fd_path(&fd)).map_err(io::Error::from)?;
         let fd =
             root.open_mount_target(&RelPath::parse(b"sys").map_err(io::Error::other)?, false)?;
-        rustix::mount::mount_remount(&fd_path(&fd), MountFlags::BIND | MountFlags::RDONLY, c"")
+        rustix::mount::mount_remount(fd_path(&fd), MountFlags::BIND | MountFlags::RDONLY, c"")
             .map_err(io::Error::from)?;
     } else {
         mount_in(
