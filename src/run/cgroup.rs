@@ -50,15 +50,7 @@ impl Layout {
                     for ctrl in V1_CONTROLLERS {
                         if opts.split(',').any(|o| o == *ctrl) && !v1.iter().any(|(c, _)| c == ctrl)
                         {
-                            // Our group in this hierarchy, from /proc/self/cgroup ("4:memory:/a/b").
-                            let own = cgroup
-                                .lines()
-                                .filter_map(|l| {
-                                    l.splitn(3, ':').nth(1).zip(l.splitn(3, ':').nth(2))
-                                })
-                                .find(|(ctrls, _)| ctrls.split(',').any(|c| c == *ctrl))
-                                .map(|(_, p)| p.trim_start_matches('/'))
-                                .unwrap_or("");
+                            let own = own_group(cgroup, ctrl);
                             v1.push((ctrl.to_string(), Path::new(mnt).join(own)));
                         }
                     }
@@ -74,6 +66,21 @@ impl Layout {
             Layout::None
         }
     }
+}
+
+/// Our group in a v1 hierarchy, from /proc/self/cgroup lines like "4:memory:/a/b".
+fn own_group<'a>(cgroup: &'a str, ctrl: &str) -> &'a str {
+    cgroup
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':').skip(1);
+            let (ctrls, path) = (parts.next()?, parts.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == ctrl)
+                .then(|| path.trim_start_matches('/'))
+        })
+        .unwrap_or("")
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
