@@ -108,57 +108,7 @@ pub enum Command {
     /// limits) come from the image's manifest. Exits with the command's status, 128+N if
     /// it was killed by signal N, 125 if the container could not be set up, 126/127 if the
     /// command could not be executed or found.
-    Run {
-        /// The image file (its manifest NAME.json is read from beside it).
-        image: std::path::PathBuf,
-        /// The command and its arguments (default: the manifest's entrypoint and cmd).
-        #[arg(last = true)]
-        command: Vec<String>,
-        /// Set an environment variable (repeatable).
-        #[arg(short, long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        /// Working folder of the command.
-        #[arg(short, long)]
-        workdir: Option<String>,
-        /// Run as UID[:GID] (numeric).
-        #[arg(short, long)]
-        user: Option<String>,
-        #[arg(long)]
-        hostname: Option<String>,
-        /// Mount the image read-write: changes persist in the image file.
-        #[arg(long)]
-        writable: bool,
-        /// Network: "none" (a namespace with only lo, the default) or "host".
-        #[arg(long, default_value = "none", value_parser = ["none", "host"])]
-        net: String,
-        /// Bind a host path: HOST:CONTAINER[:ro] (repeatable).
-        #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
-        volume: Vec<String>,
-        /// Mount a tmpfs at this path in the container (repeatable).
-        #[arg(long, value_name = "PATH")]
-        tmpfs: Vec<String>,
-        /// Memory limit, like 256M (default: the manifest's).
-        #[arg(long)]
-        memory: Option<String>,
-        /// CPU limit in CPUs, like 0.5 (default: the manifest's).
-        #[arg(long)]
-        cpus: Option<f64>,
-        /// Process limit (default: the manifest's).
-        #[arg(long)]
-        pids: Option<u64>,
-        /// Add a capability to the default set (repeatable; ALL for every one).
-        #[arg(long, value_name = "CAP")]
-        cap_add: Vec<String>,
-        /// Remove a capability from the default set (repeatable; ALL for every one).
-        #[arg(long, value_name = "CAP")]
-        cap_drop: Vec<String>,
-        /// Execute the command as PID 1 instead of under rootpack's init.
-        #[arg(long)]
-        no_init: bool,
-        /// Give the command a pseudo-terminal.
-        #[arg(short, long)]
-        tty: bool,
-    },
+    Run(Box<RunArgs>),
     /// Show an image's manifest and verify the image's sha256.
     Inspect {
         /// The image (its manifest NAME.json is read from beside it).
@@ -195,4 +145,57 @@ pub enum MethodArg {
     Populate,
     /// Sparse file, mkfs, loop device, mount, copy.
     Mount,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The image file (its manifest NAME.json is read from beside it).
+    pub image: std::path::PathBuf,
+    /// The command and its arguments (default: the manifest's entrypoint and cmd).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+    /// Set an environment variable (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working folder of the command.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Run as UID[:GID] (numeric).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Mount the image read-write: changes persist in the image file.
+    #[arg(long)]
+    pub writable: bool,
+    /// Network: "none" (a namespace with only lo, the default) or "host".
+    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    pub net: String,
+    /// Bind a host path: HOST:CONTAINER[:ro] (repeatable).
+    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs at this path in the container (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub tmpfs: Vec<String>,
+    /// Memory limit, like 256M (default: the manifest's).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs, like 0.5 (default: the manifest's).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Process limit (default: the manifest's).
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// Add a capability to the default set (repeatable; ALL for every one).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Remove a capability from the default set (repeatable; ALL for every one).
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Execute the command as PID 1 instead of under rootpack's init.
+    #[arg(long)]
+    pub no_init: bool,
+    /// Give the command a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
 }

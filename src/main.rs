@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, CompressArg, FormatArg, MethodArg};
+use cli::{Cli, Command, CompressArg, FormatArg, MethodArg, RunArgs};
 use rootpack::archive::Compression;
 use rootpack::archive::pack::{PackFormat, PackOptions};
 use rootpack::recipe::Method;
@@ -36,8 +36,8 @@ fn main() -> ExitCode {
 /// Runs the command; `Some(code)` is an exit status to pass on (from `run`).
 fn run(cli: Cli) -> Result<Option<u8>> {
     let quiet = cli.quiet;
-    if let Command::Run { .. } = cli.command {
-        return cmd_run(cli.command).map(Some);
+    if let Command::Run(args) = cli.command {
+        return cmd_run(*args).map(Some);
     }
     match cli.command {
         Command::Ls {
@@ -97,7 +97,7 @@ fn run(cli: Cli) -> Result<Option<u8>> {
             clap_complete::generate(shell, &mut Cli::command(), "rootpack", &mut io::stdout());
             Ok(None)
         }
-        Command::Run { .. } => unreachable!("handled above"),
+        Command::Run(_) => unreachable!("handled above"),
     }
 }
 
@@ -324,8 +324,8 @@ fn cmd_inspect(image: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn cmd_run(command: Command) -> Result<u8> {
-    let Command::Run {
+fn cmd_run(args: RunArgs) -> Result<u8> {
+    let RunArgs {
         image,
         command,
         env,
@@ -343,10 +343,7 @@ fn cmd_run(command: Command) -> Result<u8> {
         cap_drop,
         no_init,
         tty,
-    } = command
-    else {
-        bail!("not a run command");
-    };
+    } = args;
     let env = env
         .iter()
         .map(|e| match e.split_once('=') {
@@ -408,7 +405,7 @@ fn cmd_run(command: Command) -> Result<u8> {
 
 fn human_size(bytes: u64) -> String {
     for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
