@@ -393,7 +393,18 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         no_init,
         tty,
     };
-    let outcome = rootpack::run::run(&opts).with_context(|| format!("run {}", image.display()))?;
+    // Like docker: 125 when the container could not be run at all.
+    let outcome = match rootpack::run::run(&opts) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!(
+                "rootpack: run {}: {:#}",
+                image.display(),
+                anyhow::Error::from(e)
+            );
+            return Ok(125);
+        }
+    };
     if let Some(limit) = outcome.oom_limit {
         eprintln!(
             "rootpack: killed: out of memory, limit {}",

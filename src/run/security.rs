@@ -83,8 +83,8 @@ pub fn cap_number(name: &str) -> Option<u32> {
     NAMES.iter().position(|n| *n == bare).map(|i| i as u32)
 }
 
-/// The set the container gets: the default, plus `add`, minus `drop` ("ALL" allowed in
-/// either).
+/// The set the container gets: the default minus `drop`, plus `add` ("ALL" allowed in
+/// either; `--cap-drop ALL --cap-add X` leaves only X, as in Docker).
 pub fn capability_mask(add: &[String], drop: &[String]) -> Result<u64, String> {
     let all = (1u64 << NAMES.len()) - 1;
     let mask_of = |names: &[String]| -> Result<u64, String> {
@@ -101,7 +101,7 @@ pub fn capability_mask(add: &[String], drop: &[String]) -> Result<u64, String> {
         .iter()
         .map(|n| 1u64 << cap_number(n).unwrap_or(0))
         .fold(0, |a, b| a | b);
-    Ok((default | mask_of(add)?) & !mask_of(drop)?)
+    Ok((default & !mask_of(drop)?) | mask_of(add)?)
 }
 
 fn last_cap() -> u32 {
@@ -243,6 +243,10 @@ mod tests {
         );
         let more = capability_mask(&["NET_ADMIN".into()], &["cap_chown".into()]).unwrap();
         assert_eq!(more, (default | 1 << 12) & !1);
+        assert_eq!(
+            capability_mask(&["NET_ADMIN".into()], &["ALL".into()]).unwrap(),
+            1 << 12
+        );
         assert_eq!(capability_mask(&[], &["ALL".into()]).unwrap(), 0);
         assert!(capability_mask(&["WIZARDRY".into()], &[]).is_err());
     }

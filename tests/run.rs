@@ -1,0 +1,418 @@
+//! `rootpack run` on images made by `rootpack build`: isolation, exit codes, signals,
+//! limits, hardening, hostile images, concurrency, and nothing left behind.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A busybox image built into a fresh folder.
+struct Image {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn busybox_image(extra: &str) -> Image {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("busybox.toml");
+    let text = fs::read_to_string(Path::new(REPO).join("recipes/busybox.toml")).unwrap();
+    fs::write(&recipe, format!("{text}\n{extra}")).unwrap();
+    run(rootpack()
+        .arg("build")
+        .arg("-q")
+        .arg(&recipe)
+        .arg("--out")
+        .arg(dir.path()));
+    let path = dir.path().join("busybox.ext4");
+    Image { dir, path }
+}
+
+fn container(image: &Path, args: &[&str], script: &str) -> Output {
+    rootpack()
+        .arg("run")
+        .args(args)
+        .arg(image)
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn mountinfo() -> Vec<String> {
+    // Mount ids and the optional fields change with unrelated activity; targets and
+    // sources are what a leak would show.
+    let mut v: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            format!("{} {}", f[4], f[f.len() - 2])
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Loop devices backed by `image`, and rootpack cgroups of processes that are gone.
+fn leaks(image: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(b) = fs::read_to_string(e.path().join("loop/backing_file"))
+            && Path::new(b.trim()) == image
+        {
+            found.push(format!("loop {}", e.file_name().to_string_lossy()));
+        }
+    }
+    for entry in walkdir::WalkDir::new("/sys/fs/cgroup")
+        .max_depth(4)
+        .into_iter()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix("rootpack-")
+            .and_then(|r| r.split('-').next())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            found.push(format!("cgroup {}", entry.path().display()));
+        }
+    }
+    found
+}
+
+fn wait_for_no_leaks(image: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !leaks(image).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(leaks(image).is_empty(), "{:?}", leaks(image));
+}
+
+#[test]
+fn isolation_and_exit_codes() {
+    if !require_root("isolation_and_exit_codes") {
+        return;
+    }
+    let img = busybox_image("");
+    let host_name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let mounts = mountinfo();
+    let o = container(
+        &img.path,
+        &["--hostname", "inside"],
+        "hostname; hostname other 2>/dev/null || echo no-sys-admin; echo pid $$; ps -o pid | wc -l; ls /sys/class/net",
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "inside");
+    assert_eq!(lines[1], "no-sys-admin");
+    assert_eq!(lines[2], "pid 2", "the command runs under our init, PID 1");
+    // Header, init, sh, ps, wc: no host process is visible.
+    assert!(lines[3].trim().parse::<u32>().unwrap() <= 5, "{out}");
+    assert_eq!(lines[4], "lo", "only loopback in the network namespace");
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_name
+    );
+    for (script, code) in [
+        ("exit 0", 0),
+        ("exit 3", 3),
+        ("kill -INT $$", 130),
+        ("kill -KILL $$", 137),
+    ] {
+        let o = container(&img.path, &[], script);
+        assert_eq!(o.status.code(), Some(code), "{script}");
+    }
+    let o = container(&img.path, &["--no-init"], "echo pid $$");
+    assert_eq!(stdout(&o), "pid 1\n");
+    let o = rootpack()
+        .arg("run")
+        .arg(&img.path)
+        .args(["--", "no-such-program"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-program: command not found"));
+    wait_for_no_leaks(&img.path);
+    assert_eq!(mountinfo(), mounts, "the host's mounts changed");
+}
+
+#[test]
+fn sigterm_reaches_the_command() {
+    if !require_root("sigterm_reaches_the_command") {
+        return;
+    }
+    let img = busybox_image("");
+    let child = rootpack()
+        .arg("run")
+        .arg(&img.path)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(stdout(&o), "ready\ngot-term\n");
+    wait_for_no_leaks(&img.path);
+}
+
+#[test]
+fn writes_vanish_unless_writable_and_volumes_work() {
+    if !require_root("writes_vanish_unless_writable_and_volumes_work") {
+        return;
+    }
+    let img = busybox_image("");
+    let o = container(&img.path, &[], "echo x > /etc/new && cat /etc/new");
+    assert_eq!(stdout(&o), "x\n");
+    let o = container(&img.path, &[], "cat /etc/new 2>&1 || echo gone");
+    assert!(stdout(&o).ends_with("gone\n"), "{}", stdout(&o));
+    let o = container(&img.path, &["--writable"], "echo kept > /etc/new");
+    assert!(o.status.success());
+    let o = container(&img.path, &[], "cat /etc/new");
+    assert_eq!(stdout(&o), "kept\n");
+    run(Command::new("e2fsck").arg("-fn").arg(&img.path));
+
+    let host = img.dir.path().join("vol");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("from-host"), "hi\n").unwrap();
+    let rw = format!("{}:/data", host.display());
+    let ro = format!("{}:/ro:ro", host.display());
+    let o = container(
+        &img.path,
+        &["-v", &rw, "-v", &ro],
+        "cat /data/from-host; echo w > /data/from-ctr; echo w > /ro/nope 2>/dev/null || echo ro-refused",
+    );
+    assert_eq!(stdout(&o), "hi\nro-refused\n");
+    assert_eq!(fs::read_to_string(host.join("from-ctr")).unwrap(), "w\n");
+    assert!(!host.join("nope").exists());
+    wait_for_no_leaks(&img.path);
+}
+
+#[test]
+fn limits_stop_memory_hogs_and_fork_bombs() {
+    if !require_root("limits_stop_memory_hogs_and_fork_bombs") {
+        return;
+    }
+    let img = busybox_image("");
+    let o = container(
+        &img.path,
+        &["--memory", "32M"],
+        "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived",
+    );
+    assert_eq!(o.status.code(), Some(137));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("killed: out of memory, limit 32M"));
+    assert!(!stdout(&o).contains("survived"));
+    // The host is fine, and so is the next container.
+    assert!(container(&img.path, &[], "true").status.success());
+    let o = container(
+        &img.path,
+        &["--pids", "20"],
+        // The bomb's shell dies at the first failed fork; count with builtins only.
+        "(for i in $(seq 100); do sleep 5 & done) 2>/dev/null; set -- /proc/[0-9]*; echo $#",
+    );
+    let count: u32 = stdout(&o)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("999")
+        .trim()
+        .parse()
+        .unwrap_or(999);
+    assert!(
+        (10..=20).contains(&count),
+        "{count} processes with --pids 20"
+    );
+    wait_for_no_leaks(&img.path);
+}
+
+#[test]
+fn hardening() {
+    if !require_root("hardening") {
+        return;
+    }
+    let img = busybox_image("");
+    // An fd the caller leaves open must not reach the container.
+    let file = img.dir.path().join("secret");
+    fs::write(&file, "host secret").unwrap();
+    let path = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    // SAFETY: opening a file without O_CLOEXEC on purpose, closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(fd > 2);
+    let o = container(
+        &img.path,
+        &[],
+        "grep -E 'CapEff|CapInh|CapAmb|NoNewPrivs' /proc/self/status; \
+         cat /proc/kcore >/dev/null 2>&1 && echo kcore-readable; \
+         echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable; \
+         cat /proc/1/exe >/dev/null 2>&1 && echo host-exe-readable; \
+         ls /proc/self/fd",
+    );
+    // SAFETY: closing what we opened.
+    unsafe { libc::close(fd) };
+    let out = stdout(&o);
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapAmb:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(
+        !out.contains("readable") && !out.contains("writable"),
+        "{out}"
+    );
+    let fds: Vec<&str> = out.lines().skip(4).collect();
+    assert_eq!(
+        fds,
+        ["0", "1", "2", "3"],
+        "only stdio (and ls's own folder fd): {out}"
+    );
+    let o = container(
+        &img.path,
+        &["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"],
+        "grep CapEff /proc/self/status",
+    );
+    assert_eq!(stdout(&o), "CapEff:\t0000000000001000\n");
+    wait_for_no_leaks(&img.path);
+}
+
+#[test]
+fn hostile_images_cannot_mount_over_host_paths() {
+    if !require_root("hostile_images_cannot_mount_over_host_paths") {
+        return;
+    }
+    let mounts = mountinfo();
+    for (link, target) in [
+        ("/proc", "/"),
+        ("/dev", "/etc"),
+        ("/sys", "../../../../../sys"),
+    ] {
+        let extra = format!("\n[[symlink]]\npath = \"{link}\"\ntarget = \"{target}\"\n");
+        // The recipe's own mount points would create real folders: drop that line.
+        let dir = tempfile::tempdir().unwrap();
+        let text = fs::read_to_string(Path::new(REPO).join("recipes/busybox.toml"))
+            .unwrap()
+            .replace(
+                "mountpoints = [\"/proc\", \"/sys\", \"/dev\", \"/tmp\", \"/run\", \"/root\"]",
+                "",
+            );
+        let recipe = dir.path().join("evil.toml");
+        fs::write(&recipe, format!("{text}{extra}")).unwrap();
+        run(rootpack()
+            .arg("build")
+            .arg("-q")
+            .arg(&recipe)
+            .arg("--out")
+            .arg(dir.path()));
+        let image = dir.path().join("busybox.ext4");
+        let o = container(&image, &[], "echo escaped");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{link}: {err}");
+        assert!(
+            err.contains(link) && err.contains("symlink"),
+            "{link}: {err}"
+        );
+        assert_eq!(stdout(&o), "");
+        wait_for_no_leaks(&image);
+    }
+    assert_eq!(mountinfo(), mounts);
+}
+
+#[test]
+fn twenty_in_parallel_and_fifty_in_a_row_leave_nothing() {
+    if !require_root("twenty_in_parallel_and_fifty_in_a_row_leave_nothing") {
+        return;
+    }
+    let img = busybox_image("");
+    let mounts = mountinfo();
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            rootpack()
+                .arg("run")
+                .arg(&img.path)
+                .args([
+                    "--",
+                    "sh",
+                    "-c",
+                    &format!("echo {i} > /tmp/me; sleep 0.2; cat /tmp/me"),
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "container {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            stdout(&o),
+            format!("{i}\n"),
+            "each container has its own overlay"
+        );
+    }
+    for _ in 0..50 {
+        assert!(container(&img.path, &[], "true").status.success());
+    }
+    wait_for_no_leaks(&img.path);
+    assert_eq!(mountinfo(), mounts);
+}
+
+#[test]
+fn kill_9_of_rootpack_leaves_nothing() {
+    if !require_root("kill_9_of_rootpack_leaves_nothing") {
+        return;
+    }
+    let img = busybox_image("");
+    let mut child = rootpack()
+        .arg("run")
+        .arg(&img.path)
+        .args(["--", "sh", "-c", "sleep 987"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !leaks_now(&img.path).is_empty(),
+        "the container did not start"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for_no_leaks(&img.path);
+    let ps = String::from_utf8(run(Command::new("ps").args(["-eo", "args"])).stdout).unwrap();
+    assert!(!ps.contains("sleep 987"), "the command outlived rootpack");
+}
+
+/// Loop devices backed by `image` right now (a running container has one).
+fn leaks_now(image: &Path) -> Vec<String> {
+    fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|b| Path::new(b.trim()) == image)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
