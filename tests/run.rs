@@ -416,3 +416,49 @@ fn leaks_now(image: &Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
 }
+
+#[test]
+fn terminals_get_a_pty_or_job_control() {
+    if !require_root("terminals_get_a_pty_or_job_control") {
+        return;
+    }
+    let img = busybox_image("");
+    let bin = env!("CARGO_BIN_EXE_rootpack");
+    // `script` gives us a terminal to run under.
+    let o = Command::new("script")
+        .arg("-qec")
+        .arg(format!(
+            "{bin} run -t {} -- sh -c 'tty; exit 5'",
+            img.path.display()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5));
+    assert!(
+        stdout(&o).contains("/dev/pts/0"),
+        "a pty of the container's devpts: {}",
+        stdout(&o)
+    );
+    // Without -t, an interactive shell on our terminal gets job control.
+    let mut child = Command::new("script")
+        .arg("-qec")
+        .arg(format!("{bin} run {} -- sh -i", img.path.display()))
+        .arg("/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"sleep 1 &\njobs\nexit 4\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    assert!(stdout(&o).contains("Running"), "{}", stdout(&o));
+    wait_for_no_leaks(&img.path);
+}

@@ -20,8 +20,8 @@ pub struct ProcessSpec {
     pub workdir: CString,
     pub user: Option<(u32, u32)>,
     pub capabilities: u64,
-    /// A pty slave to make the controlling terminal and stdio (`-t`).
-    pub tty: Option<RawFd>,
+    /// `-t`: the socket to send a new pty's master through (see [`super::tty`]).
+    pub console: Option<RawFd>,
     /// Stdin is a terminal we share: put the command in its own, foreground, group.
     pub foreground: bool,
     /// PATH to search when argv[0] has no slash.
@@ -109,15 +109,14 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
     };
     // SAFETY: process-state syscalls in a freshly forked, single-threaded child.
     unsafe {
-        if let Some(tty) = spec.tty {
-            libc::setsid();
-            libc::ioctl(tty, libc::TIOCSCTTY, 0);
-            for fd in 0..3 {
-                libc::dup2(tty, fd);
+        if let Some(socket) = spec.console {
+            if let Err(e) = super::tty::attach_console(socket) {
+                fail(err_fd, 125, &format!("allocating a terminal: {e}"));
             }
         } else if spec.foreground {
             libc::setpgid(0, 0);
-            // SIGTTOU is still blocked, so taking the terminal does not stop us.
+            // Taking the terminal from the background would stop us with SIGTTOU.
+            libc::signal(libc::SIGTTOU, libc::SIG_IGN);
             libc::tcsetpgrp(0, libc::getpid());
         }
         if libc::chdir(spec.workdir.as_ptr()) != 0 {
@@ -224,8 +223,14 @@ pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t) ->
     let _ = security::set_non_dumpable();
     let _ = security::limit_bounding_set(0);
     let _ = security::set_capabilities(0);
-    // SAFETY: closing our copy of the error pipe; the command holds its own.
-    unsafe { libc::close(err_fd) };
+    // SAFETY: closing our copies of the error pipe and console socket; the command holds
+    // its own.
+    unsafe {
+        libc::close(err_fd);
+        if let Some(socket) = spec.console {
+            libc::close(socket);
+        }
+    }
     loop {
         // SAFETY: sigwaitinfo on a blocked set with a valid siginfo buffer.
         let sig = unsafe {

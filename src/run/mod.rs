@@ -86,7 +86,7 @@ fn process_spec(
     opts: &RunOptions,
     m: Option<&Manifest>,
     caps: u64,
-    tty: Option<RawFd>,
+    console: Option<RawFd>,
 ) -> Result<ProcessSpec, RunError> {
     let config = m.map(|m| m.config.clone()).unwrap_or_default();
     let argv: Vec<String> = if opts.command.is_empty() {
@@ -124,7 +124,7 @@ fn process_spec(
         };
         env.push(("HOME".into(), home.into()));
     }
-    let interactive = tty.is_some() || rustix::termios::isatty(std::io::stdin());
+    let interactive = console.is_some() || rustix::termios::isatty(std::io::stdin());
     if interactive && !env.iter().any(|(k, _)| k == "TERM") {
         env.push((
             "TERM".into(),
@@ -154,8 +154,8 @@ fn process_spec(
         )?,
         user,
         capabilities: caps,
-        tty,
-        foreground: tty.is_none() && rustix::termios::isatty(std::io::stdin()),
+        console,
+        foreground: console.is_none() && rustix::termios::isatty(std::io::stdin()),
         path,
     })
 }
@@ -228,17 +228,13 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         .or_else(|| manifest.as_ref().and_then(|m| m.config.hostname.clone()))
         .or_else(|| manifest.as_ref().map(|m| m.name.clone()))
         .unwrap_or_else(|| "rootpack".into());
-    let pty = if opts.tty {
-        Some(tty::Pty::open().map_err(RunError::Start)?)
+    let console = if opts.tty {
+        Some(tty::console_pair().map_err(RunError::Start)?)
     } else {
         None
     };
-    let spec = process_spec(
-        opts,
-        manifest.as_ref(),
-        caps,
-        pty.as_ref().map(|p| p.slave.as_raw_fd()),
-    )?;
+    let console_fd = console.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
+    let spec = process_spec(opts, manifest.as_ref(), caps, console_fd)?;
 
     std::fs::create_dir_all(rootfs::STAGE).map_err(RunError::Start)?;
     let id = format!(
@@ -287,6 +283,10 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     let pid = pid as i32;
     drop(go_r);
     drop(err_w);
+    let console = console.map(|(ours, theirs)| {
+        drop(theirs);
+        ours
+    });
     let started = cg.add(pid as u32).and_then(|()| {
         rustix::io::write(&go_w, b"1")?;
         Ok(())
@@ -300,9 +300,12 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         }
         return Err(RunError::Cgroup(e));
     }
+    let pty = console.as_ref().and_then(tty::receive_master);
     let relay = pty.as_ref().map(|p| p.relay());
     let status = wait_forwarding(pid, &set, pty.as_ref());
-    drop(relay);
+    if let Some(relay) = relay {
+        relay.finish();
+    }
     // SAFETY: restoring our own mask.
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
     if spec.foreground {

@@ -1,41 +1,138 @@
 //! `-t`: a pseudo-terminal for the command, relayed to ours in raw mode; and handing the
 //! terminal back after a command that took the foreground.
 
+//! The pty comes from the container's own devpts instance (so `tty` and `ttyname` work
+//! inside), opened by the command's process before exec; its master is passed to us over
+//! a socket pair with SCM_RIGHTS, as runc's console socket does.
+
 use std::io;
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// A connected pair: ours receives the master, the container's sends it.
+pub fn console_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: socketpair with a valid array; the fds are then owned.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// In the container, before exec: opens a pty of the container's devpts, sends the master
+/// through `socket`, and makes the slave the controlling terminal and stdio.
+pub fn attach_console(socket: RawFd) -> io::Result<()> {
+    // SAFETY: plain pty syscalls on fds we open here; every failure is checked.
+    unsafe {
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        let master = libc::open(c"/dev/ptmx".as_ptr(), flags);
+        if master < 0 || libc::unlockpt(master) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut name = [0 as libc::c_char; 64];
+        if libc::ptsname_r(master, name.as_mut_ptr(), name.len()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        if slave < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        send_fd(socket, master)?;
+        libc::close(master);
+        libc::setsid();
+        if libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for fd in 0..3 {
+            libc::dup2(slave, fd);
+        }
+        if slave > 2 {
+            libc::close(slave);
+        }
+    }
+    Ok(())
+}
+
+/// A message header carrying one byte and room for one fd.
+struct FdMessage {
+    byte: [u8; 1],
+    iov: libc::iovec,
+    control: Vec<u8>,
+    msg: libc::msghdr,
+}
+
+impl FdMessage {
+    fn new() -> Box<FdMessage> {
+        // SAFETY: CMSG_SPACE is a pure size computation; msghdr is plain data.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        let mut m = Box::new(FdMessage {
+            byte: [0],
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 1,
+            },
+            control: vec![0u8; space],
+            msg: unsafe { std::mem::zeroed() },
+        });
+        m.iov.iov_base = m.byte.as_mut_ptr().cast();
+        m.msg.msg_iov = &mut m.iov;
+        m.msg.msg_iovlen = 1;
+        m.msg.msg_control = m.control.as_mut_ptr().cast();
+        m.msg.msg_controllen = space;
+        m
+    }
+}
+
+fn send_fd(socket: RawFd, fd: RawFd) -> io::Result<()> {
+    let m = FdMessage::new();
+    // SAFETY: the control buffer has room for one SCM_RIGHTS header and fd.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&m.msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
+        if libc::sendmsg(socket, &m.msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the master the container sends; `None` if it ended without sending one.
+pub fn receive_master(socket: &OwnedFd) -> Option<Pty> {
+    let mut m = FdMessage::new();
+    // SAFETY: recvmsg into the message's buffers; a received fd is then owned.
+    unsafe {
+        if libc::recvmsg(socket.as_raw_fd(), &mut m.msg, libc::MSG_CMSG_CLOEXEC) <= 0 {
+            return None;
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&m.msg);
+        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return None;
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
+        let pty = Pty {
+            master: OwnedFd::from_raw_fd(fd),
+        };
+        pty.copy_window_size();
+        Some(pty)
+    }
+}
 
 pub struct Pty {
     pub master: OwnedFd,
-    pub slave: OwnedFd,
 }
 
 impl Pty {
-    pub fn open() -> io::Result<Pty> {
-        let (mut master, mut slave) = (-1, -1);
-        // SAFETY: openpty with valid out-pointers; the fds are then owned.
-        let r = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh fds from openpty.
-        let pty = unsafe {
-            Pty {
-                master: OwnedFd::from_raw_fd(master),
-                slave: OwnedFd::from_raw_fd(slave),
-            }
-        };
-        pty.copy_window_size();
-        Ok(pty)
-    }
-
     /// Gives the pty our terminal's size.
     pub fn copy_window_size(&self) {
         // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a winsize on the stack.
@@ -49,14 +146,41 @@ impl Pty {
 
     /// Puts our terminal in raw mode and copies bytes both ways until the command's side
     /// closes. The returned guard restores the terminal.
-    pub fn relay(&self) -> RawMode {
+    pub fn relay(&self) -> Relay {
         let raw = RawMode::enter();
         let master = self.master.as_raw_fd();
         // SAFETY: duplicating fds the threads will own.
         let (to_pty, from_pty) = unsafe { (libc::dup(master), libc::dup(master)) };
-        std::thread::spawn(move || copy(0, to_pty));
-        std::thread::spawn(move || copy(from_pty, 1));
-        raw
+        // Input may block forever on our stdin: that thread is left to die with us.
+        // SAFETY (both threads): closing the duplicate each thread owns.
+        std::thread::spawn(move || {
+            copy(0, to_pty);
+            unsafe { libc::close(to_pty) };
+        });
+        let output = std::thread::spawn(move || {
+            copy(from_pty, 1);
+            unsafe { libc::close(from_pty) };
+        });
+        Relay {
+            _raw: raw,
+            output: Some(output),
+        }
+    }
+}
+
+/// The running relay; [`Relay::finish`] waits until the container's output is drained.
+pub struct Relay {
+    _raw: RawMode,
+    output: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Once the container is gone its slave side is closed and reading the master ends
+    /// (EIO), so this returns as soon as the last output is written.
+    pub fn finish(mut self) {
+        if let Some(t) = self.output.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -65,8 +189,11 @@ fn copy(from: i32, to: i32) {
     loop {
         // SAFETY: read/write on fds owned by this thread.
         let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
         if n <= 0 {
-            break;
+            return;
         }
         let mut done = 0;
         while done < n as usize {
