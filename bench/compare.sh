@@ -11,7 +11,7 @@
 # Environment:
 #   ROOTPACK  binary to test (default: <repo>/target/release/rootpack)
 #   RUNS      hyperfine runs per command (default: 10)
-#   STAGES    stages to run, in order (default: "extract ls rss");
+#   STAGES    stages to run, in order (default: "extract ls rss image run");
 #             each stage NAME is a function bench_NAME below.
 set -euo pipefail
 export LC_ALL=C
@@ -19,7 +19,7 @@ export LC_ALL=C
 here=$(cd -- "$(dirname -- "$0")" && pwd)
 ROOTPACK=${ROOTPACK:-$here/../target/release/rootpack}
 RUNS=${RUNS:-10}
-STAGES=${STAGES:-extract ls rss}
+STAGES=${STAGES:-extract ls rss image run}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 [[ -x $ROOTPACK ]] || die "rootpack binary not found: $ROOTPACK (cargo build --release, or set ROOTPACK)"
@@ -116,6 +116,56 @@ bench_rss() { # rootpack, and 3cpio for reference (its zstd/gzip child is not
 	rm -rf -- "$out"
 }
 
+# tree -> ext4 image, each path ending with the image synced to disk. The tree is the
+# initrd's main segment, extracted once.
+bench_image() {
+	local tree=$work/tree fs=${out%/out}
+	"$ROOTPACK" extract "$img" "$tree"
+	local kib size_mib
+	kib=$(du -sk "$tree" | cut -f1)
+	size_mib=$((kib * 13 / 10 / 1024 + 64))
+	printf 'name = "tree"\nsource_date_epoch = 1700000000\n[[layer]]\ndir = "%s"\n' "$tree" >"$work/tree.toml"
+	local i=$fs/img.ext4 m=$work/mnt
+	mkdir -p "$m"
+	hf image \
+		-n "rootpack build" -p "rm -f $fs/tree.*" "$rp build -q $work/tree.toml --out $fs" \
+		-n "dd+mkfs+mount+cp" -p "rm -f $i" \
+		"dd if=/dev/zero of=$i bs=1M count=$size_mib status=none && mkfs.ext4 -q -F $i && mount -o loop $i $m && cp -a $tree/. $m/ && umount $m && sync $i" \
+		-n "truncate+mkfs+mount+cp" -p "rm -f $i" \
+		"truncate -s ${size_mib}M $i && mkfs.ext4 -q -F $i && mount -o loop $i $m && cp -a $tree/. $m/ && umount $m && sync $i" \
+		-n "mke2fs -d" -p "rm -f $i" \
+		"mke2fs -q -F -t ext4 -d $tree $i ${size_mib}M && sync $i"
+	rm -rf -- "$tree" "$i" "$fs"/tree.*
+}
+
+# Start-to-exit of /bin/true on the same busybox tree: rootpack from its ext4 image
+# (attach + mount included), crun and runc on an OCI bundle, bwrap and unshare+chroot on
+# the folder. crun refuses the hybrid cgroup layout, so it runs in a mount namespace
+# without the cgroup2 mount.
+bench_run() {
+	local b=$work/bundle runs=${RUN_RUNS:-100}
+	"$ROOTPACK" build -q "$here/../recipes/busybox.toml" --out "$work/bb"
+	mkdir -p "$b" && (cd "$b" && runc spec)
+	mkdir -p "$work/bbm" && mount -o ro,loop "$work/bb/busybox.ext4" "$work/bbm"
+	mkdir -p "$b/rootfs" && cp -a "$work/bbm/." "$b/rootfs/"
+	umount "$work/bbm"
+	python3 - "$b/config.json" <<-'PY'
+		import json, sys
+		c = json.load(open(sys.argv[1]))
+		c["process"]["terminal"] = False
+		c["process"]["args"] = ["/bin/true"]
+		json.dump(c, open(sys.argv[1], "w"))
+	PY
+	local r=$b/rootfs
+	hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/run.json" \
+		-n "rootpack run" "$rp run $work/bb/busybox.ext4 -- /bin/true" \
+		-n "crun run" "unshare -m sh -c 'umount /sys/fs/cgroup/unified; crun run --bundle $b rp-bench-crun'" \
+		-n "runc run" "runc run --bundle $b rp-bench-runc" \
+		-n "bwrap" "bwrap --unshare-all --ro-bind $r / --proc /proc --dev /dev /bin/true" \
+		-n "unshare+chroot" "unshare --fork --pid --mount --uts --ipc --net chroot $r /bin/true"
+	rm -rf -- "$b" "$work/bb" "$work/bbm"
+}
+
 for stage in $STAGES; do
 	declare -F "bench_$stage" >/dev/null || die "unknown stage: $stage"
 	echo "=== $stage"
@@ -126,17 +176,25 @@ python3 - "$work" $STAGES <<-'EOF'
 	import json, os, sys
 	work, stages = sys.argv[1], sys.argv[2:]
 	median = {}
-	print("\n%-22s %10s %10s %10s" % ("command", "median s", "mean s", "stddev s"))
+	print("\n%-24s %10s %10s %10s %10s" % ("command", "median s", "mean s", "p95 s", "stddev s"))
 	for path in (os.path.join(work, s + ".json") for s in stages):
 	    for r in json.load(open(path))["results"] if os.path.exists(path) else []:
 	        median[r["command"]] = r["median"]
-	        print("%-22s %10.4f %10.4f %10.4f" % (r["command"], r["median"], r["mean"], r["stddev"] or 0))
+	        t = sorted(r["times"])
+	        p95 = t[min(len(t) - 1, int(len(t) * 0.95))]
+	        print("%-24s %10.4f %10.4f %10.4f %10.4f" % (r["command"], r["median"], r["mean"], p95, r["stddev"] or 0))
 	floor = next((c for c in median if c.endswith("(floor)")), None)
 	pairs = [("rootpack / 3cpio", "rootpack extract", "3cpio -x"),
 	         ("rootpack / unmkinitramfs", "rootpack extract", "unmkinitramfs"),
 	         ("rootpack / decompress floor", "rootpack extract", floor),
 	         ("rootpack ls / 3cpio -t", "rootpack ls", "3cpio -t"),
-	         ("rootpack ls / lsinitramfs", "rootpack ls", "lsinitramfs")]
+	         ("rootpack ls / lsinitramfs", "rootpack ls", "lsinitramfs"),
+	         ("rootpack build / mke2fs -d", "rootpack build", "mke2fs -d"),
+	         ("rootpack build / truncate path", "rootpack build", "truncate+mkfs+mount+cp"),
+	         ("rootpack build / dd path", "rootpack build", "dd+mkfs+mount+cp"),
+	         ("rootpack run / crun", "rootpack run", "crun run"),
+	         ("rootpack run / runc", "rootpack run", "runc run"),
+	         ("rootpack run / bwrap", "rootpack run", "bwrap")]
 	print()
 	for label, a, b in pairs:
 	    if a in median and b in median:

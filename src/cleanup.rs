@@ -52,10 +52,7 @@ fn detach_loops(file: &Path) {
         };
         let b = b.trim_end().trim_end_matches(" (deleted)");
         if Path::new(b) == file {
-            let dev = Path::new("/dev").join(e.file_name());
-            if let Ok(d) = loopdev::LoopDevice::open(&dev) {
-                let _ = d.detach();
-            }
+            let _ = crate::image::loopdev::detach(&Path::new("/dev").join(e.file_name()));
         }
     }
 }

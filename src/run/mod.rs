@@ -371,7 +371,7 @@ fn child_main(
     let err_fd = err.as_raw_fd();
     std::mem::forget(err);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> io::Result<()> {
-        // Die with rootpack, and only start once it has put us in the cgroup.
+        // Die with rootpack.
         // SAFETY: prctl with integer arguments.
         unsafe {
             libc::prctl(
@@ -382,6 +382,9 @@ fn child_main(
                 0,
             )
         };
+        // The filesystem is built while rootpack moves us into the cgroup (a v1 move
+        // waits for an RCU grace period); nothing runs in the container before both.
+        rootfs::setup(rootfs)?;
         let mut byte = [0u8; 1];
         if rustix::io::read(&go, &mut byte)? == 0 {
             // SAFETY: the parent is gone; leave quietly.
@@ -391,7 +394,6 @@ fn child_main(
         // SAFETY: a new cgroup namespace changes no memory this process shares.
         unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }
             .map_err(io::Error::from)?;
-        rootfs::setup(rootfs)?;
         rustix::system::sethostname(hostname.as_bytes()).map_err(io::Error::from)?;
         if !opts.net_host {
             rootfs::loopback_up()
