@@ -4,9 +4,9 @@
 set -euo pipefail
 
 packages=(
-	build-essential libclang-dev pkg-config curl ca-certificates # building (loopdev-3 uses bindgen)
+	build-essential pkg-config curl ca-certificates              # building
 	e2fsprogs util-linux mount                                   # images: mke2fs, debugfs, losetup
-	cpio busybox-static initramfs-tools-core                     # test fixtures and peers
+	cpio busybox-static initramfs-tools-core python3 bsdutils    # test fixtures and peers
 	gzip zstd xz-utils bzip2 lz4 lzop                            # every initramfs compression
 )
 missing=()
