@@ -287,19 +287,25 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         drop(theirs);
         ours
     });
-    let started = cg.add(pid as u32).and_then(|()| {
-        rustix::io::write(&go_w, b"1")?;
-        Ok(())
-    });
-    drop(go_w);
-    if let Err(e) = started {
+    // The child builds its filesystem meanwhile; if that already failed, the write below
+    // meets a closed pipe and the child's own message says why.
+    if let Err(e) = cg.add(pid as u32) {
         // SAFETY: killing and reaping our own child.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
+            libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
         }
-        return Err(RunError::Cgroup(e));
+        let mut message = String::new();
+        let _ = std::fs::File::from(err_r).read_to_string(&mut message);
+        return Err(if message.is_empty() {
+            RunError::Cgroup(e)
+        } else {
+            RunError::Setup(message)
+        });
     }
+    let _ = rustix::io::write(&go_w, b"1");
+    drop(go_w);
     let pty = console.as_ref().and_then(tty::receive_master);
     let relay = pty.as_ref().map(|p| p.relay());
     let status = wait_forwarding(pid, &set, pty.as_ref());
