@@ -141,7 +141,9 @@ pub enum CompressArg {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum MethodArg {
-    /// mke2fs -d: no loop device, no mount.
+    /// populate when a source date epoch is set (reproducible) or not root, else mount.
+    Auto,
+    /// mke2fs -d: no loop device, no mount; reproducible.
     Populate,
     /// Sparse file, mkfs, loop device, mount, copy.
     Mount,

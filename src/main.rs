@@ -227,6 +227,7 @@ fn cmd_build(
         out_dir: out,
         source_date_epoch: source_date_epoch()?,
         method: method.map(|m| match m {
+            MethodArg::Auto => Method::Auto,
             MethodArg::Populate => Method::Populate,
             MethodArg::Mount => Method::Mount,
         }),

@@ -250,10 +250,23 @@ pub enum Size {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
-    /// `mke2fs -d`: no loop device, no mount.
+    /// `populate` when reproducibility is asked for (a source date epoch) or without
+    /// root, else `mount`, which measured faster.
+    Auto,
+    /// `mke2fs -d`: no loop device, no mount; reproducible.
     Populate,
     /// Sparse file, mkfs, loop device, mount, copy.
     Mount,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Auto => "auto",
+            Method::Populate => "populate",
+            Method::Mount => "mount",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -586,12 +599,13 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
             },
         };
     let method = match out.method.as_ref().map(|m| (m, m.get_ref().as_str())) {
-        None | Some((_, "populate")) => Method::Populate,
+        None | Some((_, "auto")) => Method::Auto,
+        Some((_, "populate")) => Method::Populate,
         Some((_, "mount")) => Method::Mount,
         Some((m, other)) => {
             return ctx.err(
                 m.span(),
-                format!("output.method = \"{other}\": one of populate, mount"),
+                format!("output.method = \"{other}\": one of auto, populate, mount"),
             );
         }
     };

@@ -62,7 +62,7 @@ impl Mapping {
 
     /// Drops the pages of `start..end` from our address space (they stay in the page
     /// cache); reading them again faults them back in.
-    fn release(&self, start: usize, end: usize) {
+    pub fn release(&self, start: usize, end: usize) {
         let page = 4096;
         let start = start.div_ceil(page) * page;
         let end = end / page * page;

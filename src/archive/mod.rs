@@ -16,6 +16,7 @@ use std::fmt;
 use std::io::{self, BufRead, Read};
 
 pub use compression::Compression;
+pub use input::Mapping;
 pub use reader::{SegmentSummary, read_archive};
 
 /// What an entry is. Symlink targets are carried here, not as data.
@@ -130,6 +131,8 @@ pub struct EntryData<'a> {
     remaining: u64,
     /// The sum of all bytes read, for the crc format's checksum.
     sum: Option<u32>,
+    /// The host file the data comes from, when there is one, for in-kernel copies.
+    source: Option<&'a std::fs::File>,
 }
 
 impl<'a> EntryData<'a> {
@@ -138,7 +141,28 @@ impl<'a> EntryData<'a> {
             inner,
             remaining: size,
             sum: checksum.then_some(0),
+            source: None,
         }
+    }
+
+    /// Data read from `file` (at its start) through `inner`; writers may copy from the
+    /// file directly instead, with [`EntryData::take_source`].
+    pub(crate) fn from_file(
+        inner: &'a mut dyn BufRead,
+        file: &'a std::fs::File,
+        size: u64,
+    ) -> Self {
+        EntryData {
+            source: Some(file),
+            ..EntryData::new(inner, size, false)
+        }
+    }
+
+    /// The source file and the bytes to copy from it; the data then counts as consumed.
+    pub fn take_source(&mut self) -> Option<(&'a std::fs::File, u64)> {
+        let file = self.source.take()?;
+        let len = std::mem::take(&mut self.remaining);
+        Some((file, len))
     }
 
     pub(crate) fn checksum(&self) -> Option<u32> {

@@ -40,7 +40,7 @@ pub enum Ext4Error {
     Io { what: String, source: io::Error },
     #[error("the content needs {needed} bytes but output.size is {size}")]
     TooSmall { needed: u64, size: u64 },
-    #[error("copying the tree into the mounted image")]
+    #[error("filling the mounted image")]
     Copy { source: BoxError },
 }
 
@@ -57,6 +57,36 @@ pub struct Usage {
     pub files: u64,
 }
 
+impl Usage {
+    pub fn add_file(&mut self, size: u64) {
+        self.files += 1;
+        self.inodes += 1;
+        self.blocks += size.div_ceil(BLOCK);
+    }
+
+    /// A folder: one block (large folders are counted by their size in [`measure`]).
+    pub fn add_dir(&mut self) {
+        self.files += 1;
+        self.inodes += 1;
+        self.blocks += 1;
+    }
+
+    /// A symlink, device or fifo: an inode, and a block for a symlink too long to live in it.
+    pub fn add_other(&mut self, long_symlink: bool) {
+        self.files += 1;
+        self.inodes += 1;
+        self.blocks += u64::from(long_symlink);
+    }
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, o: Usage) {
+        self.blocks += o.blocks;
+        self.inodes += o.inodes;
+        self.files += o.files;
+    }
+}
+
 /// Counts blocks and inodes the tree will take: each file rounded up to blocks, a block per
 /// folder (more for large ones) and per symlink too long to live in its inode.
 pub fn measure(tree: &Path) -> io::Result<Usage> {
@@ -65,22 +95,20 @@ pub fn measure(tree: &Path) -> io::Result<Usage> {
     for entry in walkdir::WalkDir::new(tree).follow_links(false) {
         let entry = entry.map_err(io::Error::from)?;
         let meta = entry.metadata().map_err(io::Error::from)?;
-        u.files += 1;
         if !meta.is_dir() && meta.nlink() > 1 && !seen_links.insert((meta.dev(), meta.ino())) {
             // Another name of an inode already counted: a directory entry, nothing more.
+            u.files += 1;
             continue;
         }
-        u.inodes += 1;
         let ft = meta.file_type();
-        u.blocks += if ft.is_file() {
-            meta.len().div_ceil(BLOCK)
+        if ft.is_file() {
+            u.add_file(meta.len());
         } else if ft.is_dir() {
-            meta.len().div_ceil(BLOCK).max(1)
-        } else if ft.is_symlink() && meta.len() >= 60 {
-            1
+            u.add_dir();
+            u.blocks += meta.len().div_ceil(BLOCK).saturating_sub(1);
         } else {
-            0
-        };
+            u.add_other(ft.is_symlink() && meta.len() >= 60);
+        }
     }
     Ok(u)
 }
@@ -98,12 +126,12 @@ fn journal_mib(content: u64) -> u64 {
     (content / 64 / MIB).clamp(4, 64)
 }
 
-pub struct MkfsOptions<'a> {
+pub struct MkfsOptions {
     pub size: u64,
     pub inodes: u64,
-    pub label: Option<&'a str>,
-    pub uuid: &'a str,
-    pub hash_seed: &'a str,
+    pub label: String,
+    pub uuid: String,
+    pub hash_seed: String,
     pub source_date_epoch: Option<i64>,
 }
 
@@ -144,7 +172,7 @@ pub fn e2fsprogs_version() -> Result<(u32, u32, u32), Ext4Error> {
 
 /// Runs mke2fs on `image` (a file of `opts.size` bytes is created first), filling it from
 /// `tree` when given.
-pub fn mkfs(image: &Path, opts: &MkfsOptions<'_>, tree: Option<&Path>) -> Result<(), Ext4Error> {
+pub fn mkfs(image: &Path, opts: &MkfsOptions, tree: Option<&Path>) -> Result<(), Ext4Error> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -165,14 +193,14 @@ pub fn mkfs(image: &Path, opts: &MkfsOptions<'_>, tree: Option<&Path>) -> Result
     .arg("-J")
     .arg(format!("size={journal}"))
     .arg("-U")
-    .arg(opts.uuid)
+    .arg(&opts.uuid)
     .arg("-E")
     .arg(format!(
         "hash_seed={},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0",
         opts.hash_seed
     ));
-    if let Some(label) = opts.label {
-        cmd.arg("-L").arg(label);
+    if !opts.label.is_empty() {
+        cmd.arg("-L").arg(&opts.label);
     }
     if let Some(dir) = tree {
         cmd.arg("-d").arg(dir);

@@ -226,19 +226,27 @@ impl Cgroup {
 
     /// Removes the folders, retrying briefly while the kernel finishes tearing down.
     pub fn remove(mut self) -> io::Result<()> {
-        remove_dirs(&std::mem::take(&mut self.dirs))
+        remove_dirs(
+            &std::mem::take(&mut self.dirs),
+            std::time::Duration::from_secs(2),
+        )
     }
 }
 
-/// Removes cgroup folders, retrying for a while as exiting tasks leave them.
-pub fn remove_dirs(dirs: &[PathBuf]) -> io::Result<()> {
+/// Removes cgroup folders, retrying for up to `patience` while exiting tasks (and
+/// zombies not yet reaped) leave them.
+pub fn remove_dirs(dirs: &[PathBuf], patience: std::time::Duration) -> io::Result<()> {
     let mut last = Ok(());
+    let deadline = std::time::Instant::now() + patience;
     for dir in dirs {
-        for attempt in 0..200 {
+        loop {
             match std::fs::remove_dir(dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 199 => {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 Err(e) => {
@@ -253,7 +261,7 @@ pub fn remove_dirs(dirs: &[PathBuf]) -> io::Result<()> {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        let _ = remove_dirs(&self.dirs);
+        let _ = remove_dirs(&self.dirs, std::time::Duration::from_secs(2));
     }
 }
 

@@ -443,7 +443,8 @@ fn spawn_cgroup_watcher(dirs: &[PathBuf]) -> io::Result<Option<OwnedFd>> {
         drop(w);
         let mut byte = [0u8; 1];
         let _ = rustix::io::read(&r, &mut byte);
-        let _ = cgroup::remove_dirs(dirs);
+        // Patient: a container killed with rootpack may take a while to be reaped.
+        let _ = cgroup::remove_dirs(dirs, std::time::Duration::from_secs(60));
         // SAFETY: leaving without running the parent's destructors.
         unsafe { libc::_exit(0) };
     }

@@ -26,6 +26,7 @@ use rustix::io::Errno;
 use crate::archive::{
     Entry, EntryData, Kind, LinkKey, Segment, SegmentSummary, VisitError, Visitor,
 };
+use crate::tree::copier::{Copier, Job};
 use crate::tree::safe_path::{RelPath, Root};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -75,6 +76,8 @@ pub struct Extractor {
     /// The last parent directory resolved, reused while entries stay in one folder.
     parent_cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
     report: ExtractReport,
+    /// Started at the first file with a host source.
+    copier: Option<Copier>,
 }
 
 fn timestamps(mtime: i64) -> Timestamps {
@@ -99,11 +102,15 @@ impl Extractor {
             dirs: Vec::new(),
             parent_cache: None,
             report: ExtractReport::default(),
+            copier: None,
         }
     }
 
     /// Applies the deferred directory metadata; call once all entries are written.
     pub fn finish(mut self) -> Result<ExtractReport, ExtractError> {
+        if let Some(c) = self.copier.take() {
+            c.finish().map_err(ExtractError::Write)?;
+        }
         self.apply_dir_metadata()?;
         Ok(self.report)
     }
@@ -358,6 +365,31 @@ impl Extractor {
         data: &mut EntryData<'_>,
     ) -> Result<(), ExtractError> {
         let mut file = File::from(fd);
+        if let Some((src, len)) = data.take_source() {
+            // The data and then the metadata are written on the copy thread.
+            let owner = self.privileged.then_some((entry.uid, entry.gid));
+            if !self.privileged && entry.uid != rustix::process::geteuid().as_raw() {
+                self.report.ownership_dropped += 1;
+            }
+            let job = Job {
+                src: src.try_clone().map_err(ExtractError::Write)?,
+                dst: file,
+                len,
+                owner,
+                mode: entry.mode,
+                mtime: entry.mtime,
+                name: crate::archive::display_name(&entry.name),
+            };
+            self.report.bytes += len;
+            if !self.copier.get_or_insert_with(Copier::start).send(job) {
+                let err = self.copier.take().map(Copier::finish);
+                return Err(ExtractError::Write(match err {
+                    Some(Err(e)) => e,
+                    _ => io::Error::other("the copy thread stopped"),
+                }));
+            }
+            return Ok(());
+        }
         loop {
             let buf = data.fill_buf().map_err(ExtractError::Write)?;
             if buf.is_empty() {

@@ -99,11 +99,21 @@ fn write_host(
     owner_root: bool,
 ) -> Result<(), InjectError> {
     let entry = host_entry(path, name, owner_root)?;
-    if entry.kind == Kind::File {
+    write_host_entry(x, path, &entry)
+}
+
+fn write_host_entry(x: &mut Extractor, path: &Path, entry: &Entry) -> Result<(), InjectError> {
+    if entry.kind == Kind::File && entry.size > 0 {
         let file = File::open(path).map_err(host_err(path))?;
-        write_entry(x, &entry, &mut BufReader::with_capacity(256 << 10, file))
+        let mut reader = BufReader::with_capacity(64 << 10, &file);
+        let mut data = EntryData::from_file(&mut reader, &file, entry.size);
+        x.entry(entry, &mut data)
+            .map_err(|source| InjectError::Write {
+                to: crate::archive::display_name(&entry.name),
+                source,
+            })
     } else {
-        write_entry(x, &entry, &mut io::empty())
+        write_entry(x, entry, &mut io::empty())
     }
 }
 
@@ -111,6 +121,8 @@ fn write_host(
 /// links and special files (a `dir` layer).
 pub fn copy_tree(x: &mut Extractor, dir: &Path) -> Result<u64, InjectError> {
     let mut count = 0;
+    // Hard links: the data goes with the first name only.
+    let mut linked = HashSet::new();
     for item in walkdir::WalkDir::new(dir)
         .follow_links(false)
         .sort_by_file_name()
@@ -128,7 +140,11 @@ pub fn copy_tree(x: &mut Extractor, dir: &Path) -> Result<u64, InjectError> {
         if item.file_type().is_socket() {
             continue;
         }
-        write_host(x, item.path(), name, false)?;
+        let mut entry = host_entry(item.path(), name, false)?;
+        if entry.link_key.is_some_and(|k| !linked.insert(k)) {
+            entry.size = 0;
+        }
+        write_host_entry(x, item.path(), &entry)?;
         count += 1;
     }
     Ok(count)

@@ -1,0 +1,262 @@
+//! Filling a tree from a recipe: layers in order, then injected programs, folders, mount
+//! points, files and symlinks; and the size estimate for an image filled in place.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::Path;
+
+use super::{BuildError, check_interrupt, digest_file, out_err};
+use crate::archive::{
+    Entry, EntryData, Kind, LinkKey, ReadError, VisitError, Visitor, read_archive,
+};
+use crate::image::ext4::{self, Usage};
+use crate::interrupt::interrupted;
+use crate::manifest::LayerRecord;
+use crate::recipe::{FileSource, Layer, Recipe};
+use crate::tree::elf;
+use crate::tree::extract::{ExtractReport, Extractor};
+use crate::tree::inject;
+use crate::tree::safe_path::Root;
+
+/// Fills the folder `root` as the recipe says. Returns the layers' records, what the
+/// extraction reported, and the tree's usage.
+pub(super) fn fill(
+    recipe: &Recipe,
+    root: &Path,
+    sde: Option<i64>,
+    progress: bool,
+) -> Result<(Vec<LayerRecord>, ExtractReport, Usage), BuildError> {
+    let mut x = Extractor::new(Root::open(root).map_err(out_err(root))?, false);
+    let layers = apply_layers(recipe, &mut x, progress)?;
+    inject_all(recipe, &mut x, sde)?;
+    let report = x.finish()?;
+    if let Some(t) = sde {
+        clamp_times(root, t).map_err(out_err(root))?;
+    }
+    check_interrupt()?;
+    let usage = ext4::measure(root).map_err(out_err(root))?;
+    Ok((layers, report, usage))
+}
+
+/// What the recipe will put in the tree, before anything is unpacked: folders are walked,
+/// archives listed (decompressed, not written), programs' closures and files stat'ed.
+/// Later layers replacing earlier files are counted twice, which errs on the large side.
+pub(super) fn estimate(recipe: &Recipe) -> Result<Usage, BuildError> {
+    struct Sizer {
+        usage: Usage,
+        links: HashSet<LinkKey>,
+    }
+    impl Visitor for Sizer {
+        fn entry(&mut self, e: &Entry, _: &mut EntryData<'_>) -> Result<(), VisitError> {
+            if e.link_key.is_some_and(|k| !self.links.insert(k)) {
+                self.usage.files += 1;
+                return Ok(());
+            }
+            match &e.kind {
+                Kind::File => self.usage.add_file(e.size),
+                Kind::Dir => self.usage.add_dir(),
+                Kind::Symlink(t) => self.usage.add_other(t.len() >= 60),
+                Kind::HardLink(_) => self.usage.files += 1,
+                _ => self.usage.add_other(false),
+            }
+            Ok(())
+        }
+    }
+    let mut sizer = Sizer {
+        usage: Usage::default(),
+        links: HashSet::new(),
+    };
+    for layer in &recipe.layers {
+        check_interrupt()?;
+        match layer {
+            Layer::Dir(dir) => sizer.usage += ext4::measure(dir).map_err(out_err(dir))?,
+            Layer::Initramfs(file) | Layer::Tar(file) => {
+                let f = File::open(file).map_err(out_err(file))?;
+                read_archive(&f, &mut sizer, None, &interrupted).map_err(|source| {
+                    BuildError::Layer {
+                        path: file.clone(),
+                        source,
+                    }
+                })?;
+            }
+        }
+    }
+    let mut u = sizer.usage;
+    for b in &recipe.binaries {
+        let files = elf::closure(&b.host).map_err(|source| BuildError::Binary {
+            path: b.host.clone(),
+            source,
+        })?;
+        for f in files {
+            // A few extra inodes and blocks for the symlink chains and folders on the way.
+            u.add_file(std::fs::metadata(&f).map_err(out_err(&f))?.len());
+            u.add_dir();
+        }
+        u.inodes += b.links.len() as u64;
+    }
+    for f in &recipe.files {
+        let len = match &f.source {
+            FileSource::Inline(b) => b.len() as u64,
+            FileSource::Host(p) => std::fs::metadata(p).map_err(out_err(p))?.len(),
+        };
+        u.add_file(len);
+    }
+    for _ in recipe
+        .dirs
+        .iter()
+        .map(|_| ())
+        .chain(recipe.mountpoints.iter().map(|_| ()))
+    {
+        u.add_dir();
+    }
+    for s in &recipe.symlinks {
+        u.add_other(s.target.len() >= 60);
+    }
+    Ok(u)
+}
+
+fn apply_layers(
+    recipe: &Recipe,
+    x: &mut Extractor,
+    progress: bool,
+) -> Result<Vec<LayerRecord>, BuildError> {
+    let mut records = Vec::new();
+    for layer in &recipe.layers {
+        check_interrupt()?;
+        let path = layer.path();
+        let sha256 = match layer {
+            Layer::Dir(dir) => {
+                inject::copy_tree(x, dir).map_err(|source| BuildError::LayerDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                None
+            }
+            Layer::Initramfs(file) | Layer::Tar(file) => {
+                let f = File::open(file).map_err(out_err(file))?;
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                let bar = crate::progress::bytes_bar(len, !progress, "unpacking");
+                read_archive(&f, x, bar.clone(), &interrupted).map_err(|source| match source {
+                    ReadError::Interrupted => BuildError::Interrupted,
+                    source => BuildError::Layer {
+                        path: file.clone(),
+                        source,
+                    },
+                })?;
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+                Some(digest_file(file).map_err(out_err(file))?.1)
+            }
+        };
+        records.push(LayerRecord {
+            kind: layer.kind().into(),
+            path: path.display().to_string(),
+            sha256,
+        });
+    }
+    Ok(records)
+}
+
+fn inject_all(recipe: &Recipe, x: &mut Extractor, sde: Option<i64>) -> Result<(), BuildError> {
+    let now = sde.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    });
+    let mut seen = HashSet::new();
+    for b in &recipe.binaries {
+        check_interrupt()?;
+        let files = elf::closure(&b.host).map_err(|source| BuildError::Binary {
+            path: b.host.clone(),
+            source,
+        })?;
+        for (i, file) in files.iter().enumerate() {
+            match (&b.to, i) {
+                (Some(to), 0) => inject::inject_host_file_at(x, file, to)?,
+                _ => inject::inject_host_path(x, file, &mut seen)?,
+            }
+        }
+        let program = match &b.to {
+            Some(to) => format!("/{}", to.as_bytes().escape_ascii()),
+            None => b.host.display().to_string(),
+        };
+        for link in &b.links {
+            let kind = Kind::Symlink(program.clone().into_bytes());
+            let e = inject::synthetic(link, kind, 0o777, 0, 0, now, 0);
+            inject::write_entry(x, &e, &mut io::empty())?;
+        }
+    }
+    for d in &recipe.dirs {
+        let e = inject::synthetic(&d.path, Kind::Dir, d.mode, d.uid, d.gid, now, 0);
+        inject::write_entry(x, &e, &mut io::empty())?;
+    }
+    for m in &recipe.mountpoints {
+        // /tmp is world-writable with the sticky bit everywhere.
+        let mode = if m.as_bytes() == b"tmp" {
+            0o1777
+        } else {
+            0o755
+        };
+        if !x.exists(m) {
+            let e = inject::synthetic(m, Kind::Dir, mode, 0, 0, now, 0);
+            inject::write_entry(x, &e, &mut io::empty())?;
+        }
+    }
+    for f in &recipe.files {
+        match &f.source {
+            FileSource::Inline(bytes) => {
+                let e = inject::synthetic(
+                    &f.to,
+                    Kind::File,
+                    f.mode,
+                    f.uid,
+                    f.gid,
+                    now,
+                    bytes.len() as u64,
+                );
+                inject::write_entry(x, &e, &mut &bytes[..])?;
+            }
+            FileSource::Host(path) => {
+                let file = File::open(path).map_err(out_err(path))?;
+                let len = file.metadata().map_err(out_err(path))?.len();
+                let e = inject::synthetic(&f.to, Kind::File, f.mode, f.uid, f.gid, now, len);
+                inject::write_entry(x, &e, &mut BufReader::new(file))?;
+            }
+        }
+    }
+    for s in &recipe.symlinks {
+        let kind = Kind::Symlink(s.target.as_bytes().to_vec());
+        let e = inject::synthetic(&s.path, kind, 0o777, 0, 0, now, 0);
+        inject::write_entry(x, &e, &mut io::empty())?;
+    }
+    Ok(())
+}
+
+/// No time in the tree is later than `t` (atime set alongside).
+fn clamp_times(tree: &Path, t: i64) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps};
+    use std::os::unix::fs::MetadataExt;
+    let ts = Timestamps {
+        last_access: Timespec {
+            tv_sec: t,
+            tv_nsec: 0,
+        },
+        last_modification: Timespec {
+            tv_sec: t,
+            tv_nsec: 0,
+        },
+    };
+    for entry in walkdir::WalkDir::new(tree)
+        .follow_links(false)
+        .contents_first(true)
+    {
+        let entry = entry.map_err(io::Error::from)?;
+        let meta = entry.metadata().map_err(io::Error::from)?;
+        if meta.mtime() > t || (meta.mtime() == t && meta.mtime_nsec() != 0) {
+            rustix::fs::utimensat(CWD, entry.path(), &ts, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+    }
+    Ok(())
+}
