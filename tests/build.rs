@@ -164,7 +164,9 @@ fn image_tree_equals_the_staging_tree() {
     a.remove(Path::new("lost+found"));
     // The reproducible method (a source date epoch selects populate) and the default
     // without one (auto selects mount, filling the mounted image directly).
-    let no_epoch = text.replace("FORMAT", "ext4").replace("source_date_epoch = 1700000000\n", "");
+    let no_epoch = text
+        .replace("FORMAT", "ext4")
+        .replace("source_date_epoch = 1700000000\n", "");
     fs::write(w.join("auto.toml"), no_epoch).unwrap();
     let mut m = None;
     for (recipe, method) in [("ext4.toml", "populate"), ("auto.toml", "mount")] {
@@ -178,7 +180,12 @@ fn image_tree_equals_the_staging_tree() {
         let mut b = snapshot(mounted.path(), &opts).nodes;
         b.remove(Path::new("lost+found"));
         for (path, node) in &a {
-            assert_eq!(Some(node), b.get(path), "{method}: {} differs", path.display());
+            assert_eq!(
+                Some(node),
+                b.get(path),
+                "{method}: {} differs",
+                path.display()
+            );
         }
         assert_eq!(a.len(), b.len(), "{method}");
         m = Some(mounted);

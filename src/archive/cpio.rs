@@ -7,7 +7,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 
-use super::{Entry, EntryData, Format, Kind, LinkKey, ReadError, Visitor, display_name};
+use super::{Entry, EntryData, Format, Kind, LinkKey, ReadError, Visitor, deliver, display_name};
 
 /// The kernel refuses longer names (PATH_MAX, counting the NUL).
 pub const MAX_NAME: usize = 4096;
@@ -203,7 +203,7 @@ pub(crate) fn read_one(
         }
         skip_padding(r, format)?;
         if name == TRAILER {
-            skip_data(r, h.filesize, &name, offset)?;
+            skip_data(r, h.filesize)?;
             skip_padding(r, format)?;
             visitor.archive_end();
             return Ok(entries);
@@ -215,19 +215,7 @@ pub(crate) fn read_one(
             0
         };
         let mut data = EntryData::new(r, data_size, h.format == Format::Crc);
-        visitor
-            .entry(&entry, &mut data)
-            .map_err(|source| ReadError::Entry {
-                name: display_name(&entry.name),
-                offset,
-                source,
-            })?;
-        if !data.skip_rest()? {
-            return Err(ReadError::Truncated {
-                offset: r.pos,
-                what: "file data",
-            });
-        }
+        deliver(visitor, &entry, &mut data)?;
         if let Some(actual) = data.checksum()
             && actual != h.check
         {
@@ -240,14 +228,14 @@ pub(crate) fn read_one(
         }
         if entry.kind != Kind::File && !matches!(entry.kind, Kind::Symlink(_)) {
             // Data on a directory or device is meaningless; the kernel skips it too.
-            skip_data(r, h.filesize, &entry.name, offset)?;
+            skip_data(r, h.filesize)?;
         }
         skip_padding(r, format)?;
         entries += 1;
     }
 }
 
-fn skip_data(r: &mut Counted<'_>, size: u64, _name: &[u8], _offset: u64) -> Result<(), ReadError> {
+fn skip_data(r: &mut Counted<'_>, size: u64) -> Result<(), ReadError> {
     let mut data = EntryData::new(r, size, false);
     if !data.skip_rest()? {
         return Err(ReadError::Truncated {

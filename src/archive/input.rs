@@ -11,6 +11,8 @@ use std::io::{self, BufRead, Read};
 
 use indicatif::ProgressBar;
 
+use super::read_buffered;
+
 const CAPACITY: usize = 1 << 20;
 /// Mapped pages are released in steps of this much consumed input.
 const RELEASE_STEP: usize = 8 << 20;
@@ -177,30 +179,11 @@ impl<'a> Input<'a> {
             }
         }
     }
-
-    /// Skips zero bytes (the padding between initramfs segments); returns false at EOF.
-    pub fn skip_zeros(&mut self) -> io::Result<bool> {
-        loop {
-            let buf = self.fill_buf()?;
-            if buf.is_empty() {
-                return Ok(false);
-            }
-            let (n, len) = (buf.iter().position(|&b| b != 0), buf.len());
-            self.consume(n.unwrap_or(len));
-            if n.is_some() {
-                return Ok(true);
-            }
-        }
-    }
 }
 
 impl Read for Input<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let buf = self.fill_buf()?;
-        let n = buf.len().min(out.len());
-        out[..n].copy_from_slice(&buf[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 
@@ -284,7 +267,7 @@ mod tests {
             Input::reader(Trickle(data.to_vec(), 0), None),
             Input::slice(data),
         ] {
-            assert!(input.skip_zeros().unwrap());
+            assert!(crate::archive::skip_zeros(&mut input).unwrap());
             assert_eq!(input.position(), 3);
             assert_eq!(input.peek(4).unwrap(), b"abcd");
             let mut two = [0; 2];

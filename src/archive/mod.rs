@@ -188,11 +188,7 @@ impl<'a> EntryData<'a> {
 
 impl Read for EntryData<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let buf = self.fill_buf()?;
-        let n = buf.len().min(out.len());
-        out[..n].copy_from_slice(&buf[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 
@@ -269,6 +265,54 @@ pub enum ReadError {
     Tar(io::Error),
     #[error("interrupted")]
     Interrupted,
+}
+
+/// `Read::read` for a type that is a `BufRead`: copy from what `fill_buf` holds.
+pub(crate) fn read_buffered(r: &mut impl BufRead, out: &mut [u8]) -> io::Result<usize> {
+    let buf = r.fill_buf()?;
+    let n = buf.len().min(out.len());
+    out[..n].copy_from_slice(&buf[..n]);
+    r.consume(n);
+    Ok(n)
+}
+
+/// Skips zero bytes (the padding between initramfs segments and archives); false at the
+/// end of the input.
+pub(crate) fn skip_zeros(r: &mut dyn BufRead) -> io::Result<bool> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        let (n, len) = (buf.iter().position(|&b| b != 0), buf.len());
+        r.consume(n.unwrap_or(len));
+        if n.is_some() {
+            return Ok(true);
+        }
+    }
+}
+
+/// Hands one entry to the visitor, then skips what it left of the data; the entry and
+/// offset go into any error.
+pub(crate) fn deliver(
+    visitor: &mut dyn Visitor,
+    entry: &Entry,
+    data: &mut EntryData<'_>,
+) -> Result<(), ReadError> {
+    visitor
+        .entry(entry, data)
+        .map_err(|source| ReadError::Entry {
+            name: display_name(&entry.name),
+            offset: entry.offset,
+            source,
+        })?;
+    if !data.skip_rest()? {
+        return Err(ReadError::Truncated {
+            offset: entry.offset,
+            what: "file data",
+        });
+    }
+    Ok(())
 }
 
 /// A name for messages: printable, escaped where it is not.

@@ -15,7 +15,9 @@ use indicatif::ProgressBar;
 use super::compression::{decoder, read_full};
 use super::cpio::{self, Counted};
 use super::input::{Input, Mapping};
-use super::{Compression, Format, ReadError, Segment, Visitor, display_name, tar};
+use super::{
+    Compression, Format, ReadError, Segment, Visitor, display_name, read_buffered, skip_zeros, tar,
+};
 
 const BLOCK: usize = 1 << 20;
 const BLOCKS_IN_FLIGHT: usize = 4;
@@ -45,7 +47,7 @@ pub fn read_archive(
         None => Input::reader(file, progress),
     };
     let mut summaries: Vec<SegmentSummary> = Vec::new();
-    while input.skip_zeros()? {
+    while skip_zeros(&mut input)? {
         let offset = input.position();
         let head = input.peek(512)?;
         let compression = if cpio::detect(head).is_some() || tar::detect(head) {
@@ -148,20 +150,6 @@ fn read_stream(
     Ok((segment, entries, r.pos - base))
 }
 
-fn skip_zeros(r: &mut dyn BufRead) -> io::Result<bool> {
-    loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(false);
-        }
-        let (n, len) = (buf.iter().position(|&b| b != 0), buf.len());
-        r.consume(n.unwrap_or(len));
-        if n.is_some() {
-            return Ok(true);
-        }
-    }
-}
-
 fn read_compressed(
     input: &mut Input<'_>,
     segment: Segment,
@@ -232,11 +220,7 @@ struct ChannelReader {
 
 impl io::Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let buf = self.fill_buf()?;
-        let n = buf.len().min(out.len());
-        out[..n].copy_from_slice(&buf[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::io::{self, BufRead, Read};
 
-use super::{Entry, EntryData, Kind, ReadError, Visitor, display_name};
+use super::{Entry, EntryData, Kind, ReadError, Visitor, deliver, display_name, read_buffered};
 
 /// Whether a 512-byte block is a ustar/GNU tar header.
 pub fn detect(head: &[u8]) -> bool {
@@ -34,19 +34,7 @@ pub(crate) fn read_entries(
             end: 0,
         };
         let mut data = EntryData::new(&mut buffered, entry.size, false);
-        visitor
-            .entry(&entry, &mut data)
-            .map_err(|source| ReadError::Entry {
-                name: display_name(&entry.name),
-                offset,
-                source,
-            })?;
-        if !data.skip_rest()? {
-            return Err(ReadError::Truncated {
-                offset,
-                what: "file data",
-            });
-        }
+        deliver(visitor, &entry, &mut data)?;
         count += 1;
     }
     Ok(count)
@@ -124,11 +112,7 @@ struct Buffered<'a, R> {
 
 impl<R: Read> Read for Buffered<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let buf = self.fill_buf()?;
-        let n = buf.len().min(out.len());
-        out[..n].copy_from_slice(&buf[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 
