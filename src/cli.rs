@@ -200,4 +200,8 @@ pub struct RunArgs {
     /// Give the command a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// Run in a user namespace: root in the container is uid 100000 outside, and the
+    /// image is seen through an id-mapped mount.
+    #[arg(long)]
+    pub userns: bool,
 }

@@ -344,6 +344,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         cap_drop,
         no_init,
         tty,
+        userns,
     } = args;
     let env = env
         .iter()
@@ -393,6 +394,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         cap_drop,
         no_init,
         tty,
+        userns,
     };
     // Like docker: 125 when the container could not be run at all.
     let outcome = match rootpack::run::run(&opts) {

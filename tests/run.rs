@@ -462,3 +462,53 @@ fn terminals_get_a_pty_or_job_control() {
     assert!(stdout(&o).contains("Running"), "{}", stdout(&o));
     wait_for_no_leaks(&img.path);
 }
+
+#[test]
+fn user_namespace_maps_root_to_an_unprivileged_uid() {
+    if !require_root("user_namespace_maps_root_to_an_unprivileged_uid") {
+        return;
+    }
+    let img = busybox_image("");
+    let child = rootpack()
+        .arg("run")
+        .arg("--userns")
+        .arg(&img.path)
+        .args(["--", "sh", "-c", "id -u; cat /proc/self/uid_map; stat -c %u /etc/passwd; touch /new && echo wrote; sleep 1.5"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let ps = String::from_utf8(run(Command::new("ps").args(["-eo", "uid=,args="])).stdout).unwrap();
+    let sleeper = ps
+        .lines()
+        .find(|l| l.contains("sleep 1.5") && !l.contains("sh -c"))
+        .unwrap_or("");
+    assert!(
+        sleeper.trim_start().starts_with("100000 "),
+        "outside, the command is uid 100000: {ps}"
+    );
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "0", "root inside");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+    assert_eq!(
+        lines[2], "0",
+        "the image's files belong to the container's root"
+    );
+    assert_eq!(lines[3], "wrote");
+    // With --writable, files the container's root writes are root's in the image.
+    let o = container(
+        &img.path,
+        &["--userns", "--writable"],
+        "echo x > /etc/from-userns",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = container(&img.path, &[], "stat -c %u /etc/from-userns");
+    assert_eq!(stdout(&o), "0\n");
+    wait_for_no_leaks(&img.path);
+}

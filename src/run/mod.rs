@@ -44,7 +44,14 @@ pub struct RunOptions {
     pub cap_drop: Vec<String>,
     pub no_init: bool,
     pub tty: bool,
+    /// A user namespace: root in the container is [`USERNS_BASE`] outside.
+    pub userns: bool,
 }
+
+/// The host uid (and gid) the container's root becomes with `--userns`; the container's
+/// ids 0..65535 map to this range, like the usual /etc/subuid allocation.
+pub const USERNS_BASE: u32 = 100_000;
+const USERNS_SIZE: u32 = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -257,6 +264,9 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     if !opts.net_host {
         flags |= libc::CLONE_NEWNET;
     }
+    if opts.userns {
+        flags |= libc::CLONE_NEWUSER;
+    }
     // SAFETY: clone without CLONE_VM behaves as fork; we are single-threaded here.
     let pid = unsafe {
         libc::syscall(
@@ -287,9 +297,15 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         drop(theirs);
         ours
     });
-    // The child builds its filesystem meanwhile; if that already failed, the write below
-    // meets a closed pipe and the child's own message says why.
-    if let Err(e) = cg.add(pid as u32) {
+    // The child builds its filesystem meanwhile (in a user namespace, we mount the image
+    // for it); if that already failed, the write below meets a closed pipe and the child's
+    // own message says why.
+    let prepared = if opts.userns {
+        prepare_userns(pid, &rootfs)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = prepared.and_then(|()| cg.add(pid as u32)) {
         // SAFETY: killing and reaping our own child.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
@@ -335,6 +351,38 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         exit_code: if oom { 137 } else { exit_code },
         oom_limit: oom.then_some(limits.memory.unwrap_or(0)),
     })
+}
+
+/// For a child in a new user namespace: maps its ids, then mounts the image (which needs
+/// the host's privileges) inside its mount namespace, id-mapped so that the image's root
+/// is the container's root, and comes back to ours.
+fn prepare_userns(pid: i32, spec: &RootfsSpec) -> io::Result<()> {
+    use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+    use std::os::unix::io::AsFd;
+    let map = format!("0 {USERNS_BASE} {USERNS_SIZE}\n");
+    for file in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{file}"), &map)
+            .map_err(|e| io::Error::new(e.kind(), format!("writing {file}: {e}")))?;
+    }
+    let ours = std::fs::File::open("/proc/self/ns/mnt")?;
+    let theirs = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
+    let userns = OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/user"))?);
+    let cwd = std::env::current_dir()?;
+    move_into_link_name_space(theirs.as_fd(), Some(LinkNameSpaceType::Mount))?;
+    let mounted = rootfs::mount_image(
+        spec,
+        Some(rootfs::IdMap {
+            userns: &userns,
+            root_uid: USERNS_BASE,
+        }),
+    );
+    if let Err(e) = move_into_link_name_space(ours.as_fd(), Some(LinkNameSpaceType::Mount)) {
+        // Stuck in the container's mount namespace: nothing sane can follow.
+        eprintln!("rootpack: cannot return to our mount namespace: {e}");
+        std::process::abort();
+    }
+    std::env::set_current_dir(cwd)?;
+    mounted.map_err(|e| io::Error::new(e.kind(), format!("setting up the container: {e}")))
 }
 
 /// Waits for the container's init, passing on the signals we receive.
@@ -389,14 +437,31 @@ fn child_main(
             )
         };
         // The filesystem is built while rootpack moves us into the cgroup (a v1 move
-        // waits for an RCU grace period); nothing runs in the container before both.
-        rootfs::setup(rootfs)?;
+        // waits for an RCU grace period); nothing runs in the container before both. In a
+        // user namespace rootpack mounts the image for us first.
+        if !opts.userns {
+            rootfs::setup(rootfs)?;
+        }
         let mut byte = [0u8; 1];
         if rustix::io::read(&go, &mut byte)? == 0 {
             // SAFETY: the parent is gone; leave quietly.
             unsafe { libc::_exit(125) };
         }
         drop(go);
+        if opts.userns {
+            // Cloned with the host's root ids, which the new namespace does not map: become
+            // its root (host uid USERNS_BASE) before touching any file.
+            // SAFETY: credential syscalls with the capabilities a new user namespace grants.
+            let ok = unsafe {
+                libc::setgroups(0, std::ptr::null()) == 0
+                    && libc::setresgid(0, 0, 0) == 0
+                    && libc::setresuid(0, 0, 0) == 0
+            };
+            if !ok {
+                return Err(io::Error::last_os_error());
+            }
+            rootfs::finish(rootfs, true)?;
+        }
         // SAFETY: a new cgroup namespace changes no memory this process shares.
         unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }
             .map_err(io::Error::from)?;

@@ -84,8 +84,25 @@ fn mount_in(
     mount(fstype, &fd_path(&fd), fstype, flags, data).map_err(err(format!("/{target}")))
 }
 
+/// Who owns the container's root, for a user namespace: the user namespace (an fd of
+/// `/proc/PID/ns/user`) whose mapping the image is seen through, and the host uid/gid its
+/// root is mapped to.
+pub struct IdMap<'a> {
+    pub userns: &'a OwnedFd,
+    pub root_uid: u32,
+}
+
 /// Builds the root filesystem and pivots into it. On return, `/` is the container's.
 pub fn setup(spec: &RootfsSpec) -> io::Result<()> {
+    mount_image(spec, None)?;
+    finish(spec, false)
+}
+
+/// The part that needs the host's privileges: the image on a loop device, mounted, and the
+/// overlay on top, at `STAGE/root`, in the current mount namespace (made private first).
+/// With `idmap`, the image is mounted id-mapped so that its root-owned files belong to the
+/// container's root, and the overlay's writable layer is owned by it.
+pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()> {
     rustix::mount::mount_change(
         "/",
         MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
@@ -102,27 +119,49 @@ pub fn setup(spec: &RootfsSpec) -> io::Result<()> {
     )?;
     let merged = stage.join("root");
     std::fs::create_dir(&merged)?;
+    if let Some(m) = &idmap {
+        // The container's root reaches its root folder through here.
+        let (uid, gid) = (
+            Some(rustix::fs::Uid::from_raw(m.root_uid)),
+            Some(rustix::fs::Gid::from_raw(m.root_uid)),
+        );
+        rustix::fs::chown(stage, uid, gid).map_err(io::Error::from)?;
+    }
     let lo = Loop::attach(&spec.image, !spec.writable)
         .map_err(err(format!("attaching {}", spec.image.display())))?;
     let device = lo.path().to_string_lossy().into_owned();
-    if spec.writable {
-        mount(&device, &merged, "ext4", MountFlags::NODEV, None)?;
+    let image = stage.join("image");
+    std::fs::create_dir(&image)?;
+    let access = if spec.writable {
+        MountFlags::NODEV
     } else {
-        let lower = stage.join("image");
-        let (upper, work) = (stage.join("upper"), stage.join("work"));
-        for d in [&lower, &upper, &work] {
-            std::fs::create_dir(d)?;
+        MountFlags::RDONLY | MountFlags::NODEV
+    };
+    mount(&device, &image, "ext4", access, None)?;
+    let base = match &idmap {
+        Some(m) => {
+            let mapped = stage.join("mapped");
+            std::fs::create_dir(&mapped)?;
+            idmapped_clone(&image, &mapped, m.userns).map_err(err("id-mapping the image"))?;
+            mapped
         }
-        mount(
-            &device,
-            &lower,
-            "ext4",
-            MountFlags::RDONLY | MountFlags::NODEV,
-            None,
-        )?;
+        None => image,
+    };
+    if spec.writable {
+        rustix::mount::mount_bind(&base, &merged).map_err(io::Error::from)?;
+    } else {
+        let (upper, work) = (stage.join("upper"), stage.join("work"));
+        for d in [&upper, &work] {
+            std::fs::create_dir(d)?;
+            if let Some(m) = &idmap {
+                let id = Some(rustix::fs::Uid::from_raw(m.root_uid));
+                let gid = Some(rustix::fs::Gid::from_raw(m.root_uid));
+                rustix::fs::chown(d.as_path(), id, gid).map_err(io::Error::from)?;
+            }
+        }
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
+            base.display(),
             upper.display(),
             work.display()
         );
@@ -136,7 +175,14 @@ pub fn setup(spec: &RootfsSpec) -> io::Result<()> {
     }
     // The mount holds the device now; autoclear frees it when the namespace goes.
     drop(lo);
+    Ok(())
+}
 
+/// The rest, inside the container's namespaces: volumes, tmpfs, /proc, /sys, /dev,
+/// `pivot_root` and the masks. In a user namespace device nodes cannot be made, so the
+/// host's are bound instead.
+pub fn finish(spec: &RootfsSpec, in_userns: bool) -> io::Result<()> {
+    let merged = Path::new(STAGE).join("root");
     let root = Root::open(&merged)?;
     for v in &spec.volumes {
         let is_file = !v.host.is_dir();
@@ -191,7 +237,7 @@ pub fn setup(spec: &RootfsSpec) -> io::Result<()> {
         MountFlags::NOSUID | MountFlags::NOEXEC,
         Some("mode=755,size=65536k"),
     )?;
-    populate_dev(&merged.join("dev"))?;
+    populate_dev(&merged.join("dev"), in_userns)?;
 
     pivot(&merged)?;
     mask_proc();
@@ -200,7 +246,7 @@ pub fn setup(spec: &RootfsSpec) -> io::Result<()> {
 
 /// The device nodes, ptys and links every program expects. The folder is our fresh tmpfs,
 /// so plain paths are safe here.
-fn populate_dev(dev: &Path) -> io::Result<()> {
+fn populate_dev(dev: &Path, bind_host_nodes: bool) -> io::Result<()> {
     use rustix::fs::{CWD, FileType, Mode, makedev, mknodat};
     for (name, major, minor) in [
         ("null", 1, 3),
@@ -211,6 +257,13 @@ fn populate_dev(dev: &Path) -> io::Result<()> {
         ("tty", 5, 0),
     ] {
         let path = dev.join(name);
+        if bind_host_nodes {
+            std::fs::File::create(&path)?;
+            rustix::mount::mount_bind(Path::new("/dev").join(name).as_path(), &path)
+                .map_err(io::Error::from)
+                .map_err(err(format!("binding /dev/{name}")))?;
+            continue;
+        }
         mknodat(
             CWD,
             &path,
@@ -248,6 +301,53 @@ fn populate_dev(dev: &Path) -> io::Result<()> {
     ] {
         std::os::unix::fs::symlink(target, dev.join(name))?;
     }
+    Ok(())
+}
+
+/// Mounts a copy of the mount at `src` on `dst`, seen through `userns`'s id mapping
+/// (open_tree + mount_setattr(MOUNT_ATTR_IDMAP) + move_mount; Linux 5.12, ext4 and tmpfs).
+fn idmapped_clone(src: &Path, dst: &Path, userns: &OwnedFd) -> io::Result<()> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+    let tree = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        src,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )?;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr on a detached tree fd with a valid mount_attr of its size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    rustix::mount::move_mount(
+        tree,
+        c"",
+        rustix::fs::CWD,
+        dst,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
     Ok(())
 }
 
