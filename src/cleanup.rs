@@ -5,7 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-const MARKER: &str = ".rootpack-tmp-";
+use crate::fsutil::MARKER;
 
 fn owner_alive(name: &str) -> bool {
     let Some(pid) = name
@@ -33,11 +33,34 @@ fn mounts_below(path: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .map(|m| PathBuf::from(unescape_octal(m)))
         .filter(|m| m.starts_with(path))
         .collect();
     found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     found
+}
+
+/// Mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let code = b
+            .get(i + 1..i + 4)
+            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match (b[i], code) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Detaches loop devices whose backing file is `file`.
@@ -66,14 +89,18 @@ pub fn remove_stale(dir: &Path) -> io::Result<Vec<PathBuf>> {
         if !name.starts_with('.') || !name.contains(MARKER) || owner_alive(&name) {
             continue;
         }
-        let path = std::fs::canonicalize(entry.path())?;
-        for m in mounts_below(&path) {
-            let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
-        }
-        if entry.file_type()?.is_dir() {
+        // The folder is resolved, the entry never: a planted symlink is only unlinked.
+        let path = std::fs::canonicalize(dir)?.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            for m in mounts_below(&path) {
+                let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+            }
             std::fs::remove_dir_all(&path)?;
         } else {
-            detach_loops(&path);
+            if kind.is_file() {
+                detach_loops(&path);
+            }
             std::fs::remove_file(&path)?;
         }
         removed.push(path);

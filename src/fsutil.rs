@@ -5,9 +5,11 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-const MARKER: &str = ".rootpack-tmp-";
+/// In every temporary name; [`crate::cleanup`] looks for it.
+pub const MARKER: &str = ".rootpack-tmp-";
 
 fn temp_path_for(target: &Path) -> PathBuf {
     let name = target
@@ -28,11 +30,22 @@ pub struct AtomicFile {
 impl AtomicFile {
     pub fn create(target: &Path) -> io::Result<AtomicFile> {
         let temp = temp_path_for(target);
-        let file = File::options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
+        // Never through a planted symlink; a leftover of an earlier process with our pid
+        // is ours to replace.
+        let open = || {
+            File::options()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&temp)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&temp)?;
+                open()?
+            }
+            other => other?,
+        };
         Ok(AtomicFile {
             file,
             temp,
@@ -70,7 +83,7 @@ impl Drop for AtomicFile {
     }
 }
 
-/// A directory removed with its contents on drop unless [`TempDir::keep`] was called.
+/// A directory removed with its contents on drop unless [`TempDir::persist`] renamed it.
 pub struct TempDir {
     path: PathBuf,
 }
@@ -79,10 +92,12 @@ impl TempDir {
     /// Creates a fresh folder beside `target`.
     pub fn beside(target: &Path) -> io::Result<TempDir> {
         let path = temp_path_for(target);
-        if path.exists() {
-            std::fs::remove_dir_all(&path)?;
+        if std::fs::symlink_metadata(&path).is_ok() {
+            // A leftover with our pid; remove_dir_all does not follow a symlink.
+            std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path))?;
         }
-        std::fs::create_dir(&path)?;
+        // Private: a build stages untrusted setuid files and device nodes here.
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(TempDir { path })
     }
 

@@ -242,6 +242,9 @@ fn cmd_build(
                 p.display()
             );
         }
+        for w in &built.warnings {
+            eprintln!("rootpack: warning: {w}");
+        }
         if built.ownership_dropped > 0 {
             eprintln!(
                 "rootpack: warning: owner of {} entr(y/ies) not kept (changing owners needs root)",

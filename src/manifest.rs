@@ -58,14 +58,32 @@ pub enum ManifestError {
     },
 }
 
-/// The manifest path for an image: `images/hello.ext4` -> `images/hello.json` (everything
-/// after the first dot of the file name is the format).
+/// Image file extensions `build` writes, longest first.
+const EXTENSIONS: &[&str] = &[
+    ".cpio.gz",
+    ".cpio.zst",
+    ".cpio.xz",
+    ".cpio.lz4",
+    ".tar.gz",
+    ".tar.zst",
+    ".tar.xz",
+    ".ext4",
+    ".cpio",
+    ".tar",
+    ".d",
+];
+
+/// The manifest path for an image: `images/hello.ext4` -> `images/hello.json`,
+/// `images/my.app.cpio.zst` -> `images/my.app.json`.
 pub fn path_for(image: &Path) -> PathBuf {
     let name = image
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let stem = name.split('.').next().unwrap_or(&name);
+    let stem = EXTENSIONS
+        .iter()
+        .find_map(|e| name.strip_suffix(e))
+        .unwrap_or(&name);
     image.with_file_name(format!("{stem}.json"))
 }
 
@@ -85,5 +103,22 @@ impl Manifest {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
         s.push('\n');
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn manifest_beside_image() {
+        let p = |s: &str| super::path_for(std::path::Path::new(s));
+        assert_eq!(
+            p("images/hello.ext4"),
+            std::path::Path::new("images/hello.json")
+        );
+        assert_eq!(
+            p("i/my.app.cpio.zst"),
+            std::path::Path::new("i/my.app.json")
+        );
+        assert_eq!(p("i/x.d"), std::path::Path::new("i/x.json"));
     }
 }

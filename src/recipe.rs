@@ -433,7 +433,16 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
     let ctx = Ctx {
         path,
         text: &text,
-        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        // Absolute, so host paths in the recipe mean the same from any working folder.
+        dir: std::path::absolute(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+        .map_err(|source| RecipeError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?,
         kernel,
     };
     let file: RecipeFile = toml::from_str(&text).map_err(|e| RecipeError::At {
@@ -627,7 +636,30 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         dirs,
         symlinks,
         mountpoints,
-        config: file.config,
+        config: {
+            if let Some(u) = &file.config.user
+                && parse_uid_gid(u).is_none()
+            {
+                // Find the key's line: the config table is parsed without spans.
+                #[derive(Deserialize)]
+                struct Spans {
+                    config: Option<UserSpan>,
+                }
+                #[derive(Deserialize)]
+                struct UserSpan {
+                    user: Option<Spanned<String>>,
+                }
+                let span = toml::from_str::<Spans>(&text)
+                    .ok()
+                    .and_then(|s| s.config?.user)
+                    .map_or(0..0, |u| u.span());
+                return ctx.err(
+                    span,
+                    format!("config.user = \"{u}\": expected UID[:GID], numeric"),
+                );
+            }
+            file.config
+        },
         limits: Limits {
             memory,
             cpus,
@@ -640,6 +672,12 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
             label,
         },
     })
+}
+
+/// `UID[:GID]`, numeric; the gid defaults to the uid.
+pub fn parse_uid_gid(s: &str) -> Option<(u32, u32)> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    Some((u.parse().ok()?, g.parse().ok()?))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -544,8 +544,14 @@ fn interrupts_and_kill_9_leave_nothing_behind() {
         !leaks(&out).is_empty(),
         "kill -9 left nothing: the test did not hit the copy"
     );
+    // A planted symlink with a temporary's name is only unlinked, never followed.
+    let victim = w.join("victim");
+    fs::write(&victim, "keep").unwrap();
+    std::os::unix::fs::symlink(&victim, out.join(".evil.rootpack-tmp-999999999")).unwrap();
     let o = build(&r, &out, &[]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("left by an interrupted build"));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+    assert!(fs::symlink_metadata(out.join(".evil.rootpack-tmp-999999999")).is_err());
     assert!(leaks(&out).is_empty(), "{:?}", leaks(&out));
     fsck(&out.join("big.ext4"));
 }

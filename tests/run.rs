@@ -267,6 +267,8 @@ fn hardening() {
          cat /proc/kcore >/dev/null 2>&1 && echo kcore-readable; \
          echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable; \
          cat /proc/1/exe >/dev/null 2>&1 && echo host-exe-readable; \
+         mknod /tmp/disk b 7 0 2>/dev/null && head -c1 /tmp/disk >/dev/null 2>&1 && echo device-readable; \
+         mknod /dev/disk b 7 0 2>/dev/null && head -c1 /dev/disk >/dev/null 2>&1 && echo device-readable; \
          ls /proc/self/fd",
     );
     // SAFETY: closing what we opened.
@@ -286,6 +288,13 @@ fn hardening() {
         ["0", "1", "2", "3"],
         "only stdio (and ls's own folder fd): {out}"
     );
+    // With the host's network, /sys is the host's: read-only all the way down.
+    let o = container(
+        &img.path,
+        &["--net", "host"],
+        "echo 1 > /sys/fs/cgroup/pids/x 2>/dev/null || echo ro",
+    );
+    assert_eq!(stdout(&o), "ro\n");
     let o = container(
         &img.path,
         &["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"],

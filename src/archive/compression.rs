@@ -43,7 +43,7 @@ impl Compression {
     /// lzma). `None` means "not compressed data we know".
     pub fn detect(magic: &[u8]) -> Option<Compression> {
         let starts = |m: &[u8]| magic.starts_with(m);
-        if starts(&[0x1f, 0x8b]) || starts(&[0x1f, 0x9e]) {
+        if starts(&[0x1f, 0x8b]) {
             Some(Compression::Gzip)
         } else if starts(&[0x28, 0xb5, 0x2f, 0xfd]) {
             Some(Compression::Zstd)
@@ -81,6 +81,10 @@ impl Compression {
     }
 }
 
+/// The most an xz or lzma decoder may allocate: `xz -9e` needs 65 MiB; a header asking
+/// for more is refused instead of allocated.
+const LZMA_MEMLIMIT: u64 = 256 << 20;
+
 /// A decoder of one stream, reading from `input` and consuming exactly the stream's bytes.
 pub fn decoder<'a>(
     compression: Compression,
@@ -91,13 +95,18 @@ pub fn decoder<'a>(
         Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(input)),
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(input)?.single_frame();
-            // The kernel accepts windows up to 2^27 (zstd -19 --long); match it.
-            d.window_log_max(31)?;
+            // The kernel's decoder takes windows up to 2^27 (`zstd --long=27`); a larger
+            // one is refused rather than allocated.
+            d.window_log_max(27)?;
             Box::new(d)
         }
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new(input)),
+        Compression::Xz => {
+            let stream = liblzma::stream::Stream::new_stream_decoder(LZMA_MEMLIMIT, 0)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            Box::new(liblzma::bufread::XzDecoder::new_stream(input, stream))
+        }
         Compression::Lzma => {
-            let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
+            let stream = liblzma::stream::Stream::new_lzma_decoder(LZMA_MEMLIMIT)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             Box::new(liblzma::bufread::XzDecoder::new_stream(input, stream))
         }

@@ -159,8 +159,11 @@ fn read_compressed(
     let (tx, rx) = mpsc::sync_channel(BLOCKS_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = mpsc::channel();
     std::thread::scope(|scope| {
-        let decoding =
-            scope.spawn(move || decode_blocks(input, segment.compression, tx, recycle_rx));
+        let decoding = std::thread::Builder::new()
+            .name("decode".into())
+            .spawn_scoped(scope, move || {
+                decode_blocks(input, segment.compression, tx, recycle_rx)
+            })?;
         let mut stream = ChannelReader {
             rx,
             recycle: recycle_tx,

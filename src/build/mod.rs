@@ -64,6 +64,8 @@ pub struct Built {
     /// Leftovers of killed builds removed before this one.
     pub cleaned: Vec<PathBuf>,
     pub ownership_dropped: u64,
+    /// Things the user should know that did not stop the build.
+    pub warnings: Vec<String>,
 }
 
 fn out_err(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
@@ -109,13 +111,12 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     } else {
         None
     };
+    let mut warnings = Vec::new();
 
     let (layers, report, usage, sha256) = if ext4 && method == Method::Mount {
         // The mounted image is the staging tree: the data is written once.
-        let usage = match recipe.output.size {
-            Size::Auto => stage::estimate(recipe)?,
-            Size::Bytes(_) => ext4::Usage::default(),
-        };
+        // Sized (or a fixed size checked) before anything is written.
+        let usage = stage::estimate(recipe)?;
         let file = AtomicFile::create(&image).map_err(out_err(&image))?;
         ext4::mkfs(
             file.temp_path(),
@@ -151,7 +152,13 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 if let (Some(t), Some(v)) = (sde, version)
                     && v < (1, 47, 1)
                 {
-                    ext4::fix_times(file.temp_path(), &staging, t)?;
+                    let skipped = ext4::fix_times(file.temp_path(), &staging, work.path(), t)?;
+                    if skipped > 0 {
+                        warnings.push(format!(
+                            "{skipped} name(s) with a newline keep their source atime/ctime: \
+                             the image is not byte-reproducible"
+                        ));
+                    }
                 }
                 check_interrupt()?;
                 commit_hashing(file, &image)?
@@ -173,10 +180,17 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 commit_hashing(file, &image)?
             }
             OutputFormat::Dir => {
-                if image.exists() {
-                    std::fs::remove_dir_all(&image).map_err(out_err(&image))?;
+                // Swap in one step, then drop the old tree: a failure keeps the old one.
+                if std::fs::symlink_metadata(&image).is_ok() {
+                    let old = work.path().join("previous");
+                    std::fs::rename(&image, &old).map_err(out_err(&image))?;
+                    if let Err(e) = std::fs::rename(&staging, &image) {
+                        let _ = std::fs::rename(&old, &image);
+                        return Err(out_err(&image)(e));
+                    }
+                } else {
+                    std::fs::rename(&staging, &image).map_err(out_err(&image))?;
                 }
-                std::fs::rename(&staging, &image).map_err(out_err(&image))?;
                 String::new()
             }
         };
@@ -221,6 +235,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         manifest,
         cleaned,
         ownership_dropped: report.ownership_dropped,
+        warnings,
     })
 }
 
@@ -240,10 +255,12 @@ fn mkfs_options(
     };
     Ok(MkfsOptions {
         size,
+        journal_mib: ext4::journal_mib(usage.blocks * 4096),
+        // A fixed size gets one inode per 16 KiB (mke2fs's default), or more if needed.
         inodes: if recipe.output.size == Size::Auto {
             inodes
         } else {
-            (size / 16384).max(256)
+            (size / 16384).max(inodes)
         },
         label: recipe
             .output
@@ -260,12 +277,17 @@ fn mkfs_options(
 /// meanwhile (the hash reads the page cache while the disk writes).
 fn commit_hashing(file: AtomicFile, image: &Path) -> Result<String, BuildError> {
     let reader = File::open(file.temp_path()).map_err(out_err(image))?;
-    let hashing = std::thread::spawn(move || digest_reader(reader));
+    let spare = reader.try_clone().map_err(out_err(image))?;
+    let hashing = std::thread::Builder::new().spawn(move || digest_reader(reader));
     let committed = file.commit().map_err(out_err(image));
-    let digest = hashing
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("hashing thread panicked")))
-        .map_err(out_err(image));
+    let digest = match hashing {
+        Ok(h) => h
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("hashing thread panicked"))),
+        // No second thread to be had: hash here.
+        Err(_) => digest_reader(spare),
+    }
+    .map_err(out_err(image));
     committed?;
     Ok(digest?.1)
 }

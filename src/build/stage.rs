@@ -124,6 +124,8 @@ fn apply_layers(
     let mut records = Vec::new();
     for layer in &recipe.layers {
         check_interrupt()?;
+        // Hard-link identities (cpio inodes, host inodes) mean nothing across layers.
+        x.archive_end();
         let path = layer.path();
         let sha256 = match layer {
             Layer::Dir(dir) => {

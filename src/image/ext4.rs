@@ -122,13 +122,16 @@ pub fn auto_size(u: &Usage) -> (u64, u64) {
     (bytes.div_ceil(MIB) * MIB, inodes)
 }
 
-fn journal_mib(content: u64) -> u64 {
+/// The journal for `content` bytes of data: 1/64 of it, 4 to 64 MiB.
+pub fn journal_mib(content: u64) -> u64 {
     (content / 64 / MIB).clamp(4, 64)
 }
 
 pub struct MkfsOptions {
     pub size: u64,
     pub inodes: u64,
+    /// See [`journal_mib`].
+    pub journal_mib: u64,
     pub label: String,
     pub uuid: String,
     pub hash_seed: String,
@@ -183,7 +186,7 @@ pub fn mkfs(image: &Path, opts: &MkfsOptions, tree: Option<&Path>) -> Result<(),
     file.set_len(opts.size)
         .map_err(io_err(format!("{}", image.display())))?;
     drop(file);
-    let journal = journal_mib(opts.size / 2);
+    let journal = opts.journal_mib;
     let mut cmd = Command::new("mke2fs");
     cmd.args([
         "-q", "-F", "-t", "ext4", "-T", "default", "-b", "4096", "-I", "256", "-m", "0",
@@ -217,7 +220,7 @@ pub fn mkfs(image: &Path, opts: &MkfsOptions, tree: Option<&Path>) -> Result<(),
 /// Sets atime, ctime and crtime of every inode of `tree` in `image` to `time`, for
 /// e2fsprogs that copy them from the source. Names with a newline cannot be addressed by
 /// debugfs and keep their times (returned count).
-pub fn fix_times(image: &Path, tree: &Path, time: i64) -> Result<u64, Ext4Error> {
+pub fn fix_times(image: &Path, tree: &Path, work: &Path, time: i64) -> Result<u64, Ext4Error> {
     let mut script = Vec::new();
     let mut skipped = 0;
     for entry in walkdir::WalkDir::new(tree).follow_links(false) {
@@ -245,7 +248,7 @@ pub fn fix_times(image: &Path, tree: &Path, time: i64) -> Result<u64, Ext4Error>
             writeln!(script, " {field}_extra 0").map_err(io_err("debugfs script"))?;
         }
     }
-    let path = image.with_extension("debugfs");
+    let path = work.join("times.debugfs");
     std::fs::write(&path, &script).map_err(io_err(format!("{}", path.display())))?;
     let result = run_tool(
         Command::new("debugfs")
@@ -284,18 +287,15 @@ pub fn populate_by_mount(
         "attaching {} to a loop device",
         image.display()
     )))?;
-    let mnt = Mount::new(lo.path(), mountpoint, "ext4", MountFlags::NOATIME, None)
+    // nosuid, nodev: the tree being built may hold untrusted setuid files and devices.
+    let flags = MountFlags::NOATIME | MountFlags::NOSUID | MountFlags::NODEV;
+    let mnt = Mount::new(lo.path(), mountpoint, "ext4", flags, None)
         .map_err(io_err(format!("mounting {}", lo.path().display())))?;
     copy(mountpoint).map_err(|source| Ext4Error::Copy { source })?;
     mnt.unmount()
         .map_err(io_err(format!("unmounting {}", mountpoint.display())))?;
     drop(lo);
     Ok(())
-}
-
-/// `e2fsck -fn`: true when the image is clean.
-pub fn check(image: &Path) -> Result<(), Ext4Error> {
-    run_tool(Command::new("e2fsck").arg("-fn").arg(image), "e2fsck").map(|_| ())
 }
 
 pub fn needed_size(image_size: u64, u: &Usage) -> Result<(), Ext4Error> {

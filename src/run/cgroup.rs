@@ -92,6 +92,11 @@ pub struct Limits {
 
 const CPU_PERIOD: u64 = 100_000;
 
+/// Microseconds of CPU per period; the kernel refuses quotas under 1 ms.
+fn cpu_quota(cpus: f64) -> u64 {
+    ((cpus * CPU_PERIOD as f64) as u64).max(1000)
+}
+
 /// One container's group(s). Dropping it removes them (they must be empty by then).
 #[derive(Debug)]
 pub struct Cgroup {
@@ -158,10 +163,7 @@ impl Cgroup {
                         "cpu" => {
                             if let Some(c) = limits.cpus {
                                 write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD.to_string())?;
-                                write(
-                                    &dir.join("cpu.cfs_quota_us"),
-                                    &((c * CPU_PERIOD as f64) as u64).to_string(),
-                                )?;
+                                write(&dir.join("cpu.cfs_quota_us"), &cpu_quota(c).to_string())?;
                             }
                         }
                         _ => {}
@@ -171,10 +173,12 @@ impl Cgroup {
             Layout::V2(mnt) => {
                 let parent = mnt.join("rootpack");
                 make_dir(&parent)?;
-                let enable = "+memory +pids +cpu";
                 for dir in [mnt.as_path(), parent.as_path()] {
-                    // Already enabled, or not available: the limit writes below say which.
-                    let _ = write(&dir.join("cgroup.subtree_control"), enable);
+                    // One at a time: one the host lacks must not block the others. Already
+                    // enabled, or not available: the limit writes below say which.
+                    for ctrl in ["+memory", "+pids", "+cpu"] {
+                        let _ = write(&dir.join("cgroup.subtree_control"), ctrl);
+                    }
                 }
                 let dir = parent.join(name);
                 make_dir(&dir)?;
@@ -190,7 +194,7 @@ impl Cgroup {
                 if let Some(c) = limits.cpus {
                     write(
                         &dir.join("cpu.max"),
-                        &format!("{} {CPU_PERIOD}", (c * CPU_PERIOD as f64) as u64),
+                        &format!("{} {CPU_PERIOD}", cpu_quota(c)),
                     )?;
                 }
                 cg.memory = Some((dir.join("memory.events"), true));
@@ -317,7 +321,8 @@ mod tests {
         assert_eq!(read("cpu.max"), "50000 100000");
         let sub =
             std::fs::read_to_string(root.path().join("rootpack/cgroup.subtree_control")).unwrap();
-        assert_eq!(sub, "+memory +pids +cpu");
+        // Written one controller at a time (cgroupfs accumulates; a plain file keeps the last).
+        assert_eq!(sub, "+cpu");
         cg.add(1234).unwrap();
         assert_eq!(read("cgroup.procs"), "1234");
         std::fs::write(

@@ -27,7 +27,7 @@ use rootfs::{RootfsSpec, Volume};
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub image: PathBuf,
-    /// Replaces the image's cmd (and entrypoint, unless `keep_entrypoint`).
+    /// Replaces the image's entrypoint and cmd.
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
@@ -120,9 +120,15 @@ fn process_spec(
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         ));
     }
-    let user = opts
-        .user
-        .or_else(|| config.user.as_deref().and_then(parse_user));
+    let user = match (opts.user, config.user.as_deref()) {
+        (Some(u), _) => Some(u),
+        (None, Some(u)) => Some(parse_user(u).ok_or_else(|| {
+            RunError::Invalid(format!(
+                "config.user {u:?} in the manifest: expected UID[:GID]"
+            ))
+        })?),
+        (None, None) => None,
+    };
     if !env.iter().any(|(k, _)| k == "HOME") {
         let home = if user.is_none_or(|(u, _)| u == 0) {
             "/root"
@@ -167,11 +173,7 @@ fn process_spec(
     })
 }
 
-/// `UID[:GID]`, numeric.
-pub fn parse_user(s: &str) -> Option<(u32, u32)> {
-    let (u, g) = s.split_once(':').unwrap_or((s, s));
-    Some((u.parse().ok()?, g.parse().ok()?))
-}
+pub use crate::recipe::parse_uid_gid as parse_user;
 
 fn image_path(s: &str, what: &str) -> Result<RelPath, RunError> {
     match RelPath::parse(s.as_bytes()) {
@@ -301,11 +303,12 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     // for it); if that already failed, the write below meets a closed pipe and the child's
     // own message says why.
     let prepared = if opts.userns {
-        prepare_userns(pid, &rootfs)
+        prepare_userns(pid, &rootfs).map_err(|e| RunError::Setup(e.to_string()))
     } else {
         Ok(())
     };
-    if let Err(e) = prepared.and_then(|()| cg.add(pid as u32)) {
+    let started = prepared.and_then(|()| cg.add(pid as u32).map_err(RunError::Cgroup));
+    if let Err(e) = started {
         // SAFETY: killing and reaping our own child.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
@@ -315,7 +318,7 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         let mut message = String::new();
         let _ = std::fs::File::from(err_r).read_to_string(&mut message);
         return Err(if message.is_empty() {
-            RunError::Cgroup(e)
+            e
         } else {
             RunError::Setup(message)
         });
@@ -335,7 +338,9 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     }
     let mut message = String::new();
     let _ = std::fs::File::from(err_r).read_to_string(&mut message);
-    let oom = cg.oom_kills() > 0;
+    // Only when the command itself died of SIGKILL under a memory limit: a helper process
+    // killed by the OOM killer while the command went on is not the container's end.
+    let oom = limits.memory.is_some() && init::exit_code(status) == 137 && cg.oom_kills() > 0;
     let _ = cg.remove();
     drop(watcher);
     if !message.is_empty() && status != 0 && !oom {
@@ -460,7 +465,7 @@ fn child_main(
             if !ok {
                 return Err(io::Error::last_os_error());
             }
-            rootfs::finish(rootfs, true)?;
+            rootfs::finish(rootfs)?;
         }
         // SAFETY: a new cgroup namespace changes no memory this process shares.
         unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }
@@ -497,15 +502,21 @@ fn spawn_cgroup_watcher(dirs: &[PathBuf]) -> io::Result<Option<OwnedFd>> {
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        // SAFETY: detaching from our parent's stdio so nobody waits on us for EOF.
+        // SAFETY: detaching from our parent's stdio and every other fd (a console socket,
+        // a pipe someone waits on for EOF), keeping only our pipe's end, as fd 3.
         unsafe {
             libc::setsid();
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
             for fd in 0..3 {
                 libc::dup2(null, fd);
             }
+            libc::dup2(r.as_raw_fd(), 3);
+            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
         }
-        drop(w);
+        std::mem::forget(w);
+        std::mem::forget(r);
+        // SAFETY: fd 3 is the pipe's read end, dup'ed above.
+        let r = unsafe { <OwnedFd as std::os::unix::io::FromRawFd>::from_raw_fd(3) };
         let mut byte = [0u8; 1];
         let _ = rustix::io::read(&r, &mut byte);
         // Patient: a container killed with rootpack may take a while to be reaped.

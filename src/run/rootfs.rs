@@ -95,7 +95,7 @@ pub struct IdMap<'a> {
 /// Builds the root filesystem and pivots into it. On return, `/` is the container's.
 pub fn setup(spec: &RootfsSpec) -> io::Result<()> {
     mount_image(spec, None)?;
-    finish(spec, false)
+    finish(spec)
 }
 
 /// The part that needs the host's privileges: the image on a loop device, mounted, and the
@@ -142,7 +142,8 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
         Some(m) => {
             let mapped = stage.join("mapped");
             std::fs::create_dir(&mapped)?;
-            idmapped_clone(&image, &mapped, m.userns).map_err(err("id-mapping the image"))?;
+            attach_copy(&image, &open_path(&mapped)?, 0, Some(m.userns))
+                .map_err(err("id-mapping the image"))?;
             mapped
         }
         None => image,
@@ -179,9 +180,8 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
 }
 
 /// The rest, inside the container's namespaces: volumes, tmpfs, /proc, /sys, /dev,
-/// `pivot_root` and the masks. In a user namespace device nodes cannot be made, so the
-/// host's are bound instead.
-pub fn finish(spec: &RootfsSpec, in_userns: bool) -> io::Result<()> {
+/// `pivot_root` and the masks.
+pub fn finish(spec: &RootfsSpec) -> io::Result<()> {
     let merged = Path::new(STAGE).join("root");
     let root = Root::open(&merged)?;
     for v in &spec.volumes {
@@ -189,16 +189,11 @@ pub fn finish(spec: &RootfsSpec, in_userns: bool) -> io::Result<()> {
         let fd = root
             .open_mount_target(&v.target, is_file)
             .map_err(err(format!("volume target /{}", v.target)))?;
-        rustix::mount::mount_bind_recursive(&v.host, fd_path(&fd))
-            .map_err(io::Error::from)
+        // nodev everywhere the container can write: with MKNOD in its capabilities, a
+        // device node it makes must not open (Docker relies on a device cgroup instead).
+        let attrs = ATTR_NODEV | if v.read_only { ATTR_RDONLY } else { 0 };
+        attach_copy(&v.host, &fd, attrs, None)
             .map_err(err(format!("binding {}", v.host.display())))?;
-        if v.read_only {
-            // The remount must name the new mount: open the target again.
-            let fd = root.open_mount_target(&v.target, is_file)?;
-            rustix::mount::mount_remount(fd_path(&fd), MountFlags::BIND | MountFlags::RDONLY, c"")
-                .map_err(io::Error::from)
-                .map_err(err(format!("making /{} read-only", v.target)))?;
-        }
     }
     for t in &spec.tmpfs {
         let name = t.to_string();
@@ -213,14 +208,11 @@ pub fn finish(spec: &RootfsSpec, in_userns: bool) -> io::Result<()> {
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     mount_in(&root, "proc", "proc", nosuid_nodev_noexec, None)?;
     if spec.net_host {
-        // A sysfs for the host's network namespace: bind the host's, read-only.
+        // A sysfs for the host's network namespace: the host's, read-only all the way down.
         let fd =
             root.open_mount_target(&RelPath::parse(b"sys").map_err(io::Error::other)?, false)?;
-        rustix::mount::mount_bind_recursive("/sys", fd_path(&fd)).map_err(io::Error::from)?;
-        let fd =
-            root.open_mount_target(&RelPath::parse(b"sys").map_err(io::Error::other)?, false)?;
-        rustix::mount::mount_remount(fd_path(&fd), MountFlags::BIND | MountFlags::RDONLY, c"")
-            .map_err(io::Error::from)?;
+        let attrs = ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC;
+        attach_copy(Path::new("/sys"), &fd, attrs, None).map_err(err("binding /sys"))?;
     } else {
         mount_in(
             &root,
@@ -234,47 +226,26 @@ pub fn finish(spec: &RootfsSpec, in_userns: bool) -> io::Result<()> {
         &root,
         "dev",
         "tmpfs",
-        MountFlags::NOSUID | MountFlags::NOEXEC,
+        MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::NODEV,
         Some("mode=755,size=65536k"),
     )?;
-    populate_dev(&merged.join("dev"), in_userns)?;
+    populate_dev(&merged.join("dev"))?;
 
     pivot(&merged)?;
-    mask_proc();
-    Ok(())
+    mask_proc()
 }
 
 /// The device nodes, ptys and links every program expects. The folder is our fresh tmpfs,
 /// so plain paths are safe here.
-fn populate_dev(dev: &Path, bind_host_nodes: bool) -> io::Result<()> {
-    use rustix::fs::{CWD, FileType, Mode, makedev, mknodat};
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+fn populate_dev(dev: &Path) -> io::Result<()> {
+    // Bound from the host rather than made: /dev is nodev (see the volumes), and a user
+    // namespace cannot mknod anyway.
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let path = dev.join(name);
-        if bind_host_nodes {
-            std::fs::File::create(&path)?;
-            rustix::mount::mount_bind(Path::new("/dev").join(name).as_path(), &path)
-                .map_err(io::Error::from)
-                .map_err(err(format!("binding /dev/{name}")))?;
-            continue;
-        }
-        mknodat(
-            CWD,
-            &path,
-            FileType::CharacterDevice,
-            Mode::from_raw_mode(0o666),
-            makedev(major, minor),
-        )
-        .map_err(io::Error::from)
-        .map_err(err(format!("creating /dev/{name}")))?;
-        // The umask applied to mknod.
-        rustix::fs::chmod(&path, Mode::from_raw_mode(0o666)).map_err(io::Error::from)?;
+        std::fs::File::create(&path)?;
+        rustix::mount::mount_bind(Path::new("/dev").join(name).as_path(), &path)
+            .map_err(io::Error::from)
+            .map_err(err(format!("binding /dev/{name}")))?;
     }
     std::fs::create_dir(dev.join("pts"))?;
     mount(
@@ -304,14 +275,23 @@ fn populate_dev(dev: &Path, bind_host_nodes: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Mounts a copy of the mount at `src` on `dst`, seen through `userns`'s id mapping
-/// (open_tree + mount_setattr(MOUNT_ATTR_IDMAP) + move_mount; Linux 5.12, ext4 and tmpfs).
-fn idmapped_clone(src: &Path, dst: &Path, userns: &OwnedFd) -> io::Result<()> {
+const ATTR_RDONLY: u64 = 0x1;
+const ATTR_NOSUID: u64 = 0x2;
+const ATTR_NODEV: u64 = 0x4;
+const ATTR_NOEXEC: u64 = 0x8;
+const ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// Mounts a recursive copy of the mounts at `src` on `dst` with `attrs` set on every one
+/// of them (a plain remount would change only the top one), seen through `userns`'s id
+/// mapping if given: open_tree + mount_setattr(AT_RECURSIVE) + move_mount (Linux 5.12).
+fn attach_copy(src: &Path, dst: &OwnedFd, attrs: u64, userns: Option<&OwnedFd>) -> io::Result<()> {
     use rustix::mount::{MoveMountFlags, OpenTreeFlags};
     let tree = rustix::mount::open_tree(
         rustix::fs::CWD,
         src,
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE,
     )?;
     #[repr(C)]
     struct MountAttr {
@@ -320,12 +300,11 @@ fn idmapped_clone(src: &Path, dst: &Path, userns: &OwnedFd) -> io::Result<()> {
         propagation: u64,
         userns_fd: u64,
     }
-    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        attr_set: attrs | if userns.is_some() { ATTR_IDMAP } else { 0 },
         attr_clr: 0,
         propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
     };
     // SAFETY: mount_setattr on a detached tree fd with a valid mount_attr of its size.
     let r = unsafe {
@@ -333,7 +312,7 @@ fn idmapped_clone(src: &Path, dst: &Path, userns: &OwnedFd) -> io::Result<()> {
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -341,14 +320,20 @@ fn idmapped_clone(src: &Path, dst: &Path, userns: &OwnedFd) -> io::Result<()> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    rustix::mount::move_mount(
-        tree,
-        c"",
-        rustix::fs::CWD,
-        dst,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )?;
+    let both_fds =
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
+    rustix::mount::move_mount(tree, c"", dst, c"", both_fds)?;
     Ok(())
+}
+
+/// An `O_PATH` handle on a place we trust (our staging tmpfs, the kernel's /proc).
+fn open_path(path: &Path) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 fn pivot(new_root: &Path) -> io::Result<()> {
@@ -386,31 +371,30 @@ const READ_ONLY: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-fn mask_proc() {
-    // Paths a kernel does not have are skipped; failures leave the path visible, which the
-    // tests catch for the ones that matter.
+/// Masks and read-only paths; a path the kernel has but we fail to cover is an error.
+fn mask_proc() -> io::Result<()> {
     for path in MASKED {
         let p = Path::new(path);
         let Ok(meta) = std::fs::symlink_metadata(p) else {
             continue;
         };
-        let _ = if meta.is_dir() {
-            mount("tmpfs", p, "tmpfs", MountFlags::RDONLY, Some("size=0"))
+        if meta.is_dir() {
+            mount("tmpfs", p, "tmpfs", MountFlags::RDONLY, Some("size=0"))?;
         } else {
-            rustix::mount::mount_bind("/dev/null", p).map_err(io::Error::from)
-        };
+            rustix::mount::mount_bind("/dev/null", p)
+                .map_err(io::Error::from)
+                .map_err(err(format!("masking {path}")))?;
+        }
     }
     for path in READ_ONLY {
         let p = Path::new(path);
-        if p.exists() && rustix::mount::mount_bind_recursive(p, p).is_ok() {
-            let flags = MountFlags::BIND
-                | MountFlags::RDONLY
-                | MountFlags::NOSUID
-                | MountFlags::NODEV
-                | MountFlags::NOEXEC;
-            let _ = rustix::mount::mount_remount(p, flags, c"");
+        if p.exists() {
+            let attrs = ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC;
+            attach_copy(p, &open_path(p)?, attrs, None)
+                .map_err(err(format!("making {path} read-only")))?;
         }
     }
+    Ok(())
 }
 
 /// Brings the loopback interface up in a new network namespace.

@@ -152,19 +152,19 @@ impl Pty {
         // SAFETY: duplicating fds the threads will own.
         let (to_pty, from_pty) = unsafe { (libc::dup(master), libc::dup(master)) };
         // Input may block forever on our stdin: that thread is left to die with us.
+        // Without threads (the system refuses one) the command runs unrelayed.
         // SAFETY (both threads): closing the duplicate each thread owns.
-        std::thread::spawn(move || {
+        let _ = std::thread::Builder::new().spawn(move || {
             copy(0, to_pty);
             unsafe { libc::close(to_pty) };
         });
-        let output = std::thread::spawn(move || {
-            copy(from_pty, 1);
-            unsafe { libc::close(from_pty) };
-        });
-        Relay {
-            _raw: raw,
-            output: Some(output),
-        }
+        let output = std::thread::Builder::new()
+            .spawn(move || {
+                copy(from_pty, 1);
+                unsafe { libc::close(from_pty) };
+            })
+            .ok();
+        Relay { _raw: raw, output }
     }
 }
 

@@ -31,16 +31,18 @@ pub struct Copier {
 }
 
 impl Copier {
-    pub fn start() -> Copier {
+    pub fn start() -> io::Result<Copier> {
         let (tx, rx) = sync_channel(64);
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = cancel.clone();
-        let worker = std::thread::spawn(move || work(rx, &flag));
-        Copier {
+        let worker = std::thread::Builder::new()
+            .name("copy".into())
+            .spawn(move || work(rx, &flag))?;
+        Ok(Copier {
             tx: Some(tx),
             worker: Some(worker),
             cancel,
-        }
+        })
     }
 
     /// Queues a job; fails if the worker already stopped on an error (`finish` says which).

@@ -132,10 +132,15 @@ impl Extractor {
     fn apply_dir_metadata(&mut self) -> Result<(), ExtractError> {
         let dirs = std::mem::take(&mut self.dirs);
         // Children first, so a parent's mtime is set after its last change.
+        let mut done = std::collections::HashSet::new();
         for d in dirs.iter().rev() {
-            let fd = match self.root().open_dir(d.path.as_bytes(), false) {
+            // The last entry for a folder wins, as in the kernel.
+            if !done.insert(&d.path) {
+                continue;
+            }
+            let fd = match self.open_dir_leaf(&d.path) {
                 Ok(fd) => fd,
-                // Replaced by a later entry: nothing to apply.
+                // Replaced by a later entry (a file, a symlink): nothing to apply.
                 Err(_) => continue,
             };
             self.set_owner_fd(&fd, d.uid, d.gid)?;
@@ -145,6 +150,16 @@ impl Extractor {
                 .map_err(io_err(ExtractError::Create))?;
         }
         Ok(())
+    }
+
+    /// The folder at `path`, its parents resolved in the root, itself never followed.
+    fn open_dir_leaf(&self, path: &RelPath) -> io::Result<OwnedFd> {
+        let Some((parent, leaf)) = path.split_leaf() else {
+            return self.root().open_dir(b"", false);
+        };
+        let dir = self.root().open_dir(parent, false)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(rustix::fs::openat(&dir, leaf, flags, Mode::empty())?)
     }
 
     fn set_owner_fd(&mut self, fd: &OwnedFd, uid: u32, gid: u32) -> Result<(), ExtractError> {
@@ -381,7 +396,10 @@ impl Extractor {
                 name: crate::archive::display_name(&entry.name),
             };
             self.report.bytes += len;
-            if !self.copier.get_or_insert_with(Copier::start).send(job) {
+            if self.copier.is_none() {
+                self.copier = Some(Copier::start().map_err(ExtractError::Write)?);
+            }
+            if !self.copier.as_ref().is_some_and(|c| c.send(job)) {
                 let err = self.copier.take().map(Copier::finish);
                 return Err(ExtractError::Write(match err {
                     Some(Err(e)) => e,
@@ -399,6 +417,12 @@ impl Extractor {
             let n = buf.len();
             self.report.bytes += n as u64;
             data.consume(n);
+        }
+        if data.remaining() > 0 {
+            return Err(ExtractError::Write(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("truncated data ({} bytes missing)", data.remaining()),
+            )));
         }
         let fd = OwnedFd::from(file);
         self.set_owner_fd(&fd, entry.uid, entry.gid)?;

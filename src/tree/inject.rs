@@ -197,7 +197,10 @@ pub fn inject_host_path(
     }
     write_host(x, &host, host.as_os_str().as_bytes().to_vec(), true)?;
     if let Ok(target) = std::fs::read_link(&host) {
+        // Relative targets count from the link's real folder (`..` after a symlinked
+        // folder is not textual).
         let parent = host.parent().unwrap_or(Path::new("/"));
+        let parent = std::fs::canonicalize(parent).map_err(host_err(parent))?;
         inject_host_path(x, &parent.join(target), seen)?;
     }
     Ok(())
