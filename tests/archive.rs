@@ -9,7 +9,9 @@ use std::process::Command;
 
 use common::*;
 
-const PEER_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/peer-fixtures/3cpio");
+/// 3cpio's own test archives (ISC licence, see the folder's LICENSE and README), made by
+/// GNU cpio and the real compressors: an outside reference for our reader.
+const PEER_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/3cpio");
 
 fn peer_fixture(name: &str) -> PathBuf {
     let path = Path::new(PEER_FIXTURES).join(name);
