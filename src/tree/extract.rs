@@ -75,6 +75,12 @@ pub struct Extractor {
     dirs: Vec<DirMeta>,
     /// The last parent directory resolved, reused while entries stay in one folder.
     parent_cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    /// Who creates files here (their owner when nobody changes it) and the umask, so a
+    /// chown or chmod that would change nothing is skipped.
+    creator: (u32, u32),
+    umask: u32,
+    /// Whether the cached parent folder is setgid.
+    parent_setgid: bool,
     report: ExtractReport,
     /// Started at the first file with a host source.
     copier: Option<Copier>,
@@ -98,6 +104,16 @@ impl Extractor {
             base: root,
             split,
             privileged: rustix::process::geteuid().is_root(),
+            creator: (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ),
+            umask: {
+                let old = rustix::process::umask(Mode::empty());
+                rustix::process::umask(old);
+                old.bits()
+            },
+            parent_setgid: false,
             links: HashMap::new(),
             dirs: Vec::new(),
             parent_cache: None,
@@ -190,6 +206,7 @@ impl Extractor {
                 path: parent.escape_ascii().to_string(),
                 source,
             })?;
+        self.parent_setgid = rustix::fs::fstat(&fd).is_ok_and(|st| st.st_mode & 0o2000 != 0);
         let fd = Rc::new(fd);
         self.parent_cache = Some((parent.to_vec(), fd.clone()));
         Ok(fd)
@@ -229,18 +246,20 @@ impl Extractor {
         let parent = parent.to_vec();
         let leaf = leaf.to_os_string();
         let dir = self.parent(&parent)?;
-        let dir_kept = Self::clear_leaf(&dir, &leaf, entry.kind == Kind::Dir)?;
-        if matches!(entry.kind, Kind::Dir | Kind::Symlink(_)) || dir_kept {
-            // The tree's shape changes: a cached parent below this path may now be stale.
-            self.parent_cache = None;
-        }
-        let dir = self.parent(&parent)?;
         let mode = Mode::from_raw_mode(entry.mode);
         match &entry.kind {
             Kind::Dir => {
-                if !dir_kept {
-                    rustix::fs::mkdirat(&dir, &leaf, Mode::from_raw_mode(0o700))
-                        .map_err(io_err(ExtractError::Create))?;
+                match rustix::fs::mkdirat(&dir, &leaf, Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        if !Self::clear_leaf(&dir, &leaf, true)? {
+                            // Not a folder: it was removed, and the tree's shape changed.
+                            self.parent_cache = None;
+                            rustix::fs::mkdirat(&dir, &leaf, Mode::from_raw_mode(0o700))
+                                .map_err(io_err(ExtractError::Create))?;
+                        }
+                    }
+                    Err(e) => return Err(ExtractError::Create(e.into())),
                 }
                 self.dirs.push(self.dir_meta(path, entry));
                 return Ok(());
@@ -254,7 +273,7 @@ impl Extractor {
                             OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                         let fd = rustix::fs::openat(&dir, &leaf, flags, Mode::empty())
                             .map_err(io_err(ExtractError::Create))?;
-                        self.finish_file(fd, entry, data)?;
+                        self.finish_file(fd, entry, data, false)?;
                     }
                     return Ok(());
                 }
@@ -263,20 +282,24 @@ impl Extractor {
                     | OFlags::EXCL
                     | OFlags::NOFOLLOW
                     | OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(&dir, &leaf, flags, Mode::from_raw_mode(0o600))
-                    .map_err(io_err(ExtractError::Create))?;
+                // Created with its final permissions where the umask allows (no chmod
+                // later); the fd we write through is open whatever they are.
+                let initial = Mode::from_raw_mode(entry.mode & 0o777);
+                let fd =
+                    self.create_leaf(&dir, &leaf, |d, l| rustix::fs::openat(d, l, flags, initial))?;
                 if let Some(key) = entry.link_key {
                     self.links.insert(key, path.clone());
                 }
-                return self.finish_file(fd, entry, data);
+                return self.finish_file(fd, entry, data, true);
             }
             Kind::HardLink(target) => {
                 let target = RelPath::parse(target)?;
                 return self.link_to(&target, &parent, &leaf);
             }
             Kind::Symlink(target) => {
-                rustix::fs::symlinkat(target.as_slice(), &dir, &leaf)
-                    .map_err(io_err(ExtractError::Create))?;
+                self.create_leaf(&dir, &leaf, |d, l| {
+                    rustix::fs::symlinkat(target.as_slice(), d, l)
+                })?;
             }
             Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } => {
                 if !self.privileged {
@@ -289,16 +312,17 @@ impl Extractor {
                     FileType::BlockDevice
                 };
                 let dev = rustix::fs::makedev(*major, *minor);
-                rustix::fs::mknodat(&dir, &leaf, ft, mode, dev)
-                    .map_err(io_err(ExtractError::Create))?;
+                self.create_leaf(&dir, &leaf, |d, l| rustix::fs::mknodat(d, l, ft, mode, dev))?;
             }
             Kind::Fifo => {
-                rustix::fs::mknodat(&dir, &leaf, FileType::Fifo, mode, 0)
-                    .map_err(io_err(ExtractError::Create))?;
+                self.create_leaf(&dir, &leaf, |d, l| {
+                    rustix::fs::mknodat(d, l, FileType::Fifo, mode, 0)
+                })?;
             }
             Kind::Socket => {
-                rustix::fs::mknodat(&dir, &leaf, FileType::Socket, mode, 0)
-                    .map_err(io_err(ExtractError::Create))?;
+                self.create_leaf(&dir, &leaf, |d, l| {
+                    rustix::fs::mknodat(d, l, FileType::Socket, mode, 0)
+                })?;
             }
         }
         if let Some(key) = entry.link_key {
@@ -317,7 +341,8 @@ impl Extractor {
         let is_symlink = matches!(entry.kind, Kind::Symlink(_));
         let privileged = self.privileged;
         let dir = self.parent(parent)?;
-        if privileged {
+        let skip_owner = privileged && self.owner_is_default(entry.uid, entry.gid);
+        if privileged && !skip_owner {
             rustix::fs::chownat(
                 &dir,
                 leaf,
@@ -327,7 +352,7 @@ impl Extractor {
             )
             .map_err(io_err(ExtractError::Create))?;
         }
-        if !is_symlink {
+        if !(is_symlink || skip_owner && self.mode_is_exact(entry.mode)) {
             // mknod applied the umask, and chown may have cleared set-id bits. The leaf was
             // just created by us as a non-symlink, so following it is safe.
             rustix::fs::chmodat(
@@ -369,15 +394,57 @@ impl Extractor {
             .open_dir(target_parent, false)
             .map_err(link_err)?;
         let dir = self.parent(parent)?;
-        rustix::fs::linkat(&target_dir, target_leaf, &dir, leaf, AtFlags::empty())
-            .map_err(|e| link_err(e.into()))
+        let link = |d: &OwnedFd, l: &OsStr| {
+            rustix::fs::linkat(&target_dir, target_leaf, d, l, AtFlags::empty())
+        };
+        match link(&dir, leaf) {
+            Err(Errno::EXIST) => {
+                Self::clear_leaf(&dir, leaf, false)?;
+                self.parent_cache = None;
+                link(&dir, leaf).map_err(|e| link_err(e.into()))
+            }
+            other => other.map_err(|e| link_err(e.into())),
+        }
     }
 
+    /// Creates a leaf with `create`; if something is in the way, removes it (a non-empty
+    /// folder is an error) and tries once more. Trying first saves a stat per entry.
+    fn create_leaf<T>(
+        &mut self,
+        dir: &OwnedFd,
+        leaf: &OsStr,
+        create: impl Fn(&OwnedFd, &OsStr) -> Result<T, Errno>,
+    ) -> Result<T, ExtractError> {
+        match create(dir, leaf) {
+            Err(Errno::EXIST) => {
+                Self::clear_leaf(dir, leaf, false)?;
+                // The tree's shape changed: a cached parent below this path may be stale.
+                self.parent_cache = None;
+                create(dir, leaf).map_err(io_err(ExtractError::Create))
+            }
+            other => other.map_err(io_err(ExtractError::Create)),
+        }
+    }
+
+    /// Whether chown would change nothing: we are root, the entry's owner is who creates
+    /// files here, and the parent is not setgid (which would hand its group down).
+    fn owner_is_default(&self, uid: u32, gid: u32) -> bool {
+        !self.parent_setgid && (uid, gid) == self.creator
+    }
+
+    /// Whether creating with `mode & 0o777` already gave the entry's mode.
+    fn mode_is_exact(&self, mode: u32) -> bool {
+        mode & 0o7000 == 0 && mode & self.umask == 0
+    }
+
+    /// Writes the data, then owner, mode and times. `fresh`: we just created the file with
+    /// the entry's permission bits.
     fn finish_file(
         &mut self,
         fd: OwnedFd,
         entry: &Entry,
         data: &mut EntryData<'_>,
+        fresh: bool,
     ) -> Result<(), ExtractError> {
         let mut file = File::from(fd);
         if let Some((src, len)) = data.take_source() {
@@ -425,10 +492,15 @@ impl Extractor {
             )));
         }
         let fd = OwnedFd::from(file);
-        self.set_owner_fd(&fd, entry.uid, entry.gid)?;
+        let skip_owner = self.privileged && self.owner_is_default(entry.uid, entry.gid);
+        if !skip_owner {
+            self.set_owner_fd(&fd, entry.uid, entry.gid)?;
+        }
         // After chown, which clears set-id bits.
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode))
-            .map_err(io_err(ExtractError::Create))?;
+        if !(fresh && skip_owner && self.mode_is_exact(entry.mode)) {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode))
+                .map_err(io_err(ExtractError::Create))?;
+        }
         rustix::fs::futimens(&fd, &timestamps(entry.mtime))
             .map_err(io_err(ExtractError::Create))?;
         Ok(())
