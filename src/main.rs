@@ -329,34 +329,16 @@ fn cmd_inspect(image: &Path, json: bool) -> Result<()> {
 }
 
 fn cmd_run(args: RunArgs) -> Result<u8> {
-    let RunArgs {
-        image,
-        command,
-        env,
-        workdir,
-        user,
-        hostname,
-        writable,
-        net,
-        volume,
-        tmpfs,
-        memory,
-        cpus,
-        pids,
-        cap_add,
-        cap_drop,
-        no_init,
-        tty,
-        userns,
-    } = args;
-    let env = env
+    let env = args
+        .env
         .iter()
         .map(|e| match e.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
             _ => bail!("-e {e:?}: expected KEY=VALUE"),
         })
         .collect::<Result<_>>()?;
-    let volumes = volume
+    let volumes = args
+        .volume
         .iter()
         .map(|v| {
             let parts: Vec<&str> = v.split(':').collect();
@@ -368,36 +350,39 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
             }
         })
         .collect::<Result<_>>()?;
-    let memory = memory
-        .map(|m| {
-            recipe::parse_size(&m).with_context(|| format!("--memory {m:?}: a size like 256M"))
-        })
+    let memory = args
+        .memory
+        .as_deref()
+        .map(|m| recipe::parse_size(m).with_context(|| format!("--memory {m:?}: a size like 256M")))
         .transpose()?;
-    let user = user
+    let user = args
+        .user
+        .as_deref()
         .map(|u| {
-            rootpack::run::parse_user(&u)
+            rootpack::run::parse_user(u)
                 .with_context(|| format!("--user {u:?}: expected UID[:GID]"))
         })
         .transpose()?;
+    let image = args.image;
     let opts = rootpack::run::RunOptions {
         image: image.clone(),
-        command,
+        command: args.command,
         env,
-        workdir,
+        workdir: args.workdir,
         user,
-        hostname,
-        writable,
-        net_host: net == "host",
+        hostname: args.hostname,
+        writable: args.writable,
+        net_host: args.net == "host",
         volumes,
-        tmpfs,
+        tmpfs: args.tmpfs,
         memory,
-        cpus,
-        pids,
-        cap_add,
-        cap_drop,
-        no_init,
-        tty,
-        userns,
+        cpus: args.cpus,
+        pids: args.pids,
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
+        no_init: args.no_init,
+        tty: args.tty,
+        userns: args.userns,
     };
     // Like docker: 125 when the container could not be run at all.
     let outcome = match rootpack::run::run(&opts) {
