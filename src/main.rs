@@ -36,9 +36,6 @@ fn main() -> ExitCode {
 /// Runs the command; `Some(code)` is an exit status to pass on (from `run`).
 fn run(cli: Cli) -> Result<Option<u8>> {
     let quiet = cli.quiet;
-    if let Command::Run(args) = cli.command {
-        return cmd_run(*args).map(Some);
-    }
     match cli.command {
         Command::Ls {
             archive,
@@ -97,7 +94,7 @@ fn run(cli: Cli) -> Result<Option<u8>> {
             clap_complete::generate(shell, &mut Cli::command(), "rootpack", &mut io::stdout());
             Ok(None)
         }
-        Command::Run(_) => unreachable!("handled above"),
+        Command::Run(args) => cmd_run(*args).map(Some),
     }
 }
 

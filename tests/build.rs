@@ -488,6 +488,7 @@ fn interrupts_and_kill_9_leave_nothing_behind() {
     fs::write(out.join("big.ext4"), b"previous").unwrap();
     for method in ["mount", "populate"] {
         let r = big_recipe(w, method);
+        let mut interrupted = 0;
         for delay_ms in [5, 40, 120, 250] {
             for signal in ["INT", "TERM"] {
                 let child = rootpack()
@@ -506,6 +507,7 @@ fn interrupts_and_kill_9_leave_nothing_behind() {
                     // The build won the race; put the previous image back.
                     fs::write(out.join("big.ext4"), b"previous").unwrap();
                 } else {
+                    interrupted += 1;
                     let want = if signal == "INT" { 130 } else { 143 };
                     assert_eq!(
                         status.code(),
@@ -521,6 +523,10 @@ fn interrupts_and_kill_9_leave_nothing_behind() {
                 );
             }
         }
+        assert!(
+            interrupted >= 4,
+            "{method}: only {interrupted} of 8 builds were interrupted"
+        );
     }
     // kill -9 in the middle of the mount method's copy leaves a mount, a loop device and
     // temporaries; the next build removes them.

@@ -16,9 +16,9 @@ use super::read_buffered;
 const CAPACITY: usize = 1 << 20;
 /// Mapped pages are released in steps of this much consumed input.
 const RELEASE_STEP: usize = 8 << 20;
-/// The most a mapped `fill_buf` hands out at once, so no consumer touches (and keeps
+/// The most `fill_buf` hands out at once from memory, so no consumer touches (and keeps
 /// resident) more than this between two releases.
-const MAPPED_CHUNK: usize = 2 << 20;
+const MEMORY_CHUNK: usize = 2 << 20;
 
 /// A read-only private mapping of a whole file.
 pub struct Mapping {
@@ -89,11 +89,12 @@ impl Drop for Mapping {
 }
 
 enum Source<'a> {
-    Mapped {
-        map: &'a Mapping,
+    /// Bytes in memory: a mapping (whose pages are released behind us) or a slice.
+    Memory {
+        data: &'a [u8],
+        map: Option<&'a Mapping>,
         released: usize,
     },
-    Slice(&'a [u8]),
     Buffered {
         inner: Box<dyn Read + Send + 'a>,
         buf: Box<[u8]>,
@@ -112,7 +113,11 @@ pub struct Input<'a> {
 impl<'a> Input<'a> {
     pub fn mapped(map: &'a Mapping, progress: Option<ProgressBar>) -> Self {
         Input {
-            source: Source::Mapped { map, released: 0 },
+            source: Source::Memory {
+                data: map.bytes(),
+                map: Some(map),
+                released: 0,
+            },
             pos: 0,
             progress,
         }
@@ -120,7 +125,11 @@ impl<'a> Input<'a> {
 
     pub fn slice(data: &'a [u8]) -> Self {
         Input {
-            source: Source::Slice(data),
+            source: Source::Memory {
+                data,
+                map: None,
+                released: 0,
+            },
             pos: 0,
             progress: None,
         }
@@ -147,11 +156,7 @@ impl<'a> Input<'a> {
     pub fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
         let pos = self.pos as usize;
         match &mut self.source {
-            Source::Mapped { map, .. } => {
-                let rest = &map.bytes()[pos.min(map.len)..];
-                Ok(&rest[..n.min(rest.len())])
-            }
-            Source::Slice(data) => {
+            Source::Memory { data, .. } => {
                 let rest = &data[pos.min(data.len())..];
                 Ok(&rest[..n.min(rest.len())])
             }
@@ -191,11 +196,10 @@ impl BufRead for Input<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         let pos = self.pos as usize;
         match &mut self.source {
-            Source::Mapped { map, .. } => {
-                let rest = &map.bytes()[pos.min(map.len)..];
-                Ok(&rest[..rest.len().min(MAPPED_CHUNK)])
+            Source::Memory { data, .. } => {
+                let rest = &data[pos.min(data.len())..];
+                Ok(&rest[..rest.len().min(MEMORY_CHUNK)])
             }
-            Source::Slice(data) => Ok(&data[pos.min(data.len())..]),
             Source::Buffered {
                 inner,
                 buf,
@@ -218,11 +222,17 @@ impl BufRead for Input<'_> {
 
     fn consume(&mut self, n: usize) {
         let n = match &mut self.source {
-            Source::Mapped { map, released } => {
-                let n = n.min(map.len - self.pos as usize);
+            Source::Memory {
+                data,
+                map,
+                released,
+            } => {
+                let n = n.min(data.len() - self.pos as usize);
                 let pos = self.pos as usize + n;
                 if pos - *released >= RELEASE_STEP {
-                    map.release(*released, pos);
+                    if let Some(map) = map {
+                        map.release(*released, pos);
+                    }
                     *released = pos;
                     if let Some(pb) = &self.progress {
                         pb.set_position(pos as u64);
@@ -230,7 +240,6 @@ impl BufRead for Input<'_> {
                 }
                 n
             }
-            Source::Slice(data) => n.min(data.len() - self.pos as usize),
             Source::Buffered { start, end, .. } => {
                 let n = n.min(*end - *start);
                 *start += n;

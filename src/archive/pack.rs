@@ -64,20 +64,8 @@ struct Item {
 
 fn walk(dir: &Path) -> Result<Vec<Item>, PackError> {
     let mut items = Vec::new();
-    for entry in walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let entry = entry.map_err(|e| PackError::Walk {
-            path: e.path().unwrap_or(dir).to_path_buf(),
-            source: e.into(),
-        })?;
-        let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-        let name = if rel.as_os_str().is_empty() {
-            b".".to_vec()
-        } else {
-            rel.as_os_str().as_bytes().to_vec()
-        };
+    for item in crate::tree::walk_named(dir) {
+        let (name, entry) = item.map_err(|(path, source)| PackError::Walk { path, source })?;
         let meta = entry.metadata().map_err(|e| PackError::Walk {
             path: entry.path().to_path_buf(),
             source: e.into(),

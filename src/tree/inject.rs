@@ -123,20 +123,8 @@ pub fn copy_tree(x: &mut Extractor, dir: &Path) -> Result<u64, InjectError> {
     let mut count = 0;
     // Hard links: the data goes with the first name only.
     let mut linked = HashSet::new();
-    for item in walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let item = item.map_err(|e| InjectError::Host {
-            path: e.path().unwrap_or(dir).to_path_buf(),
-            source: e.into(),
-        })?;
-        let rel = item.path().strip_prefix(dir).unwrap_or(item.path());
-        let name = if rel.as_os_str().is_empty() {
-            b".".to_vec()
-        } else {
-            rel.as_os_str().as_bytes().to_vec()
-        };
+    for walked in super::walk_named(dir) {
+        let (name, item) = walked.map_err(|(path, source)| InjectError::Host { path, source })?;
         if item.file_type().is_socket() {
             continue;
         }
