@@ -5,8 +5,9 @@
 # initramfs-tools, 3cpio, plain zstd) on one initramfs, all in one run on the
 # same input and the same disk.
 #
-# INITRD defaults to /boot/initrd.img-$(uname -r), or a synthetic one built by
-# make-initrd.sh when that is absent.
+# INITRD defaults to /boot/initrd.img-$(uname -r), or, when that is absent, one
+# made by make-initrd.sh (a stock Debian initrd where possible; it takes about
+# 30 s, so for repeated runs make it once and pass it as INITRD).
 #
 # Environment:
 #   ROOTPACK  binary to test (default: <repo>/target/release/rootpack)
@@ -44,8 +45,8 @@ src=${1:-/boot/initrd.img-$(uname -r)}
 if [[ -r $src ]]; then
 	cp -- "$src" "$img"
 elif [[ $# -eq 0 ]]; then
-	src="synthetic ($here/make-initrd.sh)"
-	"$here/make-initrd.sh" "$img"
+	"$here/make-initrd.sh" "$img" 2>"$work/make-initrd.log"
+	src=$(tail -n 1 "$work/make-initrd.log")
 else
 	die "cannot read $src"
 fi

@@ -501,6 +501,17 @@ fn truncated_and_corrupt_archives_fail_cleanly() {
         assert!(err.contains(tool), "{tool} corrupt: {err}");
         assert!(!dest.exists());
     }
+    // Intact zstd data with a wrong content checksum (the frame's last 4 bytes).
+    let mut packed = pipe(Command::new("zstd").args(["-q", "--check"]), &plain);
+    *packed.last_mut().unwrap() ^= 1;
+    let bad = w.join("bad-sum.cpio.zst");
+    fs::write(&bad, &packed).unwrap();
+    for args in [&[bad.as_os_str()][..], &[bad.as_os_str(), dest.as_os_str()]] {
+        let cmd = if args.len() == 1 { "ls" } else { "extract" };
+        let err = fails(rootpack().arg(cmd).args(args));
+        assert!(err.contains("checksum mismatch"), "{cmd}: {err}");
+    }
+    assert!(!dest.exists());
     // Absurd sizes in a header.
     let huge_name = RawEntry {
         namesize: Some(0xFFFF_FFFF),

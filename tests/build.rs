@@ -278,7 +278,7 @@ fn busybox_and_initramfs_recipes_build() {
             "ok\n3"
         );
     }
-    // The classic flow, on this host's initrd or, without one, a Debian-like one made here.
+    // The classic flow, on this host's initrd or, without one, a small synthetic one made here.
     let host = format!(
         "/boot/initrd.img-{}",
         String::from_utf8(run(Command::new("uname").arg("-r")).stdout)
@@ -292,6 +292,7 @@ fn busybox_and_initramfs_recipes_build() {
         run(Command::new("bash")
             .arg(Path::new(REPO).join("bench/make-initrd.sh"))
             .arg(&img)
+            .env("MAKE_INITRD_SYNTHETIC", "1")
             .env("INITRD_BYTES", "20000000")
             .env("INITRD_ENTRIES", "400"));
         img

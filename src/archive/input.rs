@@ -152,6 +152,19 @@ impl<'a> Input<'a> {
         self.pos
     }
 
+    /// The `n` bytes just consumed, when the input is in memory; `None` otherwise.
+    pub fn just_consumed(&self, n: usize) -> Option<&[u8]> {
+        let pos = self.pos as usize;
+        match &self.source {
+            Source::Memory { data, .. } => Some(&data[pos.checked_sub(n)?..pos]),
+            Source::Buffered { .. } => None,
+        }
+    }
+
+    pub fn in_memory(&self) -> bool {
+        matches!(self.source, Source::Memory { .. })
+    }
+
     /// Up to `n` bytes ahead without consuming them; fewer only at end of input.
     pub fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
         let pos = self.pos as usize;

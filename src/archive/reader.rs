@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use indicatif::ProgressBar;
 
-use super::compression::{decoder, read_full};
+use super::compression::{ContentChecksum, decoder, read_full};
 use super::cpio::{self, Counted};
 use super::input::{Input, Mapping};
 use super::{
@@ -158,49 +158,69 @@ fn read_compressed(
 ) -> Result<(Segment, u64, u64), ReadError> {
     let (tx, rx) = mpsc::sync_channel(BLOCKS_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = mpsc::channel();
+    // The trailer of a mapped zstd frame can be read back once decoded, so its checksum
+    // is verified on this thread.
+    let checksum = match segment.compression {
+        Compression::Zstd if input.in_memory() => ContentChecksum::of_zstd_frame(input.peek(5)?),
+        _ => None,
+    };
+    let caller_checks = checksum.is_some();
     std::thread::scope(|scope| {
         let decoding = std::thread::Builder::new()
             .name("decode".into())
             .spawn_scoped(scope, move || {
-                decode_blocks(input, segment.compression, tx, recycle_rx)
+                decode_blocks(input, segment.compression, caller_checks, tx, recycle_rx)
             })?;
         let mut stream = ChannelReader {
             rx,
             recycle: recycle_tx,
             current: Vec::new(),
             pos: 0,
+            checksum,
         };
-        let parsed = read_stream(&mut stream, segment, false, visitor, interrupted);
+        let mut parsed = read_stream(&mut stream, segment, false, visitor, interrupted);
+        if parsed.is_ok() && stream.checksum.is_some() {
+            // The parser may stop before padding at the very end: the sum covers it all.
+            if let Err(e) = io::copy(&mut stream, &mut io::sink()) {
+                parsed = Err(e.into());
+            }
+        }
+        let checksum = stream.checksum.take();
         // Closing our end stops the decoder if we stopped early.
         drop(stream);
         let decoded = match decoding.join() {
             Ok(decoded) => decoded,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        match decoded {
-            // A corrupt stream explains whatever the parser saw after it.
-            Err((at, source)) => Err(ReadError::Decompress {
-                index: segment.index,
-                compression: segment.compression,
-                offset: segment.offset,
-                at,
-                source,
-            }),
-            Ok(()) => parsed,
+        let corrupt = |(at, source)| ReadError::Decompress {
+            index: segment.index,
+            compression: segment.compression,
+            offset: segment.offset,
+            at,
+            source,
+        };
+        // A corrupt stream explains whatever the parser saw after it.
+        let trailer = decoded.map_err(corrupt)?;
+        let parsed = parsed?;
+        if let (Some(sum), Some((at, trailer))) = (checksum, trailer) {
+            sum.verify(&trailer).map_err(|e| corrupt((at, e)))?;
         }
+        Ok(parsed)
     })
 }
 
 /// The decoder thread: fills blocks until the stream ends or the reader goes away.
-/// On failure, returns the compressed position reached and the error.
+/// With `caller_checks`, returns the stream's end position and its checksum trailer for
+/// the reader to verify. On failure, returns the compressed position reached and the error.
 fn decode_blocks(
     input: &mut Input<'_>,
     compression: Compression,
+    caller_checks: bool,
     tx: SyncSender<Vec<u8>>,
     recycle: Receiver<Vec<u8>>,
-) -> Result<(), (u64, io::Error)> {
+) -> Result<Option<(u64, [u8; 4])>, (u64, io::Error)> {
     let result = (|| {
-        let mut dec = decoder(compression, input)?;
+        let mut dec = decoder(compression, input, caller_checks)?;
         loop {
             let mut buf = recycle.try_recv().unwrap_or_default();
             buf.resize(BLOCK, 0);
@@ -211,7 +231,11 @@ fn decode_blocks(
             }
         }
     })();
-    result.map_err(|e| (input.position(), e))
+    result.map_err(|e| (input.position(), e))?;
+    let trailer = input.just_consumed(4).and_then(|t| t.try_into().ok());
+    Ok(trailer
+        .filter(|_| caller_checks)
+        .map(|t| (input.position(), t)))
 }
 
 struct ChannelReader {
@@ -219,6 +243,8 @@ struct ChannelReader {
     recycle: Sender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
+    /// Fed every block as it arrives.
+    checksum: Option<ContentChecksum>,
 }
 
 impl io::Read for ChannelReader {
@@ -236,6 +262,9 @@ impl BufRead for ChannelReader {
             }
             self.pos = 0;
             if let Ok(next) = self.rx.recv() {
+                if let Some(sum) = &mut self.checksum {
+                    sum.update(&next);
+                }
                 self.current = next;
             }
         }
