@@ -289,7 +289,16 @@ pub fn populate_by_mount(
     )))?;
     // nosuid, nodev: the tree being built may hold untrusted setuid files and devices.
     let flags = MountFlags::NOATIME | MountFlags::NOSUID | MountFlags::NODEV;
-    let mnt = Mount::new(lo.path(), mountpoint, "ext4", flags, None)
+    // nobarrier: every cache flush ext4 sends (at each journal commit, and a 4 MiB journal
+    // commits often while filling) makes the loop device fsync the whole backing file.
+    // Nothing relies on the image surviving a crash before it is complete: it is a
+    // temporary file, fsynced once when finished, before it is renamed into place. This
+    // takes about a quarter off the build. Kernels without the option get the default.
+    let mnt = Mount::new(lo.path(), mountpoint, "ext4", flags, Some(c"nobarrier"))
+        .or_else(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) => Mount::new(lo.path(), mountpoint, "ext4", flags, None),
+            _ => Err(e),
+        })
         .map_err(io_err(format!("mounting {}", lo.path().display())))?;
     copy(mountpoint).map_err(|source| Ext4Error::Copy { source })?;
     mnt.unmount()
