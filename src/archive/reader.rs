@@ -202,23 +202,31 @@ fn read_compressed(
         // A corrupt stream explains whatever the parser saw after it.
         let trailer = decoded.map_err(corrupt)?;
         let parsed = parsed?;
-        if let (Some(sum), Some((at, trailer))) = (checksum, trailer) {
-            sum.verify(&trailer).map_err(|e| corrupt((at, e)))?;
+        if let (Some(sum), Some(trailer)) = (checksum, trailer) {
+            sum.verify(&trailer.bytes)
+                .map_err(|e| corrupt((trailer.end, e)))?;
         }
         Ok(parsed)
     })
 }
 
+/// A stream's checksum, left by the decoder for the reader to verify.
+struct Trailer {
+    /// Compressed offset just after it.
+    end: u64,
+    bytes: [u8; 4],
+}
+
 /// The decoder thread: fills blocks until the stream ends or the reader goes away.
-/// With `caller_checks`, returns the stream's end position and its checksum trailer for
-/// the reader to verify. On failure, returns the compressed position reached and the error.
+/// With `caller_checks`, returns the stream's checksum trailer for the reader to verify.
+/// On failure, returns the compressed position reached and the error.
 fn decode_blocks(
     input: &mut Input<'_>,
     compression: Compression,
     caller_checks: bool,
     tx: SyncSender<Vec<u8>>,
     recycle: Receiver<Vec<u8>>,
-) -> Result<Option<(u64, [u8; 4])>, (u64, io::Error)> {
+) -> Result<Option<Trailer>, (u64, io::Error)> {
     let result = (|| {
         let mut dec = decoder(compression, input, caller_checks)?;
         loop {
@@ -232,10 +240,11 @@ fn decode_blocks(
         }
     })();
     result.map_err(|e| (input.position(), e))?;
-    let trailer = input.just_consumed(4).and_then(|t| t.try_into().ok());
-    Ok(trailer
-        .filter(|_| caller_checks)
-        .map(|t| (input.position(), t)))
+    let bytes = input.just_consumed(4).and_then(|t| t.try_into().ok());
+    Ok(bytes.filter(|_| caller_checks).map(|bytes| Trailer {
+        end: input.position(),
+        bytes,
+    }))
 }
 
 struct ChannelReader {
