@@ -174,6 +174,8 @@ bench_run() {
 for stage in $STAGES; do
 	declare -F "bench_$stage" >/dev/null || die "unknown stage: $stage"
 	echo "=== $stage"
+	# Write back what earlier stages left dirty, so it does not bleed into this one's timings.
+	sync
 	"bench_$stage"
 done
 
