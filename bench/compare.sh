@@ -45,7 +45,8 @@ src=${1:-/boot/initrd.img-$(uname -r)}
 if [[ -r $src ]]; then
 	cp -- "$src" "$img"
 elif [[ $# -eq 0 ]]; then
-	"$here/make-initrd.sh" "$img" 2>"$work/make-initrd.log"
+	"$here/make-initrd.sh" "$img" 2>"$work/make-initrd.log" ||
+		die "make-initrd.sh failed: $(cat "$work/make-initrd.log")"
 	src=$(tail -n 1 "$work/make-initrd.log")
 else
 	die "cannot read $src"

@@ -62,28 +62,33 @@ debian_kernel_package() {
 	fi
 }
 
-debian_initrd() { # PACKAGE OUT
-	local pkg=$1 out=$2 work root version modules
-	work=$(mktemp -d "${TMPDIR:-/var/tmp}/make-initrd.XXXXXX")
-	# shellcheck disable=SC2064 # expand now: $work is local
-	trap "rm -rf -- '$work'" RETURN
-	(cd "$work" && apt-get download -q "$pkg" >/dev/null 2>&1) || return 1
+# A subshell, so the work folder goes however it ends (an interrupt included); every step
+# checks its status, as errexit does not apply where the caller tests the result.
+debian_initrd() ( # PACKAGE OUT
+	pkg=$1 out=$2
+	work=$(mktemp -d "${TMPDIR:-/var/tmp}/make-initrd.XXXXXX") || exit 1
+	trap 'rm -rf -- "$work"' EXIT
+	trap 'exit 130' INT TERM
+	fail() { echo "$0: $1 (log: $(tail -n 3 "$work/log" | tr '\n' ' '))" >&2; exit 1; }
+	(cd "$work" && apt-get download -q "$pkg") >"$work/log" 2>&1 || fail "apt-get download $pkg failed"
 	root=$work/root
-	dpkg -x "$work"/*.deb "$root"
+	dpkg -x "$work"/*.deb "$root" >>"$work/log" 2>&1 || fail "dpkg -x failed"
 	version=$(ls "$root/boot" | sed -n 's/^vmlinuz-//p' | head -n 1)
 	modules=$root/lib
 	[[ -d $root/usr/lib/modules ]] && modules=$root/usr/lib
-	[[ -n $version && -d $modules/modules/$version ]] || return 1
-	depmod -b "${modules%/lib}" "$version"
-	cp -r /etc/initramfs-tools "$work/conf"
-	sed -i -e 's/^MODULES=.*/MODULES=most/' -e 's/^COMPRESS=.*/COMPRESS=zstd/' "$work/conf/initramfs.conf"
+	[[ -n $version && -d $modules/modules/$version ]] || fail "no modules in $pkg"
+	depmod -b "${modules%/lib}" "$version" >>"$work/log" 2>&1 || fail "depmod failed"
+	# The host's configuration, with Debian's defaults for what the benchmark depends on
+	# (conf.d is read last, so host settings there cannot override these).
+	cp -r /etc/initramfs-tools "$work/conf" && mkdir -p "$work/conf/conf.d" &&
+		printf 'MODULES=most\nCOMPRESS=zstd\n' >"$work/conf/conf.d/zz-bench" || fail "no configuration"
 	unshare -m sh -euc '
 		mount --make-rprivate /
 		mount -t overlay overlay -o "lowerdir=$1:/usr/lib" /usr/lib
 		mount --bind "$2/boot" /boot
 		mkinitramfs -d "$3/conf" -o "$4" "$5"' \
-		sh "$modules" "$root" "$work" "$out" "$version" >/dev/null 2>&1
-}
+		sh "$modules" "$root" "$work" "$out" "$version" >>"$work/log" 2>&1 || fail "mkinitramfs failed"
+)
 
 if [[ -z ${MAKE_INITRD_SYNTHETIC:-} ]]; then
 	pkg=$(debian_kernel_package)

@@ -94,7 +94,12 @@ fn hello_builds_with_both_methods_and_runs_in_chroot() {
     let mut trees = Vec::new();
     for method in ["populate", "mount"] {
         let out = work.path().join(method);
-        build(&recipe("hello.toml"), &out, &["--method", method]);
+        let quiet = build(&recipe("hello.toml"), &out, &["-q", "--method", method]);
+        assert!(
+            quiet.stderr.is_empty(),
+            "{method}: -q printed {}",
+            String::from_utf8_lossy(&quiet.stderr)
+        );
         let image = out.join("hello.ext4");
         fsck(&image);
         let m = Mounted::new(&image);

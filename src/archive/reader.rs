@@ -202,7 +202,11 @@ fn read_compressed(
         // A corrupt stream explains whatever the parser saw after it.
         let trailer = decoded.map_err(corrupt)?;
         let parsed = parsed?;
-        if let (Some(sum), Some(trailer)) = (checksum, trailer) {
+        if let Some(sum) = checksum {
+            // The decoder hands a trailer back whenever the reader checks.
+            let trailer = trailer.ok_or_else(|| {
+                corrupt((0, io::Error::other("no checksum trailer from the decoder")))
+            })?;
             sum.verify(&trailer.bytes)
                 .map_err(|e| corrupt((trailer.end, e)))?;
         }
@@ -240,11 +244,20 @@ fn decode_blocks(
         }
     })();
     result.map_err(|e| (input.position(), e))?;
-    let bytes = input.just_consumed(4).and_then(|t| t.try_into().ok());
-    Ok(bytes.filter(|_| caller_checks).map(|bytes| Trailer {
-        end: input.position(),
-        bytes,
-    }))
+    if !caller_checks {
+        return Ok(None);
+    }
+    let end = input.position();
+    let bytes = input
+        .just_consumed(4)
+        .and_then(|t| t.try_into().ok())
+        .ok_or_else(|| {
+            (
+                end,
+                io::Error::other("the stream's checksum cannot be read back"),
+            )
+        })?;
+    Ok(Some(Trailer { end, bytes }))
 }
 
 struct ChannelReader {

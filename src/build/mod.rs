@@ -116,9 +116,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     let (layers, report, usage, sha256) = if ext4 && method == Method::Mount {
         // The mounted image is the staging tree: the data is written once.
         // Sized (or a fixed size checked) before anything is written.
-        let t0 = std::time::Instant::now();
         let usage = stage::estimate(recipe)?;
-        eprintln!("T estimate {:?}", t0.elapsed());
         let file = AtomicFile::create(&image).map_err(out_err(&image))?;
         ext4::mkfs(
             file.temp_path(),
@@ -130,13 +128,10 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         let mut filled = None;
         ext4::populate_by_mount(file.temp_path(), &mnt, &mut |target| {
             filled = Some(stage::fill(recipe, target, sde, opts.progress)?);
-            eprintln!("T fill {:?}", t0.elapsed());
             Ok(())
         })?;
         let (layers, report, usage) = filled.ok_or(BuildError::Interrupted)?;
-        eprintln!("T umount {:?}", t0.elapsed());
         let sha256 = commit_hashing(file, &image)?;
-        eprintln!("T hash {:?}", t0.elapsed());
         (layers, report, usage, sha256)
     } else {
         let staging = work.path().join("staging");
