@@ -305,6 +305,53 @@ fn extract_raw(work: &Path, entries: &[RawEntry]) -> Result<PathBuf, String> {
 }
 
 #[test]
+fn hard_links_never_write_through_a_replaced_name() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let first = |name| RawEntry {
+        ino: 5,
+        nlink: 2,
+        ..RawEntry::file(name, b"")
+    };
+    let second = || RawEntry {
+        ino: 5,
+        nlink: 2,
+        ..RawEntry::file(b"g", b"data")
+    };
+    // The first name replaced by a fifo (as root, a device node would do): writing through
+    // the link would block forever or hand the data to the device. The replaced name drops
+    // the link set, and the later name becomes a file of its own.
+    let fifo = RawEntry {
+        mode: 0o010644,
+        ..RawEntry::file(b"f", b"")
+    };
+    let archive = w.join("evil.cpio");
+    fs::write(&archive, raw_newc(&[first(b"f"), fifo, second()])).unwrap();
+    let dest = w.join("out");
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(env!("CARGO_BIN_EXE_rootpack"))
+        .arg("extract")
+        .arg(&archive)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ft = fs::symlink_metadata(dest.join("f")).unwrap().file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&ft));
+    assert_eq!(fs::read(dest.join("g")).unwrap(), b"data");
+    fs::remove_dir_all(&dest).unwrap();
+    // The same with another regular file: the replacement is not overwritten.
+    let other = RawEntry {
+        ino: 9,
+        ..RawEntry::file(b"f", b"other")
+    };
+    let dest = extract_raw(w, &[first(b"f"), other, second()]).unwrap();
+    assert_eq!(fs::read(dest.join("f")).unwrap(), b"other");
+    assert_eq!(fs::read(dest.join("g")).unwrap(), b"data");
+}
+
+#[test]
 fn hostile_names_are_refused_or_kept_inside() {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();

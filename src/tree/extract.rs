@@ -58,11 +58,17 @@ pub enum ExtractError {
 }
 
 struct DirMeta {
-    path: RelPath,
     mode: u32,
     uid: u32,
     gid: u32,
     mtime: i64,
+}
+
+/// The first name of a hard-link set and, for a regular file, the inode made for it.
+#[derive(Clone)]
+struct Linked {
+    path: RelPath,
+    inode: Option<(u64, u64)>,
 }
 
 /// A visitor that writes entries below a root. `split` puts each segment in its own folder.
@@ -71,8 +77,12 @@ pub struct Extractor {
     split: bool,
     root: Option<Root>,
     privileged: bool,
-    links: HashMap<LinkKey, RelPath>,
-    dirs: Vec<DirMeta>,
+    links: HashMap<LinkKey, Linked>,
+    /// Which link set each recorded first name belongs to, so a replaced name drops its
+    /// set and the table stays as small as the tree.
+    linked_paths: HashMap<RelPath, LinkKey>,
+    /// The last entry for each folder wins, as in the kernel; applied at the end.
+    dirs: HashMap<RelPath, DirMeta>,
     /// The last parent directory resolved, reused while entries stay in one folder.
     parent_cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
     /// Who creates files here (their owner when nobody changes it) and the umask, so a
@@ -115,7 +125,8 @@ impl Extractor {
             },
             parent_setgid: false,
             links: HashMap::new(),
-            dirs: Vec::new(),
+            linked_paths: HashMap::new(),
+            dirs: HashMap::new(),
             parent_cache: None,
             report: ExtractReport::default(),
             copier: None,
@@ -146,15 +157,11 @@ impl Extractor {
     }
 
     fn apply_dir_metadata(&mut self) -> Result<(), ExtractError> {
-        let dirs = std::mem::take(&mut self.dirs);
-        // Children first, so a parent's mtime is set after its last change.
-        let mut done = std::collections::HashSet::new();
-        for d in dirs.iter().rev() {
-            // The last entry for a folder wins, as in the kernel.
-            if !done.insert(&d.path) {
-                continue;
-            }
-            let fd = match self.open_dir_leaf(&d.path) {
+        let mut dirs: Vec<_> = std::mem::take(&mut self.dirs).into_iter().collect();
+        // Deepest first, so no later step touches a folder whose times are set.
+        dirs.sort_unstable_by_key(|(path, _)| std::cmp::Reverse(path.depth()));
+        for (path, d) in &dirs {
+            let fd = match self.open_dir_leaf(path) {
                 Ok(fd) => fd,
                 // Replaced by a later entry (a file, a symlink): nothing to apply.
                 Err(_) => continue,
@@ -240,11 +247,15 @@ impl Extractor {
             if entry.kind != Kind::Dir {
                 return Err(ExtractError::RootNotDir);
             }
-            self.dirs.push(self.dir_meta(path, entry));
+            self.dirs.insert(path, Self::dir_meta(entry));
             return Ok(());
         };
         let parent = parent.to_vec();
         let leaf = leaf.to_os_string();
+        if let Some(key) = self.linked_paths.remove(&path) {
+            // Whatever this entry makes replaces the name a link set was recorded under.
+            self.links.remove(&key);
+        }
         let dir = self.parent(&parent)?;
         let mode = Mode::from_raw_mode(entry.mode);
         match &entry.kind {
@@ -261,18 +272,15 @@ impl Extractor {
                     }
                     Err(e) => return Err(ExtractError::Create(e.into())),
                 }
-                self.dirs.push(self.dir_meta(path, entry));
+                self.dirs.insert(path, Self::dir_meta(entry));
                 return Ok(());
             }
             Kind::File => {
                 if let Some(first) = entry.link_key.and_then(|k| self.links.get(&k)).cloned() {
-                    self.link_to(&first, &parent, &leaf)?;
+                    self.link_to(&first.path, &parent, &leaf)?;
                     if entry.size > 0 {
                         let dir = self.parent(&parent)?;
-                        let flags =
-                            OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                        let fd = rustix::fs::openat(&dir, &leaf, flags, Mode::empty())
-                            .map_err(io_err(ExtractError::Create))?;
+                        let fd = Self::open_linked_file(&dir, &leaf, &first)?;
                         self.finish_file(fd, entry, data, false)?;
                     }
                     return Ok(());
@@ -288,7 +296,8 @@ impl Extractor {
                 let fd =
                     self.create_leaf(&dir, &leaf, |d, l| rustix::fs::openat(d, l, flags, initial))?;
                 if let Some(key) = entry.link_key {
-                    self.links.insert(key, path.clone());
+                    let st = rustix::fs::fstat(&fd).map_err(io_err(ExtractError::Create))?;
+                    self.record_link(key, path.clone(), Some((st.st_dev, st.st_ino)));
                 }
                 return self.finish_file(fd, entry, data, true);
             }
@@ -326,7 +335,7 @@ impl Extractor {
             }
         }
         if let Some(key) = entry.link_key {
-            self.links.insert(key, path.clone());
+            self.record_link(key, path.clone(), None);
         }
         self.finish_special(&parent, &leaf, entry)
     }
@@ -374,6 +383,42 @@ impl Extractor {
             self.report.ownership_dropped += 1;
         }
         Ok(())
+    }
+
+    fn record_link(&mut self, key: LinkKey, path: RelPath, inode: Option<(u64, u64)>) {
+        if let Some(old) = self.links.insert(
+            key,
+            Linked {
+                path: path.clone(),
+                inode,
+            },
+        ) {
+            self.linked_paths.remove(&old.path);
+        }
+        self.linked_paths.insert(path, key);
+    }
+
+    /// Opens for writing a name just linked to the first file of its link set, refusing
+    /// anything but that very file: a later entry may have replaced the first name with a
+    /// device or a fifo, which the link would now reach.
+    fn open_linked_file(
+        dir: &OwnedFd,
+        leaf: &OsStr,
+        first: &Linked,
+    ) -> Result<OwnedFd, ExtractError> {
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(dir, leaf, flags, Mode::empty())
+            .map_err(io_err(ExtractError::Create))?;
+        let st = rustix::fs::fstat(&fd).map_err(io_err(ExtractError::Create))?;
+        let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
+        if !regular || first.inode != Some((st.st_dev, st.st_ino)) {
+            return Err(ExtractError::LinkTarget {
+                target: first.path.to_string(),
+                source: io::Error::other("no longer the file this hard link was made to"),
+            });
+        }
+        rustix::fs::ftruncate(&fd, 0).map_err(io_err(ExtractError::Create))?;
+        Ok(fd)
     }
 
     fn link_to(
@@ -506,9 +551,8 @@ impl Extractor {
         Ok(())
     }
 
-    fn dir_meta(&self, path: RelPath, entry: &Entry) -> DirMeta {
+    fn dir_meta(entry: &Entry) -> DirMeta {
         DirMeta {
-            path,
             mode: entry.mode,
             uid: entry.uid,
             gid: entry.gid,
@@ -529,6 +573,7 @@ impl Visitor for Extractor {
             rustix::fs::mkdirat(self.base.fd(), name.as_str(), Mode::from_raw_mode(0o755))?;
             self.root = Some(Root::open(&self.base.path().join(&name))?);
             self.links.clear();
+            self.linked_paths.clear();
             self.parent_cache = None;
         }
         Ok(())
@@ -542,6 +587,7 @@ impl Visitor for Extractor {
 
     fn archive_end(&mut self) {
         self.links.clear();
+        self.linked_paths.clear();
     }
 
     fn segment_end(&mut self, _summary: &SegmentSummary) -> Result<(), VisitError> {

@@ -74,6 +74,15 @@ impl RelPath {
         &self.0
     }
 
+    /// The number of components (0 for the root).
+    pub fn depth(&self) -> usize {
+        if self.0.is_empty() {
+            0
+        } else {
+            1 + self.0.iter().filter(|&&b| b == b'/').count()
+        }
+    }
+
     /// The parent path and the last component (`None` for the root).
     pub fn split_leaf(&self) -> Option<(&[u8], &OsStr)> {
         if self.0.is_empty() {
