@@ -395,22 +395,36 @@ fn kill_9_of_rootpack_leaves_nothing() {
         return;
     }
     let img = busybox_image("");
-    let mut child = rootpack()
-        .arg("run")
-        .arg(&img.path)
-        .args(["--", "sh", "-c", "sleep 987"])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        !leaks_now(&img.path).is_empty(),
-        "the container did not start"
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    wait_for_no_leaks(&img.path);
-    let ps = String::from_utf8(run(Command::new("ps").args(["-eo", "args"])).stdout).unwrap();
-    assert!(!ps.contains("sleep 987"), "the command outlived rootpack");
+    // Changing ids (a user namespace's root, or --user with the command as PID 1) clears
+    // the kernel's parent-death signal: each must still die with rootpack.
+    for extra in [&[][..], &["--userns"], &["--no-init", "--user", "1000"]] {
+        let mut child = rootpack()
+            .arg("run")
+            .args(extra)
+            .arg(&img.path)
+            .args(["--", "sleep", "987"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            !leaks_now(&img.path).is_empty(),
+            "{extra:?}: the container did not start"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_for_no_leaks(&img.path);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let survivor = || {
+            String::from_utf8(run(Command::new("ps").args(["-eo", "args"])).stdout)
+                .unwrap()
+                .lines()
+                .any(|l| l == "sleep 987")
+        };
+        while survivor() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!survivor(), "{extra:?}: the command outlived rootpack");
+    }
 }
 
 /// Loop devices backed by `image` right now (a running container has one).

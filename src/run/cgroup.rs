@@ -138,6 +138,22 @@ impl Cgroup {
                 }
             }
             Layout::V1(ctrls) => {
+                // A limit whose controller is not mounted would be silently ignored.
+                let requested = [
+                    ("memory", limits.memory.is_some()),
+                    ("pids", limits.pids.is_some()),
+                    ("cpu", limits.cpus.is_some()),
+                ];
+                for (ctrl, _) in requested.iter().filter(|(_, asked)| *asked) {
+                    if !ctrls.iter().any(|(c, _)| c == ctrl) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!(
+                                "a {ctrl} limit needs the {ctrl} cgroup controller, which is not mounted"
+                            ),
+                        ));
+                    }
+                }
                 for (ctrl, base) in ctrls {
                     let dir = base.join(name);
                     make_dir(&dir)?;
@@ -234,6 +250,33 @@ impl Cgroup {
             &std::mem::take(&mut self.dirs),
             std::time::Duration::from_secs(2),
         )
+    }
+}
+
+/// Kills every task left in the groups: through `cgroup.kill` (cgroup v2, Linux 5.14),
+/// else one by one from `cgroup.procs` until none is left.
+pub fn kill_tasks(dirs: &[PathBuf]) {
+    for dir in dirs {
+        if write(&dir.join("cgroup.kill"), "1").is_ok() {
+            continue;
+        }
+        // New tasks may be forked while we read: a few rounds catch them.
+        for _ in 0..100 {
+            let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+                break;
+            };
+            let pids: Vec<i32> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                // SAFETY: a signal to a task of our own group.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 
@@ -368,5 +411,22 @@ mod tests {
         .unwrap();
         assert_eq!(cg.oom_kills(), 2);
         std::mem::forget(cg);
+    }
+
+    #[test]
+    fn v1_refuses_a_limit_whose_controller_is_missing() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("pids")).unwrap();
+        let layout = Layout::V1(vec![("pids".into(), root.path().join("pids"))]);
+        let limits = Limits {
+            memory: Some(1 << 20),
+            ..Limits::default()
+        };
+        let err = Cgroup::create(&layout, "c", &limits).err().unwrap();
+        assert!(
+            err.to_string().contains("memory cgroup controller"),
+            "{err}"
+        );
+        assert!(!root.path().join("pids/c").exists());
     }
 }

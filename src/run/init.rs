@@ -146,6 +146,9 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
                 ),
             );
         }
+        // Without an init, this is the container's first process: it must still die with
+        // rootpack, and the new ids cleared that.
+        super::die_with_parent();
     }
     if spec.user.is_none_or(|(uid, _)| uid == 0) {
         step(security::set_capabilities(spec.capabilities));

@@ -418,6 +418,21 @@ fn wait_forwarding(pid: i32, set: &libc::sigset_t, pty: Option<&tty::Pty>) -> li
 }
 
 /// The cloned child: becomes the container. Never returns.
+/// SIGKILL when rootpack dies. The kernel clears this on every change of effective ids,
+/// so it is set again after each.
+pub(crate) fn die_with_parent() {
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
 fn child_main(
     go: OwnedFd,
     err: OwnedFd,
@@ -430,17 +445,7 @@ fn child_main(
     let err_fd = err.as_raw_fd();
     std::mem::forget(err);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> io::Result<()> {
-        // Die with rootpack.
-        // SAFETY: prctl with integer arguments.
-        unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            )
-        };
+        die_with_parent();
         // The filesystem is built while rootpack moves us into the cgroup (a v1 move
         // waits for an RCU grace period); nothing runs in the container before both. In a
         // user namespace rootpack mounts the image for us first.
@@ -465,6 +470,8 @@ fn child_main(
             if !ok {
                 return Err(io::Error::last_os_error());
             }
+            // Changing the euid cleared the parent-death signal.
+            die_with_parent();
             rootfs::finish(rootfs)?;
         }
         // SAFETY: a new cgroup namespace changes no memory this process shares.
@@ -519,6 +526,8 @@ fn spawn_cgroup_watcher(dirs: &[PathBuf]) -> io::Result<Option<OwnedFd>> {
         let r = unsafe { <OwnedFd as std::os::unix::io::FromRawFd>::from_raw_fd(3) };
         let mut byte = [0u8; 1];
         let _ = rustix::io::read(&r, &mut byte);
+        // rootpack is gone, so must the container be, whatever survived it.
+        cgroup::kill_tasks(dirs);
         // Patient: a container killed with rootpack may take a while to be reaped.
         let _ = cgroup::remove_dirs(dirs, std::time::Duration::from_secs(60));
         // SAFETY: leaving without running the parent's destructors.
