@@ -483,6 +483,27 @@ fn terminals_get_a_pty_or_job_control() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
     assert!(stdout(&o).contains("Running"), "{}", stdout(&o));
+    // Started in the background of an interactive shell, it leaves the shell its terminal.
+    let o = Command::new("script")
+        .arg("-qec")
+        .arg(format!(
+            "bash --norc -ic '{bin} run {} -- sleep 1 & sleep 0.5; \
+             echo fg=$(ps -o tpgid= -p $$) shell=$(ps -o pgid= -p $$); wait'",
+            img.path.display()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let line = stdout(&o);
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k).map(str::to_string))
+    };
+    assert!(
+        field("fg=").is_some() && field("fg=") == field("shell="),
+        "the terminal was taken: {line}"
+    );
     wait_for_no_leaks(&img.path);
 }
 

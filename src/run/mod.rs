@@ -168,9 +168,17 @@ fn process_spec(
         user,
         capabilities: caps,
         console,
-        foreground: console.is_none() && rustix::termios::isatty(std::io::stdin()),
+        foreground: console.is_none() && in_terminal_foreground(),
         path,
     })
+}
+
+/// Whether stdin is a terminal whose foreground group is ours: only then may the command
+/// take it (a run started in the background must leave the shell its terminal).
+fn in_terminal_foreground() -> bool {
+    let stdin = std::io::stdin();
+    rustix::termios::isatty(&stdin)
+        && rustix::termios::tcgetpgrp(&stdin).ok() == Some(rustix::process::getpgrp())
 }
 
 pub use crate::recipe::parse_uid_gid as parse_user;
