@@ -502,6 +502,13 @@ fn devices_are_skipped_with_a_warning_when_not_root() {
     assert!(!out_dir.join("x/dev/null").exists());
     assert!(out_dir.join("x/usr/bin/busybox").is_file());
     assert!(fs::metadata(out_dir.join("x/etc/fifo")).is_ok());
+    // A set-user-id file it cannot give to its owner (root) loses the bit.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(out_dir.join("x/usr/bin/suid"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o7777, 0o755, "{mode:o}");
 }
 
 #[test]

@@ -367,7 +367,7 @@ impl Extractor {
             rustix::fs::chmodat(
                 &dir,
                 leaf,
-                Mode::from_raw_mode(entry.mode),
+                Mode::from_raw_mode(self.file_mode(entry)),
                 AtFlags::empty(),
             )
             .map_err(io_err(ExtractError::Create))?;
@@ -503,7 +503,7 @@ impl Extractor {
                 dst: file,
                 len,
                 owner,
-                mode: entry.mode,
+                mode: self.file_mode(entry),
                 mtime: entry.mtime,
                 name: crate::archive::display_name(&entry.name),
             };
@@ -543,12 +543,28 @@ impl Extractor {
         }
         // After chown, which clears set-id bits.
         if !(fresh && skip_owner && self.mode_is_exact(entry.mode)) {
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode))
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(self.file_mode(entry)))
                 .map_err(io_err(ExtractError::Create))?;
         }
         rustix::fs::futimens(&fd, &timestamps(entry.mtime))
             .map_err(io_err(ExtractError::Create))?;
         Ok(())
+    }
+
+    /// The mode to give a non-folder entry. Set-user-id and set-group-id go when the owner
+    /// they name could not be set (not running as root): they would grant the ids of
+    /// whoever extracts, not the archive's (as tar and libarchive do).
+    fn file_mode(&self, entry: &Entry) -> u32 {
+        let mut mode = entry.mode;
+        if !self.privileged {
+            if entry.uid != self.creator.0 {
+                mode &= !0o4000;
+            }
+            if entry.gid != self.creator.1 {
+                mode &= !0o2000;
+            }
+        }
+        mode
     }
 
     fn dir_meta(entry: &Entry) -> DirMeta {
