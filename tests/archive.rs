@@ -696,11 +696,25 @@ fn extract_reads_gnu_tar_in_every_compression() {
     let w = work.path();
     let tree = w.join("tree");
     make_tree(&tree);
+    // Names and a link target past ustar's 100 bytes: GNU long-name headers, PAX records.
+    let long = "d".repeat(120);
+    fs::create_dir_all(tree.join(&long).join(&long)).unwrap();
+    fs::write(
+        tree.join(&long).join(&long).join(format!("{long}.txt")),
+        "deep\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        format!("{long}/{long}/{long}.txt"),
+        tree.join(format!("link-{long}")),
+    )
+    .unwrap();
     for (ext, flag) in [
         ("tar", ""),
         ("tar.gz", "-z"),
         ("tar.zst", "--zstd"),
         ("tar.xz", "-J"),
+        ("pax.tar", "--format=pax"),
     ] {
         let archive = w.join(format!("t.{ext}"));
         sh(&tree, &format!("tar -c {flag} -f {} .", archive.display()));
@@ -708,6 +722,24 @@ fn extract_reads_gnu_tar_in_every_compression() {
         extract(&archive, &dest);
         assert_same_tree(&tree, &dest, &opts());
     }
+    // A long-name header asking for 100 MB is refused before anything is read into memory.
+    let mut header = [0u8; 512];
+    header[..13].copy_from_slice(b"././@LongLink");
+    for (at, field) in [
+        (100, &b"0000644\0"[..]),
+        (124, b"00620000000\0"),
+        (156, b"L"),
+    ] {
+        header[at..at + field.len()].copy_from_slice(field);
+    }
+    header[257..265].copy_from_slice(b"ustar  \0");
+    header[148..156].fill(b' ');
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let evil = w.join("evil.tar");
+    fs::write(&evil, [&header[..], &[0u8; 4096][..]].concat()).unwrap();
+    let err = fails(rootpack().arg("extract").arg(&evil).arg(w.join("out-evil")));
+    assert!(err.contains("long name of 104857600 bytes"), "{err}");
 }
 
 #[test]

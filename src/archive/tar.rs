@@ -1,9 +1,27 @@
-//! Tar input: the `tar` crate parses headers (ustar, GNU long names, PAX); entries are
-//! handed to the same visitors as cpio entries, so extraction has one safe code path.
+//! Tar input: the `tar` crate parses headers; entries are handed to the same visitors as
+//! cpio entries, so extraction has one safe code path.
+//!
+//! GNU long names and PAX records are read here, not by the crate, which would read any
+//! size of them into memory: a hostile archive could ask for gigabytes. They are capped.
 
 use std::io::{self, BufRead, Read};
 
+use super::cpio::MAX_NAME;
 use super::{Entry, EntryData, Kind, ReadError, Visitor, deliver, display_name, read_buffered};
+
+/// The most PAX record data one entry may carry.
+const MAX_PAX: u64 = 1 << 20;
+
+/// What extension headers say about the next entry.
+#[derive(Default)]
+struct Extensions {
+    name: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<i64>,
+    size: Option<u64>,
+}
 
 /// Whether a 512-byte block is a ustar/GNU tar header.
 pub fn detect(head: &[u8]) -> bool {
@@ -15,16 +33,47 @@ pub(crate) fn read_entries(
     visitor: &mut dyn Visitor,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<u64, ReadError> {
+    use ::tar::EntryType as T;
     let mut archive = ::tar::Archive::new(r);
     let mut count = 0;
     let mut buf = vec![0u8; 256 << 10];
-    for item in archive.entries().map_err(ReadError::Tar)? {
+    let mut ext = Extensions::default();
+    for item in archive.entries().map_err(ReadError::Tar)?.raw(true) {
         if interrupted() {
             return Err(ReadError::Interrupted);
         }
         let mut item = item.map_err(ReadError::Tar)?;
         let offset = item.raw_header_position();
-        let Some(entry) = make_entry(&item, offset)? else {
+        match item.header().entry_type() {
+            T::GNULongName => {
+                ext.name = Some(read_extension(
+                    &mut item,
+                    offset,
+                    MAX_NAME as u64,
+                    "long name",
+                )?);
+                continue;
+            }
+            T::GNULongLink => {
+                ext.link = Some(read_extension(
+                    &mut item,
+                    offset,
+                    MAX_NAME as u64,
+                    "long link",
+                )?);
+                continue;
+            }
+            T::XHeader => {
+                let records = read_extension(&mut item, offset, MAX_PAX, "PAX header")?;
+                apply_pax(&records, &mut ext, offset)?;
+                continue;
+            }
+            // Global records (a comment, defaults) change nothing we extract; their data
+            // is skipped unread.
+            T::XGlobalHeader => continue,
+            _ => {}
+        }
+        let Some(entry) = make_entry(&item, offset, std::mem::take(&mut ext))? else {
             continue;
         };
         let mut buffered = Buffered {
@@ -40,14 +89,85 @@ pub(crate) fn read_entries(
     Ok(count)
 }
 
+/// The data of an extension header, refused past `max` bytes; a GNU long name or link
+/// loses its trailing NULs.
+fn read_extension<R: Read>(
+    item: &mut ::tar::Entry<'_, R>,
+    offset: u64,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>, ReadError> {
+    let size = item.size();
+    if size > max {
+        return Err(ReadError::Malformed {
+            offset,
+            what: format!("{what} of {size} bytes (at most {max})"),
+        });
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    item.read_to_end(&mut data).map_err(ReadError::Tar)?;
+    if data.len() as u64 != size {
+        return Err(ReadError::Malformed {
+            offset,
+            what: format!("{what}: truncated"),
+        });
+    }
+    if what != "PAX header" {
+        while data.last() == Some(&0) {
+            data.pop();
+        }
+    }
+    Ok(data)
+}
+
+/// Takes what we use from PAX records: path, linkpath, uid, gid, mtime (whole seconds)
+/// and size.
+fn apply_pax(records: &[u8], ext: &mut Extensions, offset: u64) -> Result<(), ReadError> {
+    let bad = |what: String| ReadError::Malformed { offset, what };
+    for record in ::tar::PaxExtensions::new(records) {
+        let record = record.map_err(|e| bad(format!("PAX header: {e}")))?;
+        let value = record.value_bytes();
+        let number = || {
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.split('.').next()?.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "PAX record {}: not a number",
+                        display_name(record.key_bytes())
+                    ))
+                })
+        };
+        match record.key_bytes() {
+            b"path" => ext.name = Some(value.to_vec()),
+            b"linkpath" => ext.link = Some(value.to_vec()),
+            b"uid" => ext.uid = Some(number()? as u64),
+            b"gid" => ext.gid = Some(number()? as u64),
+            b"mtime" => ext.mtime = Some(number()?),
+            b"size" => ext.size = Some(number()? as u64),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn make_entry<R: Read>(
     item: &::tar::Entry<'_, R>,
     offset: u64,
+    ext: Extensions,
 ) -> Result<Option<Entry>, ReadError> {
     use ::tar::EntryType as T;
     let h = item.header();
-    let name = item.path_bytes().into_owned();
+    let name = ext.name.unwrap_or_else(|| item.path_bytes().into_owned());
     let malformed = |what: String| ReadError::Malformed { offset, what };
+    if ext.size.is_some_and(|size| size != item.size()) {
+        // The data is laid out by the header's size; a PAX size that disagrees (files over
+        // 8 GiB in the PAX format) is refused rather than read out of step.
+        return Err(malformed(format!(
+            "entry \"{}\": a size given only in a PAX record is not supported",
+            display_name(&name)
+        )));
+    }
     let field = |r: io::Result<u64>, what: &str| {
         r.map_err(|e| {
             malformed(format!(
@@ -57,9 +177,11 @@ fn make_entry<R: Read>(
         })
     };
     let link = || {
-        item.link_name_bytes()
-            .map(|l| l.into_owned())
-            .unwrap_or_default()
+        ext.link.clone().unwrap_or_else(|| {
+            item.link_name_bytes()
+                .map(|l| l.into_owned())
+                .unwrap_or_default()
+        })
     };
     let device = || -> Result<(u32, u32), ReadError> {
         let major = field(h.device_major().map(|d| d.unwrap_or(0) as u64), "device")?;
@@ -93,9 +215,11 @@ fn make_entry<R: Read>(
         size: if kind == Kind::File { item.size() } else { 0 },
         kind,
         mode: field(h.mode().map(u64::from), "mode")? as u32 & 0o7777,
-        uid: field(h.uid(), "uid")? as u32,
-        gid: field(h.gid(), "gid")? as u32,
-        mtime: field(h.mtime(), "mtime")? as i64,
+        uid: ext.uid.map_or_else(|| field(h.uid(), "uid"), Ok)? as u32,
+        gid: ext.gid.map_or_else(|| field(h.gid(), "gid"), Ok)? as u32,
+        mtime: ext
+            .mtime
+            .map_or_else(|| field(h.mtime(), "mtime").map(|t| t as i64), Ok)?,
         link_key: None,
         offset,
         name,
