@@ -483,6 +483,21 @@ fn terminals_get_a_pty_or_job_control() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
     assert!(stdout(&o).contains("Running"), "{}", stdout(&o));
+    // Ctrl-Z stops the command's group, which owns the terminal: it must go on rather
+    // than leave the terminal to a stopped group.
+    let o = Command::new("timeout")
+        .arg("20")
+        .arg("script")
+        .arg("-qec")
+        .arg(format!(
+            "{bin} run {} -- sh -c 'kill -TSTP 0; echo resumed'",
+            img.path.display()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("resumed"), "{o:?}");
     // Started in the background of an interactive shell, it leaves the shell its terminal.
     let o = Command::new("script")
         .arg("-qec")

@@ -244,7 +244,21 @@ pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t) ->
             loop {
                 let mut status = 0;
                 // SAFETY: reaping any child without blocking.
-                let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                let pid =
+                    unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+                if pid == child && libc::WIFSTOPPED(status) {
+                    // Ctrl-Z stopped the command's group, which owns the terminal: nobody
+                    // outside could take the terminal back, so it goes on.
+                    let job_stop = matches!(
+                        libc::WSTOPSIG(status),
+                        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                    );
+                    if spec.foreground && job_stop {
+                        // SAFETY: signalling our own child's group.
+                        unsafe { libc::kill(-child, libc::SIGCONT) };
+                    }
+                    continue;
+                }
                 if pid == child {
                     // Leaving kills whatever else is left in the namespace.
                     // SAFETY: exiting the init.

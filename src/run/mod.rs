@@ -454,6 +454,12 @@ fn child_main(
     std::mem::forget(err);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> io::Result<()> {
         die_with_parent();
+        if spec.console.is_none() && !spec.foreground {
+            // Out of rootpack's process group: a Ctrl-C on a terminal we do not own would
+            // otherwise reach the container directly as well as through rootpack.
+            // SAFETY: setpgid on ourselves.
+            unsafe { libc::setpgid(0, 0) };
+        }
         // The filesystem is built while rootpack moves us into the cgroup (a v1 move
         // waits for an RCU grace period); nothing runs in the container before both. In a
         // user namespace rootpack mounts the image for us first.
