@@ -253,6 +253,39 @@ impl Cgroup {
     }
 }
 
+impl Layout {
+    /// The folders our groups are made in.
+    fn parents(&self) -> Vec<PathBuf> {
+        match self {
+            Layout::V1(ctrls) => ctrls.iter().map(|(_, base)| base.clone()).collect(),
+            Layout::V2(mnt) => vec![mnt.join("rootpack")],
+            Layout::None => Vec::new(),
+        }
+    }
+}
+
+/// Removes the empty groups of runs whose rootpack process is gone (`rootpack-PID-N`):
+/// what a `kill -9` left in the instant between making a group and starting its watcher.
+pub fn remove_stale(layout: &Layout) {
+    for parent in layout.parents() {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("rootpack-"))
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                // Fails, harmlessly, while tasks are still in it.
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+}
+
 /// Kills every task left in the groups: through `cgroup.kill` (cgroup v2, Linux 5.14),
 /// else one by one from `cgroup.procs` until none is left.
 pub fn kill_tasks(dirs: &[PathBuf]) {
@@ -411,6 +444,22 @@ mod tests {
         .unwrap();
         assert_eq!(cg.oom_kills(), 2);
         std::mem::forget(cg);
+    }
+
+    #[test]
+    fn stale_groups_of_dead_runs_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::V1(vec![("pids".into(), root.path().to_path_buf())]);
+        let dead = root.path().join("rootpack-999999999-1");
+        let alive = root
+            .path()
+            .join(format!("rootpack-{}-1", std::process::id()));
+        let other = root.path().join("someone-else");
+        for d in [&dead, &alive, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        remove_stale(&layout);
+        assert!(!dead.exists() && alive.exists() && other.exists());
     }
 
     #[test]

@@ -261,8 +261,9 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos())
     );
-    let cg = cgroup::Cgroup::create(&cgroup::Layout::detect(), &id, &limits)
-        .map_err(RunError::Cgroup)?;
+    let layout = cgroup::Layout::detect();
+    cgroup::remove_stale(&layout);
+    let cg = cgroup::Cgroup::create(&layout, &id, &limits).map_err(RunError::Cgroup)?;
     let watcher = spawn_cgroup_watcher(cg.dirs()).map_err(RunError::Start)?;
 
     let (go_r, go_w) = pipe().map_err(RunError::Start)?;
