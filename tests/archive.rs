@@ -480,7 +480,7 @@ fn tar_hard_links_outside_or_absent_are_refused() {
 
 #[test]
 fn devices_are_skipped_with_a_warning_when_not_root() {
-    if !require_root("devices_are_skipped_with_a_warning_when_not_root") {
+    if !require_root() {
         return;
     }
     let work = tempfile::tempdir().unwrap();

@@ -87,7 +87,7 @@ fn chroot_says(root: &Path, shell: &str, script: &str) -> String {
 
 #[test]
 fn hello_builds_with_both_methods_and_runs_in_chroot() {
-    if !require_root("hello_builds_with_both_methods_and_runs_in_chroot") {
+    if !require_root() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -146,7 +146,7 @@ fn hello_builds_with_both_methods_and_runs_in_chroot() {
 
 #[test]
 fn image_tree_equals_the_staging_tree() {
-    if !require_root("image_tree_equals_the_staging_tree") {
+    if !require_root() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -212,7 +212,7 @@ fn image_tree_equals_the_staging_tree() {
 
 #[test]
 fn builds_are_reproducible() {
-    if !require_root("builds_are_reproducible") {
+    if !require_root() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -263,7 +263,7 @@ fn builds_are_reproducible() {
 
 #[test]
 fn busybox_and_initramfs_recipes_build() {
-    if !require_root("busybox_and_initramfs_recipes_build") {
+    if !require_root() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -330,7 +330,7 @@ fn busybox_and_initramfs_recipes_build() {
 
 #[test]
 fn inspect_detects_a_modified_image() {
-    if !require_root("inspect_detects_a_modified_image") {
+    if !require_root() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -397,7 +397,7 @@ fn bad_recipes_name_the_key_and_line() {
 
 #[test]
 fn failures_leave_nothing_behind_and_keep_the_previous_image() {
-    if !require_root("failures_leave_nothing_behind_and_keep_the_previous_image") {
+    if !require_root() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -484,7 +484,7 @@ fn big_recipe(w: &Path, method: &str) -> PathBuf {
 
 #[test]
 fn interrupts_and_kill_9_leave_nothing_behind() {
-    if !require_root("interrupts_and_kill_9_leave_nothing_behind") {
+    if !require_root() {
         return;
     }
     let work = tempfile::tempdir().unwrap();

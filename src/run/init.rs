@@ -87,6 +87,15 @@ fn unsafe_file(fd: RawFd) -> std::fs::File {
     unsafe { std::fs::File::from_raw_fd(fd) }
 }
 
+/// The pointer array execve takes: each string's pointer, then NULL.
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
+}
+
 fn find_program(name: &CString, path: &str) -> Option<CString> {
     let bytes = name.as_bytes();
     if bytes.contains(&b'/') {
@@ -170,18 +179,8 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
             ),
         );
     };
-    let argv: Vec<*const libc::c_char> = spec
-        .argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let envp: Vec<*const libc::c_char> = spec
-        .env
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
+    let argv = null_terminated(&spec.argv);
+    let envp = null_terminated(&spec.env);
     // SAFETY: restoring default dispositions (Rust ignores SIGPIPE) and the signal mask
     // the command should start with, then execve with NUL-terminated arrays.
     unsafe {

@@ -65,6 +65,8 @@ pub enum RunError {
     Start(#[source] io::Error),
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Manifest(crate::manifest::ManifestError),
 }
 
 /// How the container ended.
@@ -84,9 +86,17 @@ fn cstring(s: &str, what: &str) -> Result<CString, RunError> {
     CString::new(s).map_err(|_| RunError::Invalid(format!("{what} {s:?} contains a NUL byte")))
 }
 
-/// The manifest beside the image, if any.
-fn manifest_for(image: &Path) -> Option<Manifest> {
-    crate::manifest::read(&crate::manifest::path_for(image)).ok()
+/// The manifest beside the image, if there is one; one that cannot be read or parsed is
+/// an error, not a silent loss of the image's limits and config.
+fn manifest_for(image: &Path) -> Result<Option<Manifest>, RunError> {
+    use crate::manifest::ManifestError;
+    match crate::manifest::read(&crate::manifest::path_for(image)) {
+        Ok(m) => Ok(Some(m)),
+        Err(ManifestError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(RunError::Manifest(e)),
+    }
 }
 
 fn process_spec(
@@ -204,7 +214,7 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
             opts.image.display()
         )));
     }
-    let manifest = manifest_for(&opts.image);
+    let manifest = manifest_for(&opts.image)?;
     let caps =
         security::capability_mask(&opts.cap_add, &opts.cap_drop).map_err(RunError::Invalid)?;
     let rootfs = RootfsSpec {
@@ -270,6 +280,12 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     let (err_r, err_w) = pipe().map_err(RunError::Start)?;
     let set = init::signal_set();
     let old_mask = init::block(&set);
+    if crate::interrupt::interrupted() {
+        // Arrived during setup, before blocking: nothing would forward it now.
+        // SAFETY: restoring our own mask.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+        return Err(RunError::Start(io::Error::from(io::ErrorKind::Interrupted)));
+    }
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
     if !opts.net_host {

@@ -21,7 +21,10 @@ pub fn is_root() -> bool {
 
 /// True when the test may run; false (after saying so) when it needs root and we are not.
 /// With ROOTPACK_REQUIRE_ROOT=1 a missing privilege is a failure, not a skip.
-pub fn require_root(test: &str) -> bool {
+pub fn require_root() -> bool {
+    // The test harness names each test's thread after the test.
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("this test");
     if is_root() {
         return true;
     }
