@@ -102,9 +102,7 @@ fn cpu_quota(cpus: f64) -> u64 {
 pub struct Cgroup {
     dirs: Vec<PathBuf>,
     /// Where memory.events (v2) or memory.oom_control (v1) lives.
-    memory: Option<(PathBuf, bool)>,
-    /// The cgroup.procs files to join.
-    procs: Vec<PathBuf>,
+    memory: Option<PathBuf>,
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {
@@ -126,7 +124,6 @@ impl Cgroup {
         let mut cg = Cgroup {
             dirs: Vec::new(),
             memory: None,
-            procs: Vec::new(),
         };
         match layout {
             Layout::None => {
@@ -158,7 +155,6 @@ impl Cgroup {
                     let dir = base.join(name);
                     make_dir(&dir)?;
                     cg.dirs.push(dir.clone());
-                    cg.procs.push(dir.join("cgroup.procs"));
                     match ctrl.as_str() {
                         "memory" => {
                             if let Some(m) = limits.memory {
@@ -169,7 +165,7 @@ impl Cgroup {
                                     write(&memsw, &m.to_string())?;
                                 }
                             }
-                            cg.memory = Some((dir.join("memory.oom_control"), false));
+                            cg.memory = Some(dir.join("memory.oom_control"));
                         }
                         "pids" => {
                             if let Some(p) = limits.pids {
@@ -188,8 +184,13 @@ impl Cgroup {
             }
             Layout::V2(mnt) => {
                 let parent = mnt.join("rootpack");
+                let fresh = !parent.exists();
                 make_dir(&parent)?;
-                for dir in [mnt.as_path(), parent.as_path()] {
+                // Once, when our parent group is made, not on every run.
+                for dir in [mnt.as_path(), parent.as_path()]
+                    .into_iter()
+                    .filter(|_| fresh)
+                {
                     // One at a time: one the host lacks must not block the others. Already
                     // enabled, or not available: the limit writes below say which.
                     for ctrl in ["+memory", "+pids", "+cpu"] {
@@ -199,7 +200,6 @@ impl Cgroup {
                 let dir = parent.join(name);
                 make_dir(&dir)?;
                 cg.dirs.push(dir.clone());
-                cg.procs.push(dir.join("cgroup.procs"));
                 if let Some(m) = limits.memory {
                     write(&dir.join("memory.max"), &m.to_string())?;
                     let _ = write(&dir.join("memory.swap.max"), "0");
@@ -213,7 +213,7 @@ impl Cgroup {
                         &format!("{} {CPU_PERIOD}", cpu_quota(c)),
                     )?;
                 }
-                cg.memory = Some((dir.join("memory.events"), true));
+                cg.memory = Some(dir.join("memory.events"));
             }
         }
         Ok(cg)
@@ -221,8 +221,8 @@ impl Cgroup {
 
     /// Moves `pid` into the group(s).
     pub fn add(&self, pid: u32) -> io::Result<()> {
-        for procs in &self.procs {
-            write(procs, &pid.to_string())?;
+        for dir in &self.dirs {
+            write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
     }
@@ -234,7 +234,7 @@ impl Cgroup {
 
     /// How many processes the kernel killed for exceeding the memory limit.
     pub fn oom_kills(&self) -> u64 {
-        let Some((path, _)) = &self.memory else {
+        let Some(path) = &self.memory else {
             return 0;
         };
         let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -243,31 +243,13 @@ impl Cgroup {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0)
     }
-
-    /// Removes the folders, retrying briefly while the kernel finishes tearing down.
-    pub fn remove(mut self) -> io::Result<()> {
-        remove_dirs(
-            &std::mem::take(&mut self.dirs),
-            std::time::Duration::from_secs(2),
-        )
-    }
 }
 
-impl Layout {
-    /// The folders our groups are made in.
-    fn parents(&self) -> Vec<PathBuf> {
-        match self {
-            Layout::V1(ctrls) => ctrls.iter().map(|(_, base)| base.clone()).collect(),
-            Layout::V2(mnt) => vec![mnt.join("rootpack")],
-            Layout::None => Vec::new(),
-        }
-    }
-}
-
-/// Removes the empty groups of runs whose rootpack process is gone (`rootpack-PID-N`):
-/// what a `kill -9` left in the instant between making a group and starting its watcher.
-pub fn remove_stale(layout: &Layout) {
-    for parent in layout.parents() {
+/// Removes the empty groups, beside `dirs`, of runs whose rootpack process is gone
+/// (`rootpack-PID-N`): what a `kill -9` left in the instant between making a group and
+/// starting its watcher.
+pub fn remove_stale(dirs: &[PathBuf]) {
+    for parent in dirs.iter().filter_map(|d| d.parent()) {
         let Ok(entries) = std::fs::read_dir(&parent) else {
             continue;
         };
@@ -411,7 +393,7 @@ mod tests {
         for f in std::fs::read_dir(&dir).unwrap() {
             std::fs::remove_file(f.unwrap().path()).unwrap();
         }
-        cg.remove().unwrap();
+        drop(cg);
         assert!(!dir.exists());
     }
 
@@ -449,7 +431,6 @@ mod tests {
     #[test]
     fn stale_groups_of_dead_runs_are_removed() {
         let root = tempfile::tempdir().unwrap();
-        let layout = Layout::V1(vec![("pids".into(), root.path().to_path_buf())]);
         let dead = root.path().join("rootpack-999999999-1");
         let alive = root
             .path()
@@ -458,7 +439,7 @@ mod tests {
         for d in [&dead, &alive, &other] {
             std::fs::create_dir(d).unwrap();
         }
-        remove_stale(&layout);
+        remove_stale(std::slice::from_ref(&alive));
         assert!(!dead.exists() && alive.exists() && other.exists());
     }
 

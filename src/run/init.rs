@@ -138,26 +138,10 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
         }
     }
     step(security::limit_bounding_set(spec.capabilities));
-    if let Some((uid, gid)) = spec.user {
-        // SAFETY: credential syscalls; failures are reported.
-        let ok = unsafe {
-            libc::setgroups(0, std::ptr::null()) == 0
-                && libc::setgid(gid) == 0
-                && libc::setuid(uid) == 0
-        };
-        if !ok {
-            fail(
-                err_fd,
-                125,
-                &format!(
-                    "switching to user {uid}:{gid}: {}",
-                    io::Error::last_os_error()
-                ),
-            );
-        }
-        // Without an init, this is the container's first process: it must still die with
-        // rootpack, and the new ids cleared that.
-        super::die_with_parent();
+    if let Some((uid, gid)) = spec.user
+        && let Err(e) = security::switch_ids(uid, gid)
+    {
+        fail(err_fd, 125, &format!("switching to user {uid}:{gid}: {e}"));
     }
     if spec.user.is_none_or(|(uid, _)| uid == 0) {
         step(security::set_capabilities(spec.capabilities));

@@ -271,9 +271,8 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos())
     );
-    let layout = cgroup::Layout::detect();
-    cgroup::remove_stale(&layout);
-    let cg = cgroup::Cgroup::create(&layout, &id, &limits).map_err(RunError::Cgroup)?;
+    let cg = cgroup::Cgroup::create(&cgroup::Layout::detect(), &id, &limits)
+        .map_err(RunError::Cgroup)?;
     let watcher = spawn_cgroup_watcher(cg.dirs()).map_err(RunError::Start)?;
 
     let (go_r, go_w) = pipe().map_err(RunError::Start)?;
@@ -366,7 +365,8 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     // Only when the command itself died of SIGKILL under a memory limit: a helper process
     // killed by the OOM killer while the command went on is not the container's end.
     let oom = limits.memory.is_some() && init::exit_code(status) == 137 && cg.oom_kills() > 0;
-    let _ = cg.remove();
+    // Removed on drop, retrying briefly while the kernel finishes tearing down.
+    drop(cg);
     drop(watcher);
     if !message.is_empty() && status != 0 && !oom {
         let code = init::exit_code(status);
@@ -443,21 +443,6 @@ fn wait_forwarding(pid: i32, set: &libc::sigset_t, pty: Option<&tty::Pty>) -> li
 }
 
 /// The cloned child: becomes the container. Never returns.
-/// SIGKILL when rootpack dies. The kernel clears this on every change of effective ids,
-/// so it is set again after each.
-pub(crate) fn die_with_parent() {
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-}
-
 fn child_main(
     go: OwnedFd,
     err: OwnedFd,
@@ -470,7 +455,7 @@ fn child_main(
     let err_fd = err.as_raw_fd();
     std::mem::forget(err);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> io::Result<()> {
-        die_with_parent();
+        security::die_with_parent();
         if spec.console.is_none() && !spec.foreground {
             // Out of rootpack's process group: a Ctrl-C on a terminal we do not own would
             // otherwise reach the container directly as well as through rootpack.
@@ -492,17 +477,7 @@ fn child_main(
         if opts.userns {
             // Cloned with the host's root ids, which the new namespace does not map: become
             // its root (host uid USERNS_BASE) before touching any file.
-            // SAFETY: credential syscalls with the capabilities a new user namespace grants.
-            let ok = unsafe {
-                libc::setgroups(0, std::ptr::null()) == 0
-                    && libc::setresgid(0, 0, 0) == 0
-                    && libc::setresuid(0, 0, 0) == 0
-            };
-            if !ok {
-                return Err(io::Error::last_os_error());
-            }
-            // Changing the euid cleared the parent-death signal.
-            die_with_parent();
+            security::switch_ids(0, 0)?;
             rootfs::finish(rootfs)?;
         }
         // SAFETY: a new cgroup namespace changes no memory this process shares.
@@ -555,6 +530,8 @@ fn spawn_cgroup_watcher(dirs: &[PathBuf]) -> io::Result<Option<OwnedFd>> {
         std::mem::forget(r);
         // SAFETY: fd 3 is the pipe's read end, dup'ed above.
         let r = unsafe { <OwnedFd as std::os::unix::io::FromRawFd>::from_raw_fd(3) };
+        // Off the container's start path: what earlier killed runs left beside ours.
+        cgroup::remove_stale(dirs);
         let mut byte = [0u8; 1];
         let _ = rustix::io::read(&r, &mut byte);
         // rootpack is gone, so must the container be, whatever survived it.

@@ -230,6 +230,37 @@ pub fn cloexec_from_3() -> io::Result<()> {
     Ok(())
 }
 
+/// SIGKILL when rootpack dies. The kernel clears this on every change of effective ids,
+/// so it is set again after each.
+pub fn die_with_parent() {
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
+/// Drops supplementary groups and takes `uid`:`gid` as real, effective and saved ids, then
+/// re-arms [`die_with_parent`], which the change cleared.
+pub fn switch_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: credential syscalls with integer arguments.
+    let ok = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setresgid(gid, gid, gid) == 0
+            && libc::setresuid(uid, uid, uid) == 0
+    };
+    if !ok {
+        return Err(io::Error::last_os_error());
+    }
+    die_with_parent();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
