@@ -250,7 +250,7 @@ impl Cgroup {
 /// starting its watcher.
 pub fn remove_stale(dirs: &[PathBuf]) {
     for parent in dirs.iter().filter_map(|d| d.parent()) {
-        let Ok(entries) = std::fs::read_dir(&parent) else {
+        let Ok(entries) = std::fs::read_dir(parent) else {
             continue;
         };
         for entry in entries.flatten() {
