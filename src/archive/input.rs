@@ -256,7 +256,8 @@ impl BufRead for Input<'_> {
             Source::Buffered { start, end, .. } => {
                 let n = n.min(*end - *start);
                 *start += n;
-                if let Some(pb) = &self.progress {
+                // Once per buffer, not per header read.
+                if let (Some(pb), true) = (&self.progress, *start == *end) {
                     pb.set_position(self.pos + n as u64);
                 }
                 n

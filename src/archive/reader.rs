@@ -165,11 +165,18 @@ fn read_compressed(
         _ => None,
     };
     let caller_checks = checksum.is_some();
-    std::thread::scope(|scope| {
+    let stream_input = &mut *input;
+    let (parsed, decoded, checksum) = std::thread::scope(|scope| {
         let decoding = std::thread::Builder::new()
             .name("decode".into())
             .spawn_scoped(scope, move || {
-                decode_blocks(input, segment.compression, caller_checks, tx, recycle_rx)
+                decode_blocks(
+                    stream_input,
+                    segment.compression,
+                    caller_checks,
+                    tx,
+                    recycle_rx,
+                )
             })?;
         let mut stream = ChannelReader {
             rx,
@@ -188,41 +195,32 @@ fn read_compressed(
         let checksum = stream.checksum.take();
         // Closing our end stops the decoder if we stopped early.
         drop(stream);
-        let decoded = match decoding.join() {
-            Ok(decoded) => decoded,
+        match decoding.join() {
+            Ok(decoded) => Ok::<_, ReadError>((parsed, decoded, checksum)),
             Err(panic) => std::panic::resume_unwind(panic),
-        };
-        let corrupt = |(at, source)| ReadError::Decompress {
-            index: segment.index,
-            compression: segment.compression,
-            offset: segment.offset,
-            at,
-            source,
-        };
-        // A corrupt stream explains whatever the parser saw after it.
-        let trailer = decoded.map_err(corrupt)?;
-        let parsed = parsed?;
-        if let Some(sum) = checksum {
-            // The decoder hands a trailer back whenever the reader checks.
-            let trailer = trailer.ok_or_else(|| {
-                corrupt((0, io::Error::other("no checksum trailer from the decoder")))
-            })?;
-            sum.verify(&trailer.bytes)
-                .map_err(|e| corrupt((trailer.end, e)))?;
         }
-        Ok(parsed)
-    })
-}
-
-/// A stream's checksum, left by the decoder for the reader to verify.
-struct Trailer {
-    /// Compressed offset just after it.
-    end: u64,
-    bytes: [u8; 4],
+    })?;
+    let corrupt = |at, source| ReadError::Decompress {
+        index: segment.index,
+        compression: segment.compression,
+        offset: segment.offset,
+        at,
+        source,
+    };
+    // A corrupt stream explains whatever the parser saw after it.
+    decoded.map_err(|(at, e)| corrupt(at, e))?;
+    let parsed = parsed?;
+    if let Some(sum) = checksum {
+        // The frame ended just after its 4-byte trailer, still in memory.
+        let trailer = input.just_consumed(4).unwrap_or_default();
+        sum.verify(trailer)
+            .map_err(|e| corrupt(input.position(), e))?;
+    }
+    Ok(parsed)
 }
 
 /// The decoder thread: fills blocks until the stream ends or the reader goes away.
-/// With `caller_checks`, returns the stream's checksum trailer for the reader to verify.
+/// With `caller_checks`, a zstd decoder leaves the content checksum to the reader.
 /// On failure, returns the compressed position reached and the error.
 fn decode_blocks(
     input: &mut Input<'_>,
@@ -230,7 +228,7 @@ fn decode_blocks(
     caller_checks: bool,
     tx: SyncSender<Vec<u8>>,
     recycle: Receiver<Vec<u8>>,
-) -> Result<Option<Trailer>, (u64, io::Error)> {
+) -> Result<(), (u64, io::Error)> {
     let result = (|| {
         let mut dec = decoder(compression, input, caller_checks)?;
         loop {
@@ -243,21 +241,7 @@ fn decode_blocks(
             }
         }
     })();
-    result.map_err(|e| (input.position(), e))?;
-    if !caller_checks {
-        return Ok(None);
-    }
-    let end = input.position();
-    let bytes = input
-        .just_consumed(4)
-        .and_then(|t| t.try_into().ok())
-        .ok_or_else(|| {
-            (
-                end,
-                io::Error::other("the stream's checksum cannot be read back"),
-            )
-        })?;
-    Ok(Some(Trailer { end, bytes }))
+    result.map_err(|e| (input.position(), e))
 }
 
 struct ChannelReader {

@@ -46,21 +46,11 @@ pub(crate) fn read_entries(
         let offset = item.raw_header_position();
         match item.header().entry_type() {
             T::GNULongName => {
-                ext.name = Some(read_extension(
-                    &mut item,
-                    offset,
-                    MAX_NAME as u64,
-                    "long name",
-                )?);
+                ext.name = Some(read_long_name(&mut item, offset, "long name")?);
                 continue;
             }
             T::GNULongLink => {
-                ext.link = Some(read_extension(
-                    &mut item,
-                    offset,
-                    MAX_NAME as u64,
-                    "long link",
-                )?);
+                ext.link = Some(read_long_name(&mut item, offset, "long link")?);
                 continue;
             }
             T::XHeader => {
@@ -73,9 +63,7 @@ pub(crate) fn read_entries(
             T::XGlobalHeader => continue,
             _ => {}
         }
-        let Some(entry) = make_entry(&item, offset, std::mem::take(&mut ext))? else {
-            continue;
-        };
+        let entry = make_entry(&item, offset, std::mem::take(&mut ext))?;
         let mut buffered = Buffered {
             inner: &mut item,
             buf: &mut buf,
@@ -89,8 +77,20 @@ pub(crate) fn read_entries(
     Ok(count)
 }
 
-/// The data of an extension header, refused past `max` bytes; a GNU long name or link
-/// loses its trailing NULs.
+/// A GNU long name or link, without its trailing NULs.
+fn read_long_name<R: Read>(
+    item: &mut ::tar::Entry<'_, R>,
+    offset: u64,
+    what: &str,
+) -> Result<Vec<u8>, ReadError> {
+    let mut name = read_extension(item, offset, MAX_NAME as u64, what)?;
+    while name.last() == Some(&0) {
+        name.pop();
+    }
+    Ok(name)
+}
+
+/// The data of an extension header, refused past `max` bytes.
 fn read_extension<R: Read>(
     item: &mut ::tar::Entry<'_, R>,
     offset: u64,
@@ -111,11 +111,6 @@ fn read_extension<R: Read>(
             offset,
             what: format!("{what}: truncated"),
         });
-    }
-    if what != "PAX header" {
-        while data.last() == Some(&0) {
-            data.pop();
-        }
     }
     Ok(data)
 }
@@ -155,7 +150,7 @@ fn make_entry<R: Read>(
     item: &::tar::Entry<'_, R>,
     offset: u64,
     ext: Extensions,
-) -> Result<Option<Entry>, ReadError> {
+) -> Result<Entry, ReadError> {
     use ::tar::EntryType as T;
     let h = item.header();
     let name = ext.name.unwrap_or_else(|| item.path_bytes().into_owned());
@@ -202,7 +197,6 @@ fn make_entry<R: Read>(
             Kind::BlockDevice { major, minor }
         }
         T::Fifo => Kind::Fifo,
-        T::XGlobalHeader => return Ok(None),
         other => {
             return Err(malformed(format!(
                 "entry \"{}\": unsupported tar entry type {:?}",
@@ -211,7 +205,7 @@ fn make_entry<R: Read>(
             )));
         }
     };
-    Ok(Some(Entry {
+    Ok(Entry {
         size: if kind == Kind::File { item.size() } else { 0 },
         kind,
         mode: field(h.mode().map(u64::from), "mode")? as u32 & 0o7777,
@@ -223,7 +217,7 @@ fn make_entry<R: Read>(
         link_key: None,
         offset,
         name,
-    }))
+    })
 }
 
 /// A `BufRead` over a tar entry with a buffer reused across entries.

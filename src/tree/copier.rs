@@ -16,12 +16,45 @@ pub struct Job {
     pub src: File,
     pub dst: File,
     pub len: u64,
-    /// Owner to set (when privileged), then mode, then mtime.
-    pub owner: Option<(u32, u32)>,
-    pub mode: u32,
-    pub mtime: i64,
+    pub meta: FileMeta,
     /// For messages.
     pub name: String,
+}
+
+/// What to set on a regular file once its data is written: only what would change.
+pub struct FileMeta {
+    pub owner: Option<(u32, u32)>,
+    /// Applied after chown, which clears set-id bits.
+    pub mode: Option<u32>,
+    pub mtime: i64,
+}
+
+impl FileMeta {
+    pub fn apply(&self, fd: impl std::os::fd::AsFd) -> io::Result<()> {
+        let fd = fd.as_fd();
+        if let Some((uid, gid)) = self.owner {
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )?;
+        }
+        if let Some(mode) = self.mode {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
+        }
+        let t = Timespec {
+            tv_sec: self.mtime,
+            tv_nsec: 0,
+        };
+        rustix::fs::futimens(
+            fd,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+        )?;
+        Ok(())
+    }
 }
 
 pub struct Copier {
@@ -85,27 +118,7 @@ fn work(rx: Receiver<Job>, cancel: &AtomicBool) -> io::Result<()> {
 
 fn apply(job: &Job) -> io::Result<()> {
     copy_range(&job.src, &job.dst, job.len)?;
-    if let Some((uid, gid)) = job.owner {
-        rustix::fs::fchown(
-            &job.dst,
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-        )?;
-    }
-    // After chown, which clears set-id bits.
-    rustix::fs::fchmod(&job.dst, Mode::from_raw_mode(job.mode))?;
-    let t = Timespec {
-        tv_sec: job.mtime,
-        tv_nsec: 0,
-    };
-    rustix::fs::futimens(
-        &job.dst,
-        &Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-    )?;
-    Ok(())
+    job.meta.apply(&job.dst)
 }
 
 /// Copies `len` bytes from the start of `src` into `dst` in the kernel (copy_file_range;

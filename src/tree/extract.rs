@@ -26,7 +26,7 @@ use rustix::io::Errno;
 use crate::archive::{
     Entry, EntryData, Kind, LinkKey, Segment, SegmentSummary, VisitError, Visitor,
 };
-use crate::tree::copier::{Copier, Job};
+use crate::tree::copier::{Copier, FileMeta, Job};
 use crate::tree::safe_path::{RelPath, Root};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -193,8 +193,8 @@ impl Extractor {
                 Some(rustix::fs::Gid::from_raw(gid)),
             )
             .map_err(io_err(ExtractError::Create))?;
-        } else if uid != rustix::process::geteuid().as_raw() {
-            self.report.ownership_dropped += 1;
+        } else {
+            self.count_dropped_owner(uid);
         }
         Ok(())
     }
@@ -379,9 +379,7 @@ impl Extractor {
             AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(io_err(ExtractError::Create))?;
-        if !privileged && entry.uid != rustix::process::geteuid().as_raw() {
-            self.report.ownership_dropped += 1;
-        }
+        self.count_dropped_owner(entry.uid);
         Ok(())
     }
 
@@ -494,17 +492,11 @@ impl Extractor {
         let mut file = File::from(fd);
         if let Some((src, len)) = data.take_source() {
             // The data and then the metadata are written on the copy thread.
-            let owner = self.privileged.then_some((entry.uid, entry.gid));
-            if !self.privileged && entry.uid != rustix::process::geteuid().as_raw() {
-                self.report.ownership_dropped += 1;
-            }
             let job = Job {
                 src: src.try_clone().map_err(ExtractError::Write)?,
                 dst: file,
                 len,
-                owner,
-                mode: self.file_mode(entry),
-                mtime: entry.mtime,
+                meta: self.file_meta(entry, fresh),
                 name: crate::archive::display_name(&entry.name),
             };
             self.report.bytes += len;
@@ -536,19 +528,29 @@ impl Extractor {
                 format!("truncated data ({} bytes missing)", data.remaining()),
             )));
         }
-        let fd = OwnedFd::from(file);
-        let skip_owner = self.privileged && self.owner_is_default(entry.uid, entry.gid);
-        if !skip_owner {
-            self.set_owner_fd(&fd, entry.uid, entry.gid)?;
+        self.file_meta(entry, fresh)
+            .apply(&file)
+            .map_err(ExtractError::Create)
+    }
+
+    /// Owner, mode and mtime for a regular file, leaving out a chown or chmod that would
+    /// change nothing. `fresh`: we just created the file with the entry's permission bits.
+    fn file_meta(&mut self, entry: &Entry, fresh: bool) -> FileMeta {
+        let default_owner = self.privileged && self.owner_is_default(entry.uid, entry.gid);
+        self.count_dropped_owner(entry.uid);
+        FileMeta {
+            owner: (self.privileged && !default_owner).then_some((entry.uid, entry.gid)),
+            mode: (!(fresh && default_owner && self.mode_is_exact(entry.mode)))
+                .then(|| self.file_mode(entry)),
+            mtime: entry.mtime,
         }
-        // After chown, which clears set-id bits.
-        if !(fresh && skip_owner && self.mode_is_exact(entry.mode)) {
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(self.file_mode(entry)))
-                .map_err(io_err(ExtractError::Create))?;
+    }
+
+    /// Counts an owner we could not give (not running as root).
+    fn count_dropped_owner(&mut self, uid: u32) {
+        if !self.privileged && uid != self.creator.0 {
+            self.report.ownership_dropped += 1;
         }
-        rustix::fs::futimens(&fd, &timestamps(entry.mtime))
-            .map_err(io_err(ExtractError::Create))?;
-        Ok(())
     }
 
     /// The mode to give a non-folder entry. Set-user-id and set-group-id go when the owner
