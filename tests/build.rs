@@ -223,6 +223,9 @@ fn builds_are_reproducible() {
             let json = build(&recipe(name), &out, &[&["--json"][..], &extra[..]].concat()).stdout;
             let m: serde_json::Value = serde_json::from_slice(&json).unwrap();
             digests.push(m["sha256"].as_str().unwrap().to_string());
+            // Read from mke2fs's own output: "1.47.0" and the like.
+            let e2fs = m["build"]["e2fsprogs"].as_str().unwrap_or_default();
+            assert!(e2fs.split('.').count() == 3, "e2fsprogs {e2fs:?}");
             // Reading the tree between builds must not matter (atime).
             std::thread::sleep(std::time::Duration::from_millis(1100));
         }

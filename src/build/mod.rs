@@ -106,11 +106,8 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     let work = TempDir::beside(&out.join(&recipe.name)).map_err(out_err(out))?;
     let extension = recipe.output.format.extension();
     let image = out.join(format!("{}.{extension}", recipe.name));
-    let version = if ext4 {
-        Some(ext4::e2fsprogs_version()?)
-    } else {
-        None
-    };
+    // The e2fsprogs version mke2fs reports, for the manifest and the time fix-up.
+    let mut version = None;
     let mut warnings = Vec::new();
 
     let (layers, report, usage, sha256) = if ext4 && method == Method::Mount {
@@ -118,7 +115,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         // Sized (or a fixed size checked) before anything is written.
         let usage = stage::estimate(recipe)?;
         let file = AtomicFile::create(&image).map_err(out_err(&image))?;
-        ext4::mkfs(
+        version = ext4::mkfs(
             file.temp_path(),
             &mkfs_options(recipe, &usage, &recipe.sha256, sde)?,
             None,
@@ -144,13 +141,14 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                     .filter_map(|l| l.sha256.clone())
                     .fold(recipe.sha256.clone(), |a, b| a + &b);
                 let file = AtomicFile::create(&image).map_err(out_err(&image))?;
-                ext4::mkfs(
+                version = ext4::mkfs(
                     file.temp_path(),
                     &mkfs_options(recipe, &usage, &seed, sde)?,
                     Some(&staging),
                 )?;
-                if let (Some(t), Some(v)) = (sde, version)
-                    && v < (1, 47, 1)
+                // Unknown versions get the fix-up too: it is harmless where not needed.
+                if let Some(t) = sde
+                    && version.is_none_or(|v| v < (1, 47, 1))
                 {
                     let skipped = ext4::fix_times(file.temp_path(), &staging, work.path(), t)?;
                     if skipped > 0 {

@@ -154,28 +154,31 @@ fn run_tool(cmd: &mut Command, tool: &str) -> Result<String, Ext4Error> {
     Ok(stderr)
 }
 
-/// The e2fsprogs version, from `mke2fs -V` ("mke2fs 1.47.0 (5-Feb-2023)").
-pub fn e2fsprogs_version() -> Result<(u32, u32, u32), Ext4Error> {
-    let text = run_tool(Command::new("mke2fs").arg("-V"), "mke2fs")?;
-    let v = text
+/// An e2fsprogs version, as (major, minor, patch).
+pub type Version = (u32, u32, u32);
+
+/// The version mke2fs prints first on stderr ("mke2fs 1.47.0 (5-Feb-2023)").
+fn parse_version(stderr: &str) -> Option<Version> {
+    let v = stderr.lines().next()?.strip_prefix("mke2fs ")?;
+    let mut parts = v
         .split_whitespace()
-        .nth(1)
-        .map(|v| {
-            v.split('.')
-                .map(|n| n.parse().unwrap_or(0))
-                .collect::<Vec<u32>>()
-        })
-        .unwrap_or_default();
-    Ok((
-        v.first().copied().unwrap_or(0),
-        v.get(1).copied().unwrap_or(0),
-        v.get(2).copied().unwrap_or(0),
+        .next()?
+        .split('.')
+        .map(|n| n.parse().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
     ))
 }
 
 /// Runs mke2fs on `image` (a file of `opts.size` bytes is created first), filling it from
-/// `tree` when given.
-pub fn mkfs(image: &Path, opts: &MkfsOptions, tree: Option<&Path>) -> Result<(), Ext4Error> {
+/// `tree` when given. Returns the e2fsprogs version it reported, if it could be read.
+pub fn mkfs(
+    image: &Path,
+    opts: &MkfsOptions,
+    tree: Option<&Path>,
+) -> Result<Option<Version>, Ext4Error> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -189,7 +192,8 @@ pub fn mkfs(image: &Path, opts: &MkfsOptions, tree: Option<&Path>) -> Result<(),
     let journal = opts.journal_mib;
     let mut cmd = Command::new("mke2fs");
     cmd.args([
-        "-q", "-F", "-t", "ext4", "-T", "default", "-b", "4096", "-I", "256", "-m", "0",
+        // Not -q: the version line it prints saves running mke2fs -V as well.
+        "-F", "-t", "ext4", "-T", "default", "-b", "4096", "-I", "256", "-m", "0",
     ])
     .arg("-N")
     .arg(opts.inodes.to_string())
@@ -213,8 +217,7 @@ pub fn mkfs(image: &Path, opts: &MkfsOptions, tree: Option<&Path>) -> Result<(),
             .env("SOURCE_DATE_EPOCH", t.to_string());
     }
     cmd.arg(image).env("MKE2FS_CONFIG", "/etc/mke2fs.conf");
-    run_tool(&mut cmd, "mke2fs")?;
-    Ok(())
+    Ok(parse_version(&run_tool(&mut cmd, "mke2fs")?))
 }
 
 /// Sets atime, ctime and crtime of every inode of `tree` in `image` to `time`, for
@@ -316,4 +319,19 @@ pub fn needed_size(image_size: u64, u: &Usage) -> Result<(), Ext4Error> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_comes_from_mke2fs_first_line() {
+        assert_eq!(
+            parse_version("mke2fs 1.47.0 (5-Feb-2023)\nDiscarding device blocks: done\n"),
+            Some((1, 47, 0))
+        );
+        assert_eq!(parse_version("mke2fs 1.47 (x)\n"), Some((1, 47, 0)));
+        assert_eq!(parse_version("Warning: something\n"), None);
+    }
 }
