@@ -113,7 +113,8 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     let (layers, report, usage, sha256) = if ext4 && method == Method::Mount {
         // The mounted image is the staging tree: the data is written once.
         // Sized (or a fixed size checked) before anything is written.
-        let usage = stage::estimate(recipe)?;
+        let closures = stage::closures(recipe)?;
+        let usage = stage::estimate(recipe, &closures)?;
         let file = AtomicFile::create(&image).map_err(out_err(&image))?;
         version = ext4::mkfs(
             file.temp_path(),
@@ -124,7 +125,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         std::fs::create_dir(&mnt).map_err(out_err(&mnt))?;
         let mut filled = None;
         ext4::populate_by_mount(file.temp_path(), &mnt, &mut |target| {
-            filled = Some(stage::fill(recipe, target, sde, opts.progress)?);
+            filled = Some(stage::fill(recipe, &closures, target, sde, opts.progress)?);
             Ok(())
         })?;
         let (layers, report, usage) = filled.ok_or(BuildError::Interrupted)?;
@@ -133,7 +134,8 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     } else {
         let staging = work.path().join("staging");
         std::fs::create_dir(&staging).map_err(out_err(&staging))?;
-        let (layers, report, usage) = stage::fill(recipe, &staging, sde, opts.progress)?;
+        let closures = stage::closures(recipe)?;
+        let (layers, report, usage) = stage::fill(recipe, &closures, &staging, sde, opts.progress)?;
         let sha256 = match recipe.output.format {
             OutputFormat::Ext4 => {
                 let seed = layers

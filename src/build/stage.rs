@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{BuildError, check_interrupt, digest_file, out_err};
 use crate::archive::{
@@ -19,17 +19,34 @@ use crate::tree::extract::{ExtractReport, Extractor};
 use crate::tree::inject;
 use crate::tree::safe_path::Root;
 
-/// Fills the folder `root` as the recipe says. Returns the layers' records, what the
-/// extraction reported, and the tree's usage.
+/// Each of the recipe's programs with its library closure, in recipe order, found once
+/// for sizing and injecting alike (one read of `/etc/ld.so.cache`).
+pub(super) fn closures(recipe: &Recipe) -> Result<Vec<Vec<PathBuf>>, BuildError> {
+    let cache = elf::LdCache::load(Path::new("/etc/ld.so.cache"));
+    recipe
+        .binaries
+        .iter()
+        .map(|b| {
+            elf::closure_with_cache(&b.host, &cache).map_err(|source| BuildError::Binary {
+                path: b.host.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Fills the folder `root` as the recipe says, its programs from `closures`. Returns the
+/// layers' records, what the extraction reported, and the tree's usage.
 pub(super) fn fill(
     recipe: &Recipe,
+    closures: &[Vec<PathBuf>],
     root: &Path,
     sde: Option<i64>,
     progress: bool,
 ) -> Result<(Vec<LayerRecord>, ExtractReport, Usage), BuildError> {
     let mut x = Extractor::new(Root::open(root).map_err(out_err(root))?, false);
     let layers = apply_layers(recipe, &mut x, progress)?;
-    inject_all(recipe, &mut x, sde)?;
+    inject_all(recipe, closures, &mut x, sde)?;
     let report = x.finish()?;
     if let Some(t) = sde {
         clamp_times(root, t).map_err(out_err(root))?;
@@ -42,7 +59,7 @@ pub(super) fn fill(
 /// What the recipe will put in the tree, before anything is unpacked: folders are walked,
 /// archives listed (decompressed, not written), programs' closures and files stat'ed.
 /// Later layers replacing earlier files are counted twice, which errs on the large side.
-pub(super) fn estimate(recipe: &Recipe) -> Result<Usage, BuildError> {
+pub(super) fn estimate(recipe: &Recipe, closures: &[Vec<PathBuf>]) -> Result<Usage, BuildError> {
     struct Sizer {
         usage: Usage,
         links: HashSet<LinkKey>,
@@ -83,14 +100,10 @@ pub(super) fn estimate(recipe: &Recipe) -> Result<Usage, BuildError> {
         }
     }
     let mut u = sizer.usage;
-    for b in &recipe.binaries {
-        let files = elf::closure(&b.host).map_err(|source| BuildError::Binary {
-            path: b.host.clone(),
-            source,
-        })?;
+    for (b, files) in recipe.binaries.iter().zip(closures) {
         for f in files {
             // A few extra inodes and blocks for the symlink chains and folders on the way.
-            u.add_file(std::fs::metadata(&f).map_err(out_err(&f))?.len());
+            u.add_file(std::fs::metadata(f).map_err(out_err(f))?.len());
             u.add_dir();
         }
         u.inodes += b.links.len() as u64;
@@ -102,12 +115,7 @@ pub(super) fn estimate(recipe: &Recipe) -> Result<Usage, BuildError> {
         };
         u.add_file(len);
     }
-    for _ in recipe
-        .dirs
-        .iter()
-        .map(|_| ())
-        .chain(recipe.mountpoints.iter().map(|_| ()))
-    {
+    for _ in 0..recipe.dirs.len() + recipe.mountpoints.len() {
         u.add_dir();
     }
     for s in &recipe.symlinks {
@@ -161,19 +169,20 @@ fn apply_layers(
     Ok(records)
 }
 
-fn inject_all(recipe: &Recipe, x: &mut Extractor, sde: Option<i64>) -> Result<(), BuildError> {
+fn inject_all(
+    recipe: &Recipe,
+    closures: &[Vec<PathBuf>],
+    x: &mut Extractor,
+    sde: Option<i64>,
+) -> Result<(), BuildError> {
     let now = sde.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
     });
     let mut seen = HashSet::new();
-    for b in &recipe.binaries {
+    for (b, files) in recipe.binaries.iter().zip(closures) {
         check_interrupt()?;
-        let files = elf::closure(&b.host).map_err(|source| BuildError::Binary {
-            path: b.host.clone(),
-            source,
-        })?;
         for (i, file) in files.iter().enumerate() {
             match (&b.to, i) {
                 (Some(to), 0) => inject::inject_host_file_at(x, file, to)?,

@@ -5,7 +5,7 @@
 //! folder of the object with symlinks resolved. Candidates of another ELF class or machine
 //! are skipped, as `ld.so` skips them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use goblin::elf::Elf;
@@ -86,7 +86,8 @@ fn elf_kind(path: &Path) -> Option<(bool, u16)> {
 
 /// `/etc/ld.so.cache` (glibc's "glibc-ld.so.cache1.1" format): library name -> paths.
 pub struct LdCache {
-    entries: Vec<(String, PathBuf)>,
+    /// Library name -> paths, in the cache's order of preference.
+    entries: HashMap<String, Vec<PathBuf>>,
 }
 
 impl LdCache {
@@ -98,7 +99,7 @@ impl LdCache {
         LdCache { entries }
     }
 
-    fn parse(data: &[u8]) -> Option<Vec<(String, PathBuf)>> {
+    fn parse(data: &[u8]) -> Option<HashMap<String, Vec<PathBuf>>> {
         const NEW: &[u8] = b"glibc-ld.so.cache1.1";
         // An old-format table may precede the new one; offsets count from the new header.
         let start = data.windows(NEW.len()).position(|w| w == NEW)?;
@@ -113,21 +114,22 @@ impl LdCache {
             let end = s.iter().position(|&b| b == 0)?;
             Some(String::from_utf8_lossy(&s[..end]).into_owned())
         };
-        let mut out = Vec::with_capacity(count.min(100_000));
+        let mut out: HashMap<String, Vec<PathBuf>> = HashMap::new();
         for i in 0..count {
             let e = header + i * 24;
             let key = cstr(u32_at(e + 4)? as usize)?;
             let value = cstr(u32_at(e + 8)? as usize)?;
-            out.push((key, PathBuf::from(value)));
+            out.entry(key).or_default().push(PathBuf::from(value));
         }
         Some(out)
     }
 
     fn lookup<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Path> + 'a {
         self.entries
-            .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_path())
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
     }
 }
 
