@@ -147,19 +147,26 @@ fn cmd_extract(archive: &Path, dir: &Path, opts: ops::ExtractOptions, quiet: boo
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if !quiet && report.skipped_devices > 0 {
+    if !quiet {
+        warn_left_out(&report);
+    }
+    Ok(())
+}
+
+/// What an unprivileged extraction could not keep.
+fn warn_left_out(report: &rootpack::tree::extract::ExtractReport) {
+    if report.skipped_devices > 0 {
         eprintln!(
             "rootpack: warning: {} device node(s) skipped (creating them needs root)",
             report.skipped_devices
         );
     }
-    if !quiet && report.ownership_dropped > 0 {
+    if report.ownership_dropped > 0 {
         eprintln!(
             "rootpack: warning: owner of {} entr(y/ies) not kept (changing owners needs root)",
             report.ownership_dropped
         );
     }
-    Ok(())
 }
 
 /// The format and compression for `pack`, from flags or else the output's extension.
@@ -242,12 +249,7 @@ fn cmd_build(
         for w in &built.warnings {
             eprintln!("rootpack: warning: {w}");
         }
-        if built.ownership_dropped > 0 {
-            eprintln!(
-                "rootpack: warning: owner of {} entr(y/ies) not kept (changing owners needs root)",
-                built.ownership_dropped
-            );
-        }
+        warn_left_out(&built.report);
         eprintln!(
             "rootpack: built {} ({} bytes, {} files) and {} in {:.2}s",
             built.image.display(),

@@ -41,7 +41,7 @@ pub enum BuildError {
     #[error("ext4 image")]
     Image(#[from] Ext4Error),
     #[error("archive image")]
-    Pack(#[from] PackError),
+    Pack(PackError),
     #[error("output.method = \"mount\" needs root (loop devices and mounts)")]
     MountNeedsRoot,
     #[error("interrupted")]
@@ -63,9 +63,32 @@ pub struct Built {
     pub manifest: Manifest,
     /// Leftovers of killed builds removed before this one.
     pub cleaned: Vec<PathBuf>,
-    pub ownership_dropped: u64,
+    /// What unpacking the layers had to leave out (not running as root).
+    pub report: crate::tree::extract::ExtractReport,
     /// Things the user should know that did not stop the build.
     pub warnings: Vec<String>,
+}
+
+impl From<PackError> for BuildError {
+    fn from(e: PackError) -> Self {
+        match e {
+            PackError::Interrupted => BuildError::Interrupted,
+            e => BuildError::Pack(e),
+        }
+    }
+}
+
+impl BuildError {
+    /// A layer archive that could not be read; an interrupt is reported as one.
+    fn layer(path: &Path, source: crate::archive::ReadError) -> BuildError {
+        match source {
+            crate::archive::ReadError::Interrupted => BuildError::Interrupted,
+            source => BuildError::Layer {
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+    }
 }
 
 fn out_err(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
@@ -234,7 +257,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         manifest_path,
         manifest,
         cleaned,
-        ownership_dropped: report.ownership_dropped,
+        report,
         warnings,
     })
 }

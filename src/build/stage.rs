@@ -7,9 +7,7 @@ use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::{BuildError, check_interrupt, digest_file, out_err};
-use crate::archive::{
-    Entry, EntryData, Kind, LinkKey, ReadError, VisitError, Visitor, read_archive,
-};
+use crate::archive::{Entry, EntryData, Kind, LinkKey, VisitError, Visitor, read_archive};
 use crate::image::ext4::{self, Usage};
 use crate::interrupt::interrupted;
 use crate::manifest::LayerRecord;
@@ -90,12 +88,8 @@ pub(super) fn estimate(recipe: &Recipe, closures: &[Vec<PathBuf>]) -> Result<Usa
             Layer::Dir(dir) => sizer.usage += ext4::measure(dir).map_err(out_err(dir))?,
             Layer::Initramfs(file) | Layer::Tar(file) => {
                 let f = File::open(file).map_err(out_err(file))?;
-                read_archive(&f, &mut sizer, None, &interrupted).map_err(|source| {
-                    BuildError::Layer {
-                        path: file.clone(),
-                        source,
-                    }
-                })?;
+                read_archive(&f, &mut sizer, None, &interrupted)
+                    .map_err(|e| BuildError::layer(file, e))?;
             }
         }
     }
@@ -147,13 +141,8 @@ fn apply_layers(
                 let f = File::open(file).map_err(out_err(file))?;
                 let len = f.metadata().map(|m| m.len()).unwrap_or(0);
                 let bar = crate::progress::bytes_bar(len, !progress, "unpacking");
-                read_archive(&f, x, bar.clone(), &interrupted).map_err(|source| match source {
-                    ReadError::Interrupted => BuildError::Interrupted,
-                    source => BuildError::Layer {
-                        path: file.clone(),
-                        source,
-                    },
-                })?;
+                read_archive(&f, x, bar.clone(), &interrupted)
+                    .map_err(|e| BuildError::layer(file, e))?;
                 if let Some(bar) = bar {
                     bar.finish_and_clear();
                 }
