@@ -210,15 +210,10 @@ pub fn pack_to_file(dir: &Path, output: &Path, opts: &PackOptions) -> Result<Pac
         });
     }
     let mut out = AtomicFile::create(output).map_err(out_err)?;
-    let summary = {
-        let mut w = io::BufWriter::with_capacity(1 << 20, out.file());
-        let summary = pack(dir, &mut w, opts, &interrupted).map_err(|source| OpError::Pack {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        w.flush().map_err(out_err)?;
-        summary
-    };
+    let summary = pack(dir, out.file(), opts, &interrupted).map_err(|source| OpError::Pack {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     out.commit().map_err(out_err)?;
     Ok(summary)
 }

@@ -188,8 +188,20 @@ fn clamp(mtime: i64, opts: &PackOptions) -> i64 {
     opts.clamp_mtime.map_or(mtime, |c| mtime.min(c)).max(0)
 }
 
-/// Packs `dir` into `out` as `opts` says.
+/// Packs `dir` into `out` as `opts` says, through a 1 MiB buffer flushed at the end.
 pub fn pack(
+    dir: &Path,
+    out: &mut dyn Write,
+    opts: &PackOptions,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<PackSummary, PackError> {
+    let mut buffered = io::BufWriter::with_capacity(1 << 20, out);
+    let summary = write_archive(dir, &mut buffered, opts, interrupted)?;
+    buffered.flush().map_err(PackError::Write)?;
+    Ok(summary)
+}
+
+fn write_archive(
     dir: &Path,
     out: &mut dyn Write,
     opts: &PackOptions,

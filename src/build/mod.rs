@@ -188,18 +188,14 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
             }
             OutputFormat::Archive(format, compression) => {
                 let mut file = AtomicFile::create(&image).map_err(out_err(&image))?;
-                {
-                    let mut w = io::BufWriter::with_capacity(1 << 20, file.file());
-                    let opts = PackOptions {
-                        format,
-                        compression,
-                        level: None,
-                        clamp_mtime: sde,
-                        early: None,
-                    };
-                    pack(&staging, &mut w, &opts, &interrupted)?;
-                    io::Write::flush(&mut w).map_err(out_err(&image))?;
-                }
+                let opts = PackOptions {
+                    format,
+                    compression,
+                    level: None,
+                    clamp_mtime: sde,
+                    early: None,
+                };
+                pack(&staging, file.file(), &opts, &interrupted)?;
                 commit_hashing(file, &image)?
             }
             OutputFormat::Dir => {
