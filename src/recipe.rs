@@ -421,7 +421,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let text = String::from_utf8(bytes.clone()).map_err(|_| RecipeError::At {
+    let text = std::str::from_utf8(&bytes).map_err(|_| RecipeError::At {
         path: path.to_path_buf(),
         line: 1,
         message: "not UTF-8 text".into(),
@@ -432,7 +432,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         .into_owned();
     let ctx = Ctx {
         path,
-        text: &text,
+        text,
         // Absolute, so host paths in the recipe mean the same from any working folder.
         dir: std::path::absolute(
             path.parent()
@@ -445,7 +445,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         })?,
         kernel,
     };
-    let file: RecipeFile = toml::from_str(&text).map_err(|e| RecipeError::At {
+    let file: RecipeFile = toml::from_str(text).map_err(|e| RecipeError::At {
         path: path.to_path_buf(),
         line: e.span().map_or(1, |s| ctx.line(s.start)),
         message: e.message().replace('\n', " "),
@@ -649,7 +649,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
                 struct UserSpan {
                     user: Option<Spanned<String>>,
                 }
-                let span = toml::from_str::<Spans>(&text)
+                let span = toml::from_str::<Spans>(text)
                     .ok()
                     .and_then(|s| s.config?.user)
                     .map_or(0..0, |u| u.span());

@@ -267,10 +267,14 @@ fn mkfs_options(
     let (auto, inodes) = ext4::auto_size(usage);
     let size = match recipe.output.size {
         Size::Auto => auto,
-        Size::Bytes(b) => {
-            ext4::needed_size(b, usage)?;
-            b
+        Size::Bytes(b) if b < auto => {
+            return Err(ext4::Ext4Error::TooSmall {
+                needed: auto,
+                size: b,
+            }
+            .into());
         }
+        Size::Bytes(b) => b,
     };
     Ok(MkfsOptions {
         size,

@@ -310,17 +310,6 @@ pub fn populate_by_mount(
     Ok(())
 }
 
-pub fn needed_size(image_size: u64, u: &Usage) -> Result<(), Ext4Error> {
-    let (needed, _) = auto_size(u);
-    if image_size < needed {
-        return Err(Ext4Error::TooSmall {
-            needed,
-            size: image_size,
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,9 +23,7 @@ use std::rc::Rc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use crate::archive::{
-    Entry, EntryData, Kind, LinkKey, Segment, SegmentSummary, VisitError, Visitor,
-};
+use crate::archive::{Entry, EntryData, Kind, LinkKey, Segment, VisitError, Visitor};
 use crate::tree::copier::{Copier, FileMeta, Job};
 use crate::tree::safe_path::{RelPath, Root};
 
@@ -606,9 +604,5 @@ impl Visitor for Extractor {
     fn archive_end(&mut self) {
         self.links.clear();
         self.linked_paths.clear();
-    }
-
-    fn segment_end(&mut self, _summary: &SegmentSummary) -> Result<(), VisitError> {
-        Ok(())
     }
 }
