@@ -310,7 +310,7 @@ fn cmd_inspect(image: &Path, json: bool) -> Result<()> {
         }
         println!("built by: rootpack {}", m.build.rootpack_version);
     }
-    if m.format != "d" {
+    if m.format != recipe::OutputFormat::Dir.extension() {
         let (size, sha) =
             build::digest_file(image).with_context(|| format!("{}", image.display()))?;
         if sha != m.sha256 || size != m.size {

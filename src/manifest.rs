@@ -58,21 +58,6 @@ pub enum ManifestError {
     },
 }
 
-/// Image file extensions `build` writes, longest first.
-const EXTENSIONS: &[&str] = &[
-    ".cpio.gz",
-    ".cpio.zst",
-    ".cpio.xz",
-    ".cpio.lz4",
-    ".tar.gz",
-    ".tar.zst",
-    ".tar.xz",
-    ".ext4",
-    ".cpio",
-    ".tar",
-    ".d",
-];
-
 /// The manifest path for an image: `images/hello.ext4` -> `images/hello.json`,
 /// `images/my.app.cpio.zst` -> `images/my.app.json`.
 pub fn path_for(image: &Path) -> PathBuf {
@@ -80,9 +65,10 @@ pub fn path_for(image: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let stem = EXTENSIONS
+    // No extension is a suffix of another, so at most one matches.
+    let stem = crate::recipe::OutputFormat::ALL
         .iter()
-        .find_map(|e| name.strip_suffix(e))
+        .find_map(|f| name.strip_suffix(&format!(".{}", f.extension())))
         .unwrap_or(&name);
     image.with_file_name(format!("{stem}.json"))
 }

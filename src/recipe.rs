@@ -219,6 +219,26 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// Every format a recipe may ask for: the one list names, extensions and the
+    /// manifest's path come from.
+    pub const ALL: [OutputFormat; 11] = {
+        use Compression as C;
+        use PackFormat::{Cpio, Tar};
+        [
+            OutputFormat::Ext4,
+            OutputFormat::Archive(Cpio, C::None),
+            OutputFormat::Archive(Cpio, C::Gzip),
+            OutputFormat::Archive(Cpio, C::Zstd),
+            OutputFormat::Archive(Cpio, C::Xz),
+            OutputFormat::Archive(Cpio, C::Lz4),
+            OutputFormat::Archive(Tar, C::None),
+            OutputFormat::Archive(Tar, C::Gzip),
+            OutputFormat::Archive(Tar, C::Zstd),
+            OutputFormat::Archive(Tar, C::Xz),
+            OutputFormat::Dir,
+        ]
+    };
+
     /// The image file's extension: `ext4`, `cpio.zst`, ...
     pub fn extension(&self) -> String {
         match self {
@@ -235,9 +255,18 @@ impl OutputFormat {
                     Compression::Zstd => format!("{base}.zst"),
                     Compression::Xz => format!("{base}.xz"),
                     Compression::Lz4 => format!("{base}.lz4"),
+                    // Not in ALL: no recipe can ask for these.
                     other => format!("{base}.{other}"),
                 }
             }
+        }
+    }
+
+    /// The name `output.format` takes: the extension, but `dir` for a folder.
+    pub fn name(&self) -> String {
+        match self {
+            OutputFormat::Dir => "dir".into(),
+            other => other.extension(),
         }
     }
 }
@@ -312,27 +341,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
 }
 
 fn parse_format(s: &str) -> Option<OutputFormat> {
-    Some(match s {
-        "ext4" => OutputFormat::Ext4,
-        "dir" => OutputFormat::Dir,
-        _ => {
-            let (base, comp) = s.split_once('.').unwrap_or((s, ""));
-            let format = match base {
-                "cpio" => PackFormat::Cpio,
-                "tar" => PackFormat::Tar,
-                _ => return None,
-            };
-            let compression = match comp {
-                "" => Compression::None,
-                "gz" => Compression::Gzip,
-                "zst" => Compression::Zstd,
-                "xz" => Compression::Xz,
-                "lz4" if format == PackFormat::Cpio => Compression::Lz4,
-                _ => return None,
-            };
-            OutputFormat::Archive(format, compression)
-        }
-    })
+    OutputFormat::ALL.into_iter().find(|f| f.name() == s)
 }
 
 struct Ctx<'a> {
@@ -586,10 +595,17 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         None => OutputFormat::Ext4,
         Some(f) => match parse_format(f.get_ref()) {
             Some(v) => v,
-            None => return ctx.err(f.span(), format!(
-                "output.format = \"{}\": one of ext4, cpio, cpio.gz, cpio.zst, cpio.xz, cpio.lz4, tar, tar.gz, tar.zst, tar.xz, dir",
-                f.get_ref()
-            )),
+            None => {
+                let names: Vec<String> = OutputFormat::ALL.iter().map(OutputFormat::name).collect();
+                return ctx.err(
+                    f.span(),
+                    format!(
+                        "output.format = \"{}\": one of {}",
+                        f.get_ref(),
+                        names.join(", ")
+                    ),
+                );
+            }
         },
     };
     let size =
