@@ -27,18 +27,7 @@ fn build(recipe: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
 /// Loop devices backed by files below `dir`, and mounts below it.
 fn leaks(dir: &Path) -> Vec<String> {
     let dir = fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
-    let mut found = Vec::new();
-    for e in fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(b) = fs::read_to_string(e.path().join("loop/backing_file"))
-            && b.starts_with(dir.to_str().unwrap())
-        {
-            found.push(format!(
-                "loop {}: {}",
-                e.file_name().to_string_lossy(),
-                b.trim()
-            ));
-        }
-    }
+    let mut found = loop_devices(|b| b.starts_with(&dir));
     for line in fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
         let target = line.split(' ').nth(4).unwrap();
         if target.starts_with(&format!("{}/", dir.display())) {

@@ -65,14 +65,7 @@ fn mountinfo() -> Vec<String> {
 
 /// Loop devices backed by `image`, and rootpack cgroups of processes that are gone.
 fn leaks(image: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(b) = fs::read_to_string(e.path().join("loop/backing_file"))
-            && Path::new(b.trim()) == image
-        {
-            found.push(format!("loop {}", e.file_name().to_string_lossy()));
-        }
-    }
+    let mut found = leaks_now(image);
     for entry in walkdir::WalkDir::new("/sys/fs/cgroup")
         .max_depth(4)
         .into_iter()
@@ -445,15 +438,7 @@ fn kill_9_of_rootpack_leaves_nothing() {
 
 /// Loop devices backed by `image` right now (a running container has one).
 fn leaks_now(image: &Path) -> Vec<String> {
-    fs::read_dir("/sys/block")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            fs::read_to_string(e.path().join("loop/backing_file"))
-                .is_ok_and(|b| Path::new(b.trim()) == image)
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
+    loop_devices(|b| b == image)
 }
 
 #[test]

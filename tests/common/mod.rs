@@ -35,6 +35,20 @@ pub fn require_root() -> bool {
     false
 }
 
+/// Attached loop devices whose backing file `keep` accepts, as "loopN: backing file".
+pub fn loop_devices(keep: impl Fn(&Path) -> bool) -> Vec<String> {
+    fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let backing = fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            let backing = Path::new(backing.trim());
+            keep(backing)
+                .then(|| format!("{}: {}", e.file_name().to_string_lossy(), backing.display()))
+        })
+        .collect()
+}
+
 /// Runs a command, panicking with its stderr unless it succeeds.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
