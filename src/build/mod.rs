@@ -300,19 +300,20 @@ fn mkfs_options(
 /// meanwhile (the hash reads the page cache while the disk writes).
 fn commit_hashing(file: AtomicFile, image: &Path) -> Result<String, BuildError> {
     let reader = File::open(file.temp_path()).map_err(out_err(image))?;
-    let spare = reader.try_clone().map_err(out_err(image))?;
-    let hashing = std::thread::Builder::new().spawn(move || digest_reader(reader));
-    let committed = file.commit().map_err(out_err(image));
-    let digest = match hashing {
-        Ok(h) => h
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("hashing thread panicked"))),
-        // No second thread to be had: hash here.
-        Err(_) => digest_reader(spare),
-    }
-    .map_err(out_err(image));
-    committed?;
-    Ok(digest?.1)
+    let (committed, digest) = std::thread::scope(|scope| {
+        // If no thread can be had, the closure runs here, after the commit.
+        let hashing = std::thread::Builder::new().spawn_scoped(scope, || digest_reader(&reader));
+        let committed = file.commit();
+        let digest = match hashing {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("hashing thread panicked"))),
+            Err(_) => digest_reader(&reader),
+        };
+        (committed, digest)
+    });
+    committed.map_err(out_err(image))?;
+    Ok(digest.map_err(out_err(image))?.1)
 }
 
 /// A UUID-formatted value derived from the build inputs, so two builds of the same recipe
@@ -332,13 +333,13 @@ fn derived_uuid(purpose: &str, input: &str) -> String {
 
 /// Size and sha256 of a file, streamed.
 pub fn digest_file(path: &Path) -> io::Result<(u64, String)> {
-    digest_reader(File::open(path)?)
+    digest_reader(&File::open(path)?)
 }
 
-fn digest_reader(mut file: File) -> io::Result<(u64, String)> {
+fn digest_reader(file: &File) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     // Mapped, the bytes are hashed straight from the page cache; pages are let go behind.
-    if let Some(map) = crate::archive::Mapping::new(&file) {
+    if let Some(map) = crate::archive::Mapping::new(file) {
         let bytes = map.bytes();
         let step = 8 << 20;
         for start in (0..bytes.len()).step_by(step) {
@@ -350,8 +351,9 @@ fn digest_reader(mut file: File) -> io::Result<(u64, String)> {
     }
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0;
+    let mut reader = file;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
