@@ -278,11 +278,9 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     let (go_r, go_w) = pipe().map_err(RunError::Start)?;
     let (err_r, err_w) = pipe().map_err(RunError::Start)?;
     let set = init::signal_set();
-    let old_mask = init::block(&set);
+    let mask = RestoreMask(init::block(&set));
     if crate::interrupt::interrupted() {
         // Arrived during setup, before blocking: nothing would forward it now.
-        // SAFETY: restoring our own mask.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
         return Err(RunError::Start(io::Error::from(io::ErrorKind::Interrupted)));
     }
     let mut flags =
@@ -305,16 +303,13 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         )
     };
     if pid < 0 {
-        let e = io::Error::last_os_error();
-        // SAFETY: restoring our own mask.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
-        return Err(RunError::Start(e));
+        return Err(RunError::Start(io::Error::last_os_error()));
     }
     if pid == 0 {
         drop(go_w);
         drop(err_r);
         drop(watcher);
-        child_main(go_r, err_w, &rootfs, &spec, &hostname, opts, &old_mask);
+        child_main(go_r, err_w, &rootfs, &spec, &hostname, opts, &mask.0);
     }
     let pid = pid as i32;
     drop(go_r);
@@ -337,10 +332,8 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
-            libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
         }
-        let mut message = String::new();
-        let _ = std::fs::File::from(err_r).read_to_string(&mut message);
+        let message = read_message(err_r);
         return Err(if message.is_empty() {
             e
         } else {
@@ -355,13 +348,11 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     if let Some(relay) = relay {
         relay.finish();
     }
-    // SAFETY: restoring our own mask.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+    drop(mask);
     if spec.foreground {
         tty::take_terminal_back();
     }
-    let mut message = String::new();
-    let _ = std::fs::File::from(err_r).read_to_string(&mut message);
+    let message = read_message(err_r);
     // Only when the command itself died of SIGKILL under a memory limit: a helper process
     // killed by the OOM killer while the command went on is not the container's end.
     let oom = limits.memory.is_some() && init::exit_code(status) == 137 && cg.oom_kills() > 0;
@@ -440,6 +431,23 @@ fn wait_forwarding(pid: i32, set: &libc::sigset_t, pty: Option<&tty::Pty>) -> li
             unsafe { libc::kill(pid, sig) };
         }
     }
+}
+
+/// The signal mask from before blocking, put back on drop.
+struct RestoreMask(libc::sigset_t);
+
+impl Drop for RestoreMask {
+    fn drop(&mut self) {
+        // SAFETY: restoring our own mask.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// What the child wrote on its error pipe before exiting (empty if nothing).
+fn read_message(err: OwnedFd) -> String {
+    let mut message = String::new();
+    let _ = std::fs::File::from(err).read_to_string(&mut message);
+    message
 }
 
 /// The cloned child: becomes the container. Never returns.
