@@ -165,6 +165,7 @@ bench_run() {
 	local r=$b/rootfs
 	hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/run.json" \
 		-n "rootpack run" "$rp run $work/bb/busybox.ext4 -- /bin/true" \
+		-n "rootpack run (unconfined)" "$rp run --security-opt seccomp=unconfined $work/bb/busybox.ext4 -- /bin/true" \
 		-n "crun run" "unshare -m sh -c 'umount /sys/fs/cgroup/unified; crun run --bundle $b rp-bench-crun'" \
 		-n "runc run" "runc run --bundle $b rp-bench-runc" \
 		-n "bwrap" "bwrap --unshare-all --ro-bind $r / --proc /proc --dev /dev /bin/true" \
@@ -202,6 +203,7 @@ python3 - "$work" $STAGES <<-'EOF'
 	         ("rootpack build / dd path", "rootpack build", "dd+mkfs+mount+cp"),
 	         ("reproducible build / mke2fs -d", "rootpack build (reproducible)", "mke2fs -d"),
 	         ("rootpack run / crun", "rootpack run", "crun run"),
+	         ("seccomp filter / unconfined", "rootpack run", "rootpack run (unconfined)"),
 	         ("rootpack run / runc", "rootpack run", "runc run"),
 	         ("rootpack run / bwrap", "rootpack run", "bwrap")]
 	print()

@@ -204,4 +204,12 @@ pub struct RunArgs {
     /// image is seen through an id-mapped mount.
     #[arg(long)]
     pub userns: bool,
+    /// Security options, in Docker's spelling (repeatable): seccomp=unconfined turns the
+    /// system call filter off, seccomp=FILE.json loads a Docker-format profile instead of
+    /// Docker's default one; no-new-privileges is always on.
+    #[arg(long, value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Run even if the image does not match its manifest's sha256.
+    #[arg(long)]
+    pub no_verify: bool,
 }

@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod build;
 pub mod cleanup;
+pub mod digest;
 pub mod fsutil;
 pub mod image;
 pub mod interrupt;

@@ -309,10 +309,13 @@ fn cmd_inspect(image: &Path, json: bool) -> Result<()> {
             println!("cpus:     {c}");
         }
         println!("built by: rootpack {}", m.build.rootpack_version);
+        if m.modified {
+            println!("modified: by `run --writable` since the build");
+        }
     }
     if m.format != recipe::OutputFormat::Dir.extension() {
         let (size, sha) =
-            build::digest_file(image).with_context(|| format!("{}", image.display()))?;
+            rootpack::digest::digest_file(image).with_context(|| format!("{}", image.display()))?;
         if sha != m.sha256 || size != m.size {
             bail!(
                 "{}: sha256 mismatch: the image is not the one {} describes",
@@ -362,6 +365,17 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
                 .with_context(|| format!("--user {u:?}: expected UID[:GID]"))
         })
         .transpose()?;
+    let mut seccomp = rootpack::run::seccomp::Seccomp::Default;
+    for opt in &args.security_opt {
+        seccomp = match opt.split_once(['=', ':']) {
+            Some(("seccomp", "unconfined")) => rootpack::run::seccomp::Seccomp::Unconfined,
+            Some(("seccomp", file)) => rootpack::run::seccomp::Seccomp::File(file.into()),
+            _ if opt == "no-new-privileges" || opt == "no-new-privileges=true" => continue,
+            _ => bail!(
+                "--security-opt {opt:?}: expected seccomp=unconfined, seccomp=FILE.json or no-new-privileges"
+            ),
+        };
+    }
     let image = args.image;
     let opts = rootpack::run::RunOptions {
         image: image.clone(),
@@ -382,6 +396,8 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         no_init: args.no_init,
         tty: args.tty,
         userns: args.userns,
+        seccomp,
+        verify: !args.no_verify,
     };
     // Like docker: 125 when the container could not be run at all.
     let outcome = match rootpack::run::run(&opts) {
@@ -395,6 +411,9 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
             return Ok(125);
         }
     };
+    if let Some(notice) = &outcome.notice {
+        eprintln!("rootpack: {notice}");
+    }
     if let Some(limit) = outcome.oom_limit {
         eprintln!(
             "rootpack: killed: out of memory, limit {}",

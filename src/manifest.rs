@@ -15,6 +15,10 @@ pub struct Manifest {
     pub format: String,
     pub size: u64,
     pub sha256: String,
+    /// Changed by `run --writable` since it was built: `size` and `sha256` describe the
+    /// image as that run left it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub modified: bool,
     pub config: Config,
     pub limits: Limits,
     pub build: Provenance,
@@ -89,6 +93,13 @@ impl Manifest {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
         s.push('\n');
         s
+    }
+
+    /// Writes the manifest to `path` atomically (beside, fsynced, renamed).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut file = crate::fsutil::AtomicFile::create(path)?;
+        std::io::Write::write_all(file.file(), self.to_json().as_bytes())?;
+        file.commit()
     }
 }
 

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::archive::Compression;
@@ -643,7 +642,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
 
     Ok(Recipe {
         path: path.to_path_buf(),
-        sha256: hex(&Sha256::digest(&bytes)),
+        sha256: crate::digest::sha256_hex(&bytes),
         name: name.clone(),
         source_date_epoch: file.source_date_epoch.map(|s| *s.get_ref()),
         layers,
@@ -694,10 +693,6 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
 pub fn parse_uid_gid(s: &str) -> Option<(u32, u32)> {
     let (u, g) = s.split_once(':').unwrap_or((s, s));
     Some((u.parse().ok()?, g.parse().ok()?))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Looks a program up in `PATH`, as a shell would.

@@ -487,7 +487,8 @@ fn interrupts_and_kill_9_leave_nothing_behind() {
     for method in ["mount", "populate"] {
         let r = big_recipe(w, method);
         let mut interrupted = 0;
-        for delay_ms in [5, 40, 120, 250] {
+        // A build of this tree takes about 100 ms here: interrupt it well inside that.
+        for delay_ms in [5, 15, 35, 60] {
             for signal in ["INT", "TERM"] {
                 let child = rootpack()
                     .arg("build")

@@ -4,49 +4,11 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-/// A busybox image built into a fresh folder.
-struct Image {
-    dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-fn busybox_image(extra: &str) -> Image {
-    let dir = tempfile::tempdir().unwrap();
-    let recipe = dir.path().join("busybox.toml");
-    let text = fs::read_to_string(Path::new(REPO).join("recipes/busybox.toml")).unwrap();
-    fs::write(&recipe, format!("{text}\n{extra}")).unwrap();
-    run(rootpack()
-        .arg("build")
-        .arg("-q")
-        .arg(&recipe)
-        .arg("--out")
-        .arg(dir.path()));
-    let path = dir.path().join("busybox.ext4");
-    Image { dir, path }
-}
-
-fn container(image: &Path, args: &[&str], script: &str) -> Output {
-    rootpack()
-        .arg("run")
-        .args(args)
-        .arg(image)
-        .args(["--", "sh", "-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn mountinfo() -> Vec<String> {
     // Mount ids and the optional fields change with unrelated activity; targets and
@@ -185,6 +147,13 @@ fn writes_vanish_unless_writable_and_volumes_work() {
     assert!(o.status.success());
     let o = container(&img.path, &[], "cat /etc/new");
     assert_eq!(stdout(&o), "kept\n");
+    // The manifest now describes the changed image, and says it changed.
+    let o = run(rootpack().arg("inspect").arg(&img.path));
+    let out = stdout(&o);
+    assert!(
+        out.contains("modified:") && out.contains("verified"),
+        "{out}"
+    );
     run(Command::new("e2fsck").arg("-fn").arg(&img.path));
 
     let host = img.dir.path().join("vol");
@@ -326,22 +295,14 @@ fn hostile_images_cannot_mount_over_host_paths() {
     ] {
         let extra = format!("\n[[symlink]]\npath = \"{link}\"\ntarget = \"{target}\"\n");
         // The recipe's own mount points would create real folders: drop that line.
-        let dir = tempfile::tempdir().unwrap();
         let text = fs::read_to_string(Path::new(REPO).join("recipes/busybox.toml"))
             .unwrap()
             .replace(
                 "mountpoints = [\"/proc\", \"/sys\", \"/dev\", \"/tmp\", \"/run\", \"/root\"]",
                 "",
             );
-        let recipe = dir.path().join("evil.toml");
-        fs::write(&recipe, format!("{text}{extra}")).unwrap();
-        run(rootpack()
-            .arg("build")
-            .arg("-q")
-            .arg(&recipe)
-            .arg("--out")
-            .arg(dir.path()));
-        let image = dir.path().join("busybox.ext4");
+        let evil = image_from_recipe("busybox", &format!("{text}{extra}"));
+        let image = evil.path.clone();
         let o = container(&image, &[], "echo escaped");
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(125), "{link}: {err}");

@@ -6,7 +6,7 @@
 //! next build removes what a killed one (`kill -9`) left, mounts and loop devices included.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -15,11 +15,12 @@ mod stage;
 
 use crate::archive::ReadError;
 use crate::archive::pack::{PackError, PackOptions, pack};
+use crate::digest::hex;
 use crate::fsutil::{AtomicFile, TempDir};
 use crate::image::ext4::{self, Ext4Error, MkfsOptions};
 use crate::interrupt::interrupted;
 use crate::manifest::{Manifest, Provenance};
-use crate::recipe::{Method, OutputFormat, Recipe, Size, hex};
+use crate::recipe::{Method, OutputFormat, Recipe, Size};
 use crate::tree::elf::ElfError;
 use crate::tree::extract::ExtractError;
 use crate::tree::inject::InjectError;
@@ -230,6 +231,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         format: extension,
         size,
         sha256,
+        modified: false,
         config: recipe.config.clone(),
         limits: recipe.limits.clone(),
         build: Provenance {
@@ -244,10 +246,9 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         },
     };
     let manifest_path = crate::manifest::path_for(&image);
-    let mut file = AtomicFile::create(&manifest_path).map_err(out_err(&manifest_path))?;
-    io::Write::write_all(file.file(), manifest.to_json().as_bytes())
+    manifest
+        .write(&manifest_path)
         .map_err(out_err(&manifest_path))?;
-    file.commit().map_err(out_err(&manifest_path))?;
     Ok(Built {
         image,
         manifest_path,
@@ -302,13 +303,14 @@ fn commit_hashing(file: AtomicFile, image: &Path) -> Result<String, BuildError> 
     let reader = File::open(file.temp_path()).map_err(out_err(image))?;
     let (committed, digest) = std::thread::scope(|scope| {
         // If no thread can be had, the closure runs here, after the commit.
-        let hashing = std::thread::Builder::new().spawn_scoped(scope, || digest_reader(&reader));
+        let hashing = std::thread::Builder::new()
+            .spawn_scoped(scope, || crate::digest::digest_reader(&reader));
         let committed = file.commit();
         let digest = match hashing {
             Ok(h) => h
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("hashing thread panicked"))),
-            Err(_) => digest_reader(&reader),
+            Err(_) => crate::digest::digest_reader(&reader),
         };
         (committed, digest)
     });
@@ -329,36 +331,4 @@ fn derived_uuid(purpose: &str, input: &str) -> String {
         &h[16..20],
         &h[20..32]
     )
-}
-
-/// Size and sha256 of a file, streamed.
-pub fn digest_file(path: &Path) -> io::Result<(u64, String)> {
-    digest_reader(&File::open(path)?)
-}
-
-fn digest_reader(file: &File) -> io::Result<(u64, String)> {
-    let mut hasher = Sha256::new();
-    // Mapped, the bytes are hashed straight from the page cache; pages are let go behind.
-    if let Some(map) = crate::archive::Mapping::new(file) {
-        let bytes = map.bytes();
-        let step = 8 << 20;
-        for start in (0..bytes.len()).step_by(step) {
-            let end = (start + step).min(bytes.len());
-            hasher.update(&bytes[start..end]);
-            map.release(start, end);
-        }
-        return Ok((bytes.len() as u64, hex(&hasher.finalize())));
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0;
-    let mut reader = file;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, hex(&hasher.finalize())))
 }

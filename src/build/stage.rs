@@ -6,8 +6,9 @@ use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::{BuildError, check_interrupt, digest_file, out_err};
+use super::{BuildError, check_interrupt, out_err};
 use crate::archive::{Entry, EntryData, Kind, LinkKey, VisitError, Visitor, read_archive};
+use crate::digest::digest_file;
 use crate::image::ext4::{self, Usage};
 use crate::interrupt::interrupted;
 use crate::manifest::LayerRecord;

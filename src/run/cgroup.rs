@@ -10,16 +10,38 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// One v1 hierarchy (or the cgroup2 mount beside them on a hybrid host).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hierarchy {
+    /// Our own group's folder in it; the container's group goes below.
+    pub dir: PathBuf,
+    /// Its controllers and name, as mount options ("cpu,cpuacct", "name=systemd"); empty
+    /// for cgroup2.
+    pub options: String,
+    /// The host's mount point's last component ("memory", "unified"), reused inside the
+    /// container.
+    pub mount_name: String,
+}
+
+impl Hierarchy {
+    fn has(&self, controller: &str) -> bool {
+        self.options.split(',').any(|o| o == controller)
+    }
+
+    pub fn is_v2(&self) -> bool {
+        self.options.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layout {
-    /// Controller name -> (folder of our group in that controller's hierarchy).
-    V1(Vec<(String, PathBuf)>),
+    /// Every mounted hierarchy: the container gets a group in each, as runc does, so that
+    /// none of its cgroup namespace roots is the host's root group.
+    V1(Vec<Hierarchy>),
     /// The cgroup2 mount point.
     V2(PathBuf),
     None,
 }
-
-const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu"];
 
 impl Layout {
     /// Reads the host's layout from `/proc/self/mountinfo` and `/proc/self/cgroup`.
@@ -29,58 +51,77 @@ impl Layout {
         Layout::from_proc(&mountinfo, &cgroup)
     }
 
-    /// v1 controllers win where mounted (a hybrid host keeps them there); otherwise a
-    /// cgroup2 mount whose root offers the controllers.
+    /// Each line of /proc/self/cgroup ("ID:controllers:path") is one hierarchy we are in;
+    /// it is found in mountinfo by its options (cgroup) or its type (cgroup2). v1 wins when
+    /// any v1 controller is mounted (a hybrid host keeps them there).
     pub fn from_proc(mountinfo: &str, cgroup: &str) -> Layout {
+        // (root inside the hierarchy, mount point, type, super options)
+        let mounts: Vec<[&str; 4]> = mountinfo
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let sep = fields.iter().position(|f| *f == "-")?;
+                Some([
+                    *fields.get(3)?,
+                    *fields.get(4)?,
+                    *fields.get(sep + 1)?,
+                    *fields.get(sep + 3)?,
+                ])
+            })
+            .filter(|[_, _, fstype, _]| fstype.starts_with("cgroup"))
+            .collect();
         let mut v1 = Vec::new();
         let mut v2 = None;
-        for line in mountinfo.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let Some(sep) = fields.iter().position(|f| *f == "-") else {
+        for line in cgroup.lines() {
+            let mut parts = line.splitn(3, ':').skip(1);
+            let (Some(ctrls), Some(path)) = (parts.next(), parts.next()) else {
                 continue;
             };
-            let (Some(mnt), Some(fstype), Some(opts)) =
-                (fields.get(4), fields.get(sep + 1), fields.get(sep + 3))
-            else {
+            let found = mounts.iter().find(|[root, _, fstype, opts]| {
+                let kind = if ctrls.is_empty() {
+                    *fstype == "cgroup2"
+                } else {
+                    *fstype == "cgroup" && ctrls.split(',').all(|c| opts.split(',').any(|o| o == c))
+                };
+                let inside = *root == "/" || path == *root || path.starts_with(&format!("{root}/"));
+                kind && inside
+            });
+            let Some([root, mnt, _, _]) = found else {
                 continue;
             };
-            match *fstype {
-                "cgroup2" => v2 = v2.or(Some(PathBuf::from(mnt))),
-                "cgroup" => {
-                    for ctrl in V1_CONTROLLERS {
-                        if opts.split(',').any(|o| o == *ctrl) && !v1.iter().any(|(c, _)| c == ctrl)
-                        {
-                            let own = own_group(cgroup, ctrl);
-                            v1.push((ctrl.to_string(), Path::new(mnt).join(own)));
-                        }
-                    }
-                }
-                _ => {}
+            let below = path.strip_prefix(root).unwrap_or(path);
+            let dir = Path::new(mnt).join(below.trim_start_matches('/'));
+            if ctrls.is_empty() {
+                v2 = Some((dir, *mnt));
+            } else {
+                v1.push(Hierarchy {
+                    dir,
+                    options: ctrls.to_string(),
+                    mount_name: mount_name(mnt),
+                });
             }
         }
-        if !v1.is_empty() {
+        if v1.iter().any(|h| !h.options.starts_with("name=")) {
+            if let Some((dir, mnt)) = v2 {
+                v1.push(Hierarchy {
+                    dir,
+                    options: String::new(),
+                    mount_name: mount_name(mnt),
+                });
+            }
             Layout::V1(v1)
-        } else if let Some(mnt) = v2 {
-            Layout::V2(mnt)
+        } else if let Some((_, mnt)) = v2 {
+            Layout::V2(mnt.into())
         } else {
             Layout::None
         }
     }
 }
 
-/// Our group in a v1 hierarchy, from /proc/self/cgroup lines like "4:memory:/a/b".
-fn own_group<'a>(cgroup: &'a str, ctrl: &str) -> &'a str {
-    cgroup
-        .lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':').skip(1);
-            let (ctrls, path) = (parts.next()?, parts.next()?);
-            ctrls
-                .split(',')
-                .any(|c| c == ctrl)
-                .then(|| path.trim_start_matches('/'))
-        })
-        .unwrap_or("")
+fn mount_name(mnt: &str) -> String {
+    Path::new(mnt)
+        .file_name()
+        .map_or_else(|| "unified".into(), |n| n.to_string_lossy().into_owned())
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -134,7 +175,7 @@ impl Cgroup {
                     ));
                 }
             }
-            Layout::V1(ctrls) => {
+            Layout::V1(hierarchies) => {
                 // A limit whose controller is not mounted would be silently ignored.
                 let requested = [
                     ("memory", limits.memory.is_some()),
@@ -142,7 +183,7 @@ impl Cgroup {
                     ("cpu", limits.cpus.is_some()),
                 ];
                 for (ctrl, _) in requested.iter().filter(|(_, asked)| *asked) {
-                    if !ctrls.iter().any(|(c, _)| c == ctrl) {
+                    if !hierarchies.iter().any(|h| h.has(ctrl)) {
                         return Err(io::Error::new(
                             io::ErrorKind::Unsupported,
                             format!(
@@ -151,34 +192,39 @@ impl Cgroup {
                         ));
                     }
                 }
-                for (ctrl, base) in ctrls {
-                    let dir = base.join(name);
+                for h in hierarchies {
+                    let dir = h.dir.join(name);
                     make_dir(&dir)?;
                     cg.dirs.push(dir.clone());
-                    match ctrl.as_str() {
-                        "memory" => {
-                            if let Some(m) = limits.memory {
-                                write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
-                                // No swapping around the limit, where swap is accounted.
-                                let memsw = dir.join("memory.memsw.limit_in_bytes");
-                                if memsw.exists() {
-                                    write(&memsw, &m.to_string())?;
-                                }
-                            }
-                            cg.memory = Some(dir.join("memory.oom_control"));
+                    if h.has("cpuset") {
+                        // A new cpuset group starts empty, and takes no task until given
+                        // its parent's CPUs and memory nodes.
+                        for file in ["cpuset.cpus", "cpuset.mems"] {
+                            let value = std::fs::read_to_string(h.dir.join(file))?;
+                            write(&dir.join(file), value.trim())?;
                         }
-                        "pids" => {
-                            if let Some(p) = limits.pids {
-                                write(&dir.join("pids.max"), &p.to_string())?;
-                            }
-                        }
-                        "cpu" => {
-                            if let Some(c) = limits.cpus {
-                                write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD.to_string())?;
-                                write(&dir.join("cpu.cfs_quota_us"), &cpu_quota(c).to_string())?;
+                    }
+                    if h.has("memory") {
+                        if let Some(m) = limits.memory {
+                            write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+                            // No swapping around the limit, where swap is accounted.
+                            let memsw = dir.join("memory.memsw.limit_in_bytes");
+                            if memsw.exists() {
+                                write(&memsw, &m.to_string())?;
                             }
                         }
-                        _ => {}
+                        cg.memory = Some(dir.join("memory.oom_control"));
+                    }
+                    if h.has("pids")
+                        && let Some(p) = limits.pids
+                    {
+                        write(&dir.join("pids.max"), &p.to_string())?;
+                    }
+                    if h.has("cpu")
+                        && let Some(c) = limits.cpus
+                    {
+                        write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD.to_string())?;
+                        write(&dir.join("cpu.cfs_quota_us"), &cpu_quota(c).to_string())?;
                     }
                 }
             }
@@ -242,6 +288,53 @@ impl Cgroup {
             .find_map(|l| l.strip_prefix("oom_kill "))
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0)
+    }
+}
+
+/// Shows the container its own groups at `/sys/fs/cgroup`, read-only, as Docker does:
+/// mounted from inside its cgroup namespace, each hierarchy's root is its own group.
+/// Runs after `pivot_root`, over the container's fresh (read-only) sysfs.
+pub fn mount_view(layout: &Layout) -> io::Result<()> {
+    use rustix::mount::{MountFlags, mount, mount_remount};
+    let base = Path::new("/sys/fs/cgroup");
+    let locked = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let context = |what: String| {
+        move |e: rustix::io::Errno| {
+            io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
+        }
+    };
+    match layout {
+        Layout::None => Ok(()),
+        Layout::V2(_) => mount("cgroup2", base, "cgroup2", locked, None)
+            .map_err(context("mounting cgroup2 on /sys/fs/cgroup".into())),
+        Layout::V1(hierarchies) => {
+            let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+            mount("tmpfs", base, "tmpfs", flags, Some(c"mode=755"))
+                .map_err(context("mounting a tmpfs on /sys/fs/cgroup".into()))?;
+            for h in hierarchies {
+                let dir = base.join(&h.mount_name);
+                std::fs::create_dir(&dir)?;
+                let (fstype, options) = if h.is_v2() {
+                    ("cgroup2", String::new())
+                } else {
+                    ("cgroup", h.options.clone())
+                };
+                let options = std::ffi::CString::new(options).map_err(io::Error::other)?;
+                mount(fstype, &dir, fstype, locked, Some(options.as_c_str())).map_err(context(
+                    format!("mounting {fstype} {} on {}", h.options, dir.display()),
+                ))?;
+                // Each controller of a joint hierarchy by its own name too: cpu -> cpu,cpuacct.
+                for ctrl in h
+                    .options
+                    .split(',')
+                    .filter(|c| h.options.contains(',') && !c.starts_with("name="))
+                {
+                    std::os::unix::fs::symlink(&h.mount_name, base.join(ctrl))?;
+                }
+            }
+            mount_remount(base, MountFlags::BIND | locked, c"")
+                .map_err(context("making /sys/fs/cgroup read-only".into()))
+        }
     }
 }
 
@@ -335,20 +428,49 @@ mod tests {
 30 25 0:26 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
 34 25 0:30 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
 35 25 0:31 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids
-36 25 0:32 / /sys/fs/cgroup/cpu rw,nosuid - cgroup cgroup rw,cpu
+36 25 0:32 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+37 25 0:33 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
 ";
 
+    fn hierarchy(dir: &str, options: &str, mount_name: &str) -> Hierarchy {
+        Hierarchy {
+            dir: dir.into(),
+            options: options.into(),
+            mount_name: mount_name.into(),
+        }
+    }
+
     #[test]
-    fn hybrid_hosts_use_v1_controllers_under_our_own_group() {
-        let cgroup = "4:memory:/sandbox/a\n8:pids:/\n1:cpu:/\n0::/\n";
+    fn hybrid_hosts_get_a_group_in_every_hierarchy_under_our_own() {
+        let cgroup = "5:name=systemd:/user.slice\n4:memory:/sandbox/a\n8:pids:/\n1:cpu,cpuacct:/\n0::/user.slice\n";
         let layout = Layout::from_proc(HYBRID, cgroup);
         assert_eq!(
             layout,
             Layout::V1(vec![
-                ("memory".into(), "/sys/fs/cgroup/memory/sandbox/a".into()),
-                ("pids".into(), "/sys/fs/cgroup/pids".into()),
-                ("cpu".into(), "/sys/fs/cgroup/cpu".into()),
+                hierarchy(
+                    "/sys/fs/cgroup/systemd/user.slice",
+                    "name=systemd",
+                    "systemd"
+                ),
+                hierarchy("/sys/fs/cgroup/memory/sandbox/a", "memory", "memory"),
+                hierarchy("/sys/fs/cgroup/pids", "pids", "pids"),
+                hierarchy("/sys/fs/cgroup/cpu,cpuacct", "cpu,cpuacct", "cpu,cpuacct"),
+                hierarchy("/sys/fs/cgroup/unified/user.slice", "", "unified"),
             ])
+        );
+    }
+
+    #[test]
+    fn a_mount_of_a_subgroup_is_joined_below_its_root() {
+        let info = "34 25 0:30 /sandbox /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        let layout = Layout::from_proc(info, "4:memory:/sandbox/a\n");
+        assert_eq!(
+            layout,
+            Layout::V1(vec![hierarchy(
+                "/sys/fs/cgroup/memory/a",
+                "memory",
+                "memory"
+            )])
         );
     }
 
@@ -405,7 +527,11 @@ mod tests {
                 .iter()
                 .map(|c| {
                     std::fs::create_dir(root.path().join(c)).unwrap();
-                    (c.to_string(), root.path().join(c))
+                    Hierarchy {
+                        dir: root.path().join(c),
+                        options: c.to_string(),
+                        mount_name: c.to_string(),
+                    }
                 })
                 .collect(),
         );
@@ -447,7 +573,11 @@ mod tests {
     fn v1_refuses_a_limit_whose_controller_is_missing() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("pids")).unwrap();
-        let layout = Layout::V1(vec![("pids".into(), root.path().join("pids"))]);
+        let layout = Layout::V1(vec![Hierarchy {
+            dir: root.path().join("pids"),
+            options: "pids".into(),
+            mount_name: "pids".into(),
+        }]);
         let limits = Limits {
             memory: Some(1 << 20),
             ..Limits::default()

@@ -10,14 +10,17 @@ use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::unix::io::RawFd;
 
+use super::seccomp::Filter;
 use super::security;
+use crate::tree::safe_path::{RelPath, Root};
 
 /// What to execute and how.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
-    pub workdir: CString,
+    /// Inside the container's root; resolved there, never through a magic link.
+    pub workdir: RelPath,
     pub user: Option<(u32, u32)>,
     pub capabilities: u64,
     /// `-t`: the socket to send a new pty's master through (see [`super::tty`]).
@@ -26,6 +29,8 @@ pub struct ProcessSpec {
     pub foreground: bool,
     /// PATH to search when argv[0] has no slash.
     pub path: String,
+    /// Loaded right before `execve`; `None` when unconfined.
+    pub seccomp: Option<Filter>,
 }
 
 /// The signals rootpack and the init pass on to the command.
@@ -128,14 +133,9 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
             libc::signal(libc::SIGTTOU, libc::SIG_IGN);
             libc::tcsetpgrp(0, libc::getpid());
         }
-        if libc::chdir(spec.workdir.as_ptr()) != 0 {
-            let e = io::Error::last_os_error();
-            fail(
-                err_fd,
-                125,
-                &format!("workdir {}: {e}", spec.workdir.to_string_lossy()),
-            );
-        }
+    }
+    if let Err(e) = enter_workdir(&spec.workdir) {
+        fail(err_fd, 125, &format!("workdir /{}: {e}", spec.workdir));
     }
     step(security::limit_bounding_set(spec.capabilities));
     if let Some((uid, gid)) = spec.user
@@ -166,7 +166,7 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
     let argv = null_terminated(&spec.argv);
     let envp = null_terminated(&spec.env);
     // SAFETY: restoring default dispositions (Rust ignores SIGPIPE) and the signal mask
-    // the command should start with, then execve with NUL-terminated arrays.
+    // the command should start with.
     unsafe {
         for sig in 1..32 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
@@ -174,8 +174,15 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
             }
         }
         libc::sigprocmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut());
-        libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
     }
+    // Last, so that nothing of ours runs under a profile that may refuse it.
+    if let Some(filter) = &spec.seccomp
+        && let Err(e) = filter.install()
+    {
+        fail(err_fd, 125, &format!("loading the seccomp filter: {e}"));
+    }
+    // SAFETY: execve with NUL-terminated arrays that outlive the call.
+    unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     let e = io::Error::last_os_error();
     let code = if e.kind() == io::ErrorKind::NotFound {
         127
@@ -187,6 +194,17 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
         code,
         &format!("executing {}: {e}", program.to_string_lossy()),
     );
+}
+
+/// Makes `workdir` (inside the root, created if missing, as Docker does) the current
+/// folder. Resolved with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS: `/proc/self/fd/N` names
+/// a magic link and is refused, so a leaked host folder cannot become the cwd
+/// (CVE-2024-21626); `..` and absolute symlinks stay inside the root.
+fn enter_workdir(workdir: &RelPath) -> io::Result<()> {
+    let root = Root::open(std::path::Path::new("/"))?;
+    let dir = root.open_dir(workdir.as_bytes(), true)?;
+    rustix::process::fchdir(&dir)?;
+    Ok(())
 }
 
 /// Runs as PID 1: starts the command, forwards signals, reaps, and exits with the

@@ -11,8 +11,10 @@
 pub mod cgroup;
 pub mod init;
 pub mod rootfs;
+pub mod seccomp;
 pub mod security;
 mod tty;
+pub mod verify;
 
 use std::ffi::CString;
 use std::io::{self, Read};
@@ -46,6 +48,9 @@ pub struct RunOptions {
     pub tty: bool,
     /// A user namespace: root in the container is [`USERNS_BASE`] outside.
     pub userns: bool,
+    pub seccomp: seccomp::Seccomp,
+    /// Check the image against its manifest's sha256 before mounting it.
+    pub verify: bool,
 }
 
 /// The host uid (and gid) the container's root becomes with `--userns`; the container's
@@ -67,6 +72,8 @@ pub enum RunError {
     Setup(String),
     #[error(transparent)]
     Manifest(crate::manifest::ManifestError),
+    #[error(transparent)]
+    Verify(verify::VerifyError),
 }
 
 /// How the container ended.
@@ -75,6 +82,8 @@ pub struct Outcome {
     pub exit_code: i32,
     /// Killed by the memory limit: the limit in bytes.
     pub oom_limit: Option<u64>,
+    /// Something the caller should hear about that did not stop the run.
+    pub notice: Option<String>,
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -168,19 +177,29 @@ fn process_spec(
             .iter()
             .map(|(k, v)| cstring(&format!("{k}={v}"), "environment variable"))
             .collect::<Result<_, _>>()?,
-        workdir: cstring(
+        workdir: workdir(
             opts.workdir
                 .as_deref()
                 .or(config.workdir.as_deref())
                 .unwrap_or("/"),
-            "workdir",
         )?,
         user,
         capabilities: caps,
         console,
         foreground: console.is_none() && in_terminal_foreground(),
         path,
+        seccomp: seccomp::filter_for(&opts.seccomp, caps).map_err(RunError::Invalid)?,
     })
+}
+
+/// The working folder as a path inside the image: absolute, without `..`.
+fn workdir(s: &str) -> Result<RelPath, RunError> {
+    match RelPath::parse(s.as_bytes()) {
+        Ok(p) if s.starts_with('/') => Ok(p),
+        _ => Err(RunError::Invalid(format!(
+            "workdir {s:?}: an absolute path in the container, without '..'"
+        ))),
+    }
 }
 
 /// Whether stdin is a terminal whose foreground group is ours: only then may the command
@@ -215,6 +234,12 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         )));
     }
     let manifest = manifest_for(&opts.image)?;
+    if opts.verify
+        && let Some(m) = &manifest
+    {
+        let state = Path::new(verify::STATE_DIR);
+        verify::verify(&image, m.size, &m.sha256, state).map_err(RunError::Verify)?;
+    }
     let caps =
         security::capability_mask(&opts.cap_add, &opts.cap_drop).map_err(RunError::Invalid)?;
     let rootfs = RootfsSpec {
@@ -271,8 +296,8 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos())
     );
-    let cg = cgroup::Cgroup::create(&cgroup::Layout::detect(), &id, &limits)
-        .map_err(RunError::Cgroup)?;
+    let layout = cgroup::Layout::detect();
+    let cg = cgroup::Cgroup::create(&layout, &id, &limits).map_err(RunError::Cgroup)?;
     let watcher = spawn_cgroup_watcher(cg.dirs()).map_err(RunError::Start)?;
 
     let (go_r, go_w) = pipe().map_err(RunError::Start)?;
@@ -309,7 +334,14 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         drop(go_w);
         drop(err_r);
         drop(watcher);
-        child_main(go_r, err_w, &rootfs, &spec, &hostname, opts, &mask.0);
+        let child = Child {
+            rootfs: &rootfs,
+            spec: &spec,
+            hostname: &hostname,
+            layout: &layout,
+            opts,
+        };
+        child_main(go_r, err_w, &child, &mask.0);
     }
     let pid = pid as i32;
     drop(go_r);
@@ -368,9 +400,24 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         eprintln!("rootpack: {message}");
     }
     let exit_code = init::exit_code(status);
+    let notice = match &manifest {
+        Some(m) if opts.writable => {
+            let path = crate::manifest::path_for(&opts.image);
+            verify::record_changes(&rootfs.image, &path, m, Path::new(verify::STATE_DIR))
+                .err()
+                .map(|e| {
+                    format!(
+                        "the image changed, but {} could not be updated: {e}",
+                        path.display()
+                    )
+                })
+        }
+        _ => None,
+    };
     Ok(Outcome {
         exit_code: if oom { 137 } else { exit_code },
         oom_limit: oom.then_some(limits.memory.unwrap_or(0)),
+        notice,
     })
 }
 
@@ -450,18 +497,31 @@ fn read_message(err: OwnedFd) -> String {
     message
 }
 
+/// What the cloned child sets up.
+struct Child<'a> {
+    rootfs: &'a RootfsSpec,
+    spec: &'a ProcessSpec,
+    hostname: &'a str,
+    layout: &'a cgroup::Layout,
+    opts: &'a RunOptions,
+}
+
 /// The cloned child: becomes the container. Never returns.
-fn child_main(
-    go: OwnedFd,
-    err: OwnedFd,
-    rootfs: &RootfsSpec,
-    spec: &ProcessSpec,
-    hostname: &str,
-    opts: &RunOptions,
-    old_mask: &libc::sigset_t,
-) -> ! {
+fn child_main(go: OwnedFd, err: OwnedFd, child: &Child<'_>, old_mask: &libc::sigset_t) -> ! {
+    let Child {
+        rootfs,
+        spec,
+        hostname,
+        layout,
+        opts,
+    } = *child;
     let err_fd = err.as_raw_fd();
     std::mem::forget(err);
+    // Before any path from the user or the manifest is resolved: no fd of the caller's
+    // (a leaked host folder, CVE-2024-21626) survives into the container.
+    let mut keep = vec![go.as_raw_fd(), err_fd];
+    keep.extend(spec.console);
+    security::close_fds_except(&keep);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> io::Result<()> {
         security::die_with_parent();
         if spec.console.is_none() && !spec.foreground {
@@ -491,7 +551,10 @@ fn child_main(
         // SAFETY: a new cgroup namespace changes no memory this process shares.
         unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }
             .map_err(io::Error::from)?;
+        cgroup::mount_view(layout)?;
         rustix::system::sethostname(hostname.as_bytes()).map_err(io::Error::from)?;
+        security::join_new_session_keyring()
+            .map_err(|e| io::Error::new(e.kind(), format!("joining a session keyring: {e}")))?;
         if !opts.net_host {
             rootfs::loopback_up()
                 .map_err(|e| io::Error::new(e.kind(), format!("bringing lo up: {e}")))?;

@@ -13,6 +13,7 @@
 //!   host binary (CVE-2019-5736).
 
 use std::io;
+use std::os::unix::io::RawFd;
 
 /// Docker's default capability set.
 pub const DEFAULT_CAPS: &[&str] = &[
@@ -225,6 +226,47 @@ pub fn cloexec_from_3() -> io::Result<()> {
         {
             // SAFETY: setting a flag on an fd number; a stale one fails harmlessly.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    Ok(())
+}
+
+/// Closes every fd above 2 but those in `keep`.
+pub fn close_fds_except(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&fd| fd > 2)
+        .map(|&fd| fd as u32)
+        .collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for fd in keep.into_iter().chain([u32::MAX]) {
+        if fd > from {
+            // SAFETY: close_range on numbers nobody else in this process uses.
+            unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0u32) };
+        }
+        from = fd.saturating_add(1);
+    }
+}
+
+/// Gives the container a new, empty session keyring (as runc does): the keys in the
+/// caller's session keyring, and the user keyring it links, are then not possessed by the
+/// container's processes, so their payloads stay unreadable even without seccomp.
+pub fn join_new_session_keyring() -> io::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a NULL name creates and joins an anonymous keyring.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        // A kernel built without keys has nothing to hide.
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(e);
         }
     }
     Ok(())

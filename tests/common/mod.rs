@@ -337,3 +337,57 @@ pub fn list_tree(dir: &Path) -> Vec<PathBuf> {
         .map(|e| e.unwrap().path().to_path_buf())
         .collect()
 }
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A busybox image built into a fresh folder.
+pub struct Image {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+/// Builds `recipes/busybox.toml`, with `extra` appended, into a fresh folder.
+pub fn busybox_image(extra: &str) -> Image {
+    recipe_image("busybox", extra)
+}
+
+/// Builds `recipes/NAME.toml`, with `extra` appended, into a fresh folder.
+pub fn recipe_image(name: &str, extra: &str) -> Image {
+    let text = fs::read_to_string(Path::new(REPO).join(format!("recipes/{name}.toml"))).unwrap();
+    image_from_recipe(name, &format!("{text}\n{extra}"))
+}
+
+/// Builds a recipe whose `name` is `name` from its text, into a fresh folder.
+pub fn image_from_recipe(name: &str, text: &str) -> Image {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("recipe.toml");
+    fs::write(&recipe, text).unwrap();
+    run(rootpack()
+        .arg("build")
+        .arg("-q")
+        .arg(&recipe)
+        .arg("--out")
+        .arg(dir.path()));
+    let path = dir.path().join(format!("{name}.ext4"));
+    Image { dir, path }
+}
+
+/// `rootpack run ARGS IMAGE -- sh -c SCRIPT`, stdin closed.
+pub fn container(image: &Path, args: &[&str], script: &str) -> Output {
+    rootpack()
+        .arg("run")
+        .args(args)
+        .arg(image)
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

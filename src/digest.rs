@@ -1,0 +1,49 @@
+//! sha256 of files and bytes, as the manifest records them.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// Size and sha256 of a file, streamed.
+pub fn digest_file(path: &Path) -> io::Result<(u64, String)> {
+    digest_reader(&File::open(path)?)
+}
+
+pub fn digest_reader(file: &File) -> io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    // Mapped, the bytes are hashed straight from the page cache; pages are let go behind.
+    if let Some(map) = crate::archive::Mapping::new(file) {
+        let bytes = map.bytes();
+        let step = 8 << 20;
+        for start in (0..bytes.len()).step_by(step) {
+            let end = (start + step).min(bytes.len());
+            hasher.update(&bytes[start..end]);
+            map.release(start, end);
+        }
+        return Ok((bytes.len() as u64, hex(&hasher.finalize())));
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0;
+    let mut reader = file;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex(&hasher.finalize())))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}

@@ -1,0 +1,107 @@
+/* A static probe run inside containers by the tests: it tries system calls a container
+ * must not be able to make and prints one line per call, "NAME OK" or "NAME ERRNO-NAME".
+ * Usage: probe calls | probe thread | probe int80 | probe addkey session|user | probe readkey ID
+ * | probe revokekey ID */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/keyctl.h>
+#include <linux/perf_event.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/personality.h>
+#include <sys/quota.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void report(const char *name, long r) {
+    if (r >= 0)
+        printf("%s OK\n", name);
+    else
+        printf("%s %s\n", name, strerrorname_np(errno));
+}
+
+static void *thread_main(void *arg) { return arg; }
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "calls";
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!strcmp(mode, "calls")) {
+        /* clone first: after a successful unshare we would no longer be root. */
+        long pid = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+        if (pid == 0)
+            _exit(0);
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+        report("clone_newuser", pid);
+        report("unshare_user", unshare(CLONE_NEWUSER));
+        report("clone3", syscall(SYS_clone3, NULL, 0));
+        report("add_key", syscall(SYS_add_key, "user", "probe", "x", 1, KEY_SPEC_SESSION_KEYRING));
+        report("keyctl", syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_USER_KEYRING, 0));
+        report("socket_vsock", socket(AF_VSOCK, SOCK_STREAM, 0));
+        report("socket_alg", socket(AF_ALG, SOCK_SEQPACKET, 0));
+        report("socket_inet", socket(AF_INET, SOCK_STREAM, 0));
+        struct perf_event_attr attr = {.type = PERF_TYPE_SOFTWARE, .size = sizeof attr,
+                                       .config = PERF_COUNT_SW_CPU_CLOCK};
+        report("perf_event_open", syscall(SYS_perf_event_open, &attr, 0, -1, -1, 0));
+        report("quotactl", quotactl(QCMD(Q_GETFMT, USRQUOTA), "/", 0, NULL));
+        report("kcmp", syscall(SYS_kcmp, getpid(), getpid(), 0, 0, 0));
+        report("personality", personality(ADDR_NO_RANDOMIZE));
+        report("mount", syscall(SYS_mount, "none", "/tmp", "tmpfs", 0, NULL));
+        return 0;
+    }
+    if (!strcmp(mode, "thread")) {
+        pthread_t t;
+        int e = pthread_create(&t, NULL, thread_main, NULL);
+        if (e == 0)
+            e = pthread_join(t, NULL);
+        printf("thread %s\n", e ? strerrorname_np(e) : "OK");
+        return e != 0;
+    }
+    if (!strcmp(mode, "int80")) {
+        /* getpid through the i386 entry point. */
+        long r;
+        __asm__ volatile("int $0x80" : "=a"(r) : "a"(20) : "memory");
+        printf("int80 returned %ld\n", r);
+        return 0;
+    }
+    if (!strcmp(mode, "addkey") && argc > 2) {
+        int ring = !strcmp(argv[2], "user") ? KEY_SPEC_USER_KEYRING : KEY_SPEC_SESSION_KEYRING;
+        long id = syscall(SYS_add_key, "user", "rootpack-probe", "host-secret", 11, ring);
+        if (id < 0) {
+            perror("add_key");
+            return 1;
+        }
+        printf("%ld\n", id);
+        return 0;
+    }
+    if (!strcmp(mode, "readkey") && argc > 2) {
+        char buf[64] = {0};
+        long n = syscall(SYS_keyctl, KEYCTL_READ, atol(argv[2]), buf, sizeof buf - 1);
+        if (n >= 0)
+            printf("read %s\n", buf);
+        else
+            report("readkey", n);
+        n = syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, "user", "rootpack-probe", 0);
+        report("searchkey", n);
+        if (n >= 0) {
+            n = syscall(SYS_keyctl, KEYCTL_READ, n, buf, sizeof buf - 1);
+            if (n >= 0)
+                printf("read %s\n", buf);
+            else
+                report("readfound", n);
+        }
+        return 0;
+    }
+    if (!strcmp(mode, "revokekey") && argc > 2) {
+        report("revokekey", syscall(SYS_keyctl, KEYCTL_REVOKE, atol(argv[2])));
+        return 0;
+    }
+    fprintf(stderr, "usage: probe calls|thread|int80|addkey session|user|readkey ID\n");
+    return 2;
+}
