@@ -118,30 +118,51 @@ bench_rss() { # rootpack, and 3cpio for reference (its zstd/gzip child is not
 	rm -rf -- "$out"
 }
 
-# tree -> ext4 image, each path ending with the image synced to disk. The tree is the
-# initrd's main segment, extracted once.
+# tree -> ext4 image, each path ending with the image synced to disk, on two shapes: the
+# initrd's main segment (extracted once; 130 MB of mostly large files) and 50,000 small
+# files (200 folders of 250 files of 0-300 bytes, a distribution rootfs's shape).
 bench_image() {
-	local tree=$work/tree fs=${out%/out}
+	local tree=$work/tree small=$work/small
 	"$ROOTPACK" extract "$img" "$tree"
+	python3 - "$small" <<-'PY'
+		import os, random, sys
+		random.seed(7)
+		for d in range(200):
+		    p = os.path.join(sys.argv[1], "d%03d" % d)
+		    os.makedirs(p)
+		    for f in range(250):
+		        with open(os.path.join(p, "f%03d" % f), "wb") as fh:
+		            fh.write(random.randbytes(random.randint(0, 300)))
+	PY
+	chmod -R a+rX "$work"
+	image_rows "$tree" image "" && image_rows "$small" image-small "-N 60000"
+	rm -rf -- "$tree" "$small"
+}
+
+image_rows() { # TREE STAGE MKFS_EXTRA: rootpack's builds and the manual peers on one tree
+	local tree=$1 stage=$2 extra=$3 fs=${out%/out}
 	local kib size_mib
 	kib=$(du -sk "$tree" | cut -f1)
 	size_mib=$((kib * 13 / 10 / 1024 + 64))
-	# The default method (auto: mount, the data written once), and the reproducible one
-	# (a source date epoch selects populate: mke2fs -d from a staging tree).
+	# The default method (auto), the reproducible one (a source date epoch selects
+	# populate), and the same reproducible build without root (nobody, through setpriv).
 	printf 'name = "tree"\n[[layer]]\ndir = "%s"\n' "$tree" >"$work/tree.toml"
 	printf 'name = "tree"\nsource_date_epoch = 1700000000\n[[layer]]\ndir = "%s"\n' "$tree" >"$work/repro.toml"
+	mkdir -p "$fs/nobody" && chown 65534:65534 "$fs/nobody" && chmod a+rx "$fs" "$work"
 	local i=$fs/img.ext4 m=$work/mnt
 	mkdir -p "$m"
-	hf image \
+	hf "$stage" \
 		-n "rootpack build" -p "rm -f $fs/tree.*" "$rp build -q $work/tree.toml --out $fs" \
 		-n "rootpack build (reproducible)" -p "rm -f $fs/tree.*" "$rp build -q $work/repro.toml --out $fs" \
+		-n "rootpack build (reproducible, rootless)" -p "rm -f $fs/nobody/tree.*" \
+		"setpriv --reuid 65534 --regid 65534 --clear-groups -- $rp build -q $work/repro.toml --out $fs/nobody" \
 		-n "dd+mkfs+mount+cp" -p "rm -f $i" \
-		"dd if=/dev/zero of=$i bs=1M count=$size_mib status=none && mkfs.ext4 -q -F $i && mount -o loop $i $m && cp -a $tree/. $m/ && umount $m && sync $i" \
+		"dd if=/dev/zero of=$i bs=1M count=$size_mib status=none && mkfs.ext4 -q -F $extra $i && mount -o loop $i $m && cp -a $tree/. $m/ && umount $m && sync $i" \
 		-n "truncate+mkfs+mount+cp" -p "rm -f $i" \
-		"truncate -s ${size_mib}M $i && mkfs.ext4 -q -F $i && mount -o loop $i $m && cp -a $tree/. $m/ && umount $m && sync $i" \
+		"truncate -s ${size_mib}M $i && mkfs.ext4 -q -F $extra $i && mount -o loop $i $m && cp -a $tree/. $m/ && umount $m && sync $i" \
 		-n "mke2fs -d" -p "rm -f $i" \
-		"mke2fs -q -F -t ext4 -d $tree $i ${size_mib}M && sync $i"
-	rm -rf -- "$tree" "$i" "$fs"/tree.*
+		"mke2fs -q -F -t ext4 $extra -d $tree $i ${size_mib}M && sync $i"
+	rm -rf -- "$i" "$fs"/tree.* "$fs/nobody"
 }
 
 # Start-to-exit of /bin/true on the same busybox tree: rootpack from its ext4 image
@@ -185,13 +206,17 @@ python3 - "$work" $STAGES <<-'EOF'
 	import json, os, sys
 	work, stages = sys.argv[1], sys.argv[2:]
 	median = {}
-	print("\n%-30s %10s %10s %10s %10s" % ("command", "median s", "mean s", "p95 s", "stddev s"))
-	for path in (os.path.join(work, s + ".json") for s in stages):
+	print("\n%-46s %10s %10s %10s %10s" % ("command", "median s", "mean s", "p95 s", "stddev s"))
+	# The image stage has a second shape of tree; its rows are prefixed "small: ".
+	files = [(s, "") for s in stages] + [("image-small", "small: ")] * ("image" in stages)
+	for stage, prefix in files:
+	    path = os.path.join(work, stage + ".json")
 	    for r in json.load(open(path))["results"] if os.path.exists(path) else []:
-	        median[r["command"]] = r["median"]
+	        name = prefix + r["command"]
+	        median[name] = r["median"]
 	        t = sorted(r["times"])
 	        p95 = t[min(len(t) - 1, int(len(t) * 0.95))]
-	        print("%-30s %10.4f %10.4f %10.4f %10.4f" % (r["command"], r["median"], r["mean"], p95, r["stddev"] or 0))
+	        print("%-46s %10.4f %10.4f %10.4f %10.4f" % (name, r["median"], r["mean"], p95, r["stddev"] or 0))
 	floor = next((c for c in median if c.endswith("(floor)")), None)
 	pairs = [("rootpack / 3cpio", "rootpack extract", "3cpio -x"),
 	         ("rootpack / unmkinitramfs", "rootpack extract", "unmkinitramfs"),
@@ -202,6 +227,11 @@ python3 - "$work" $STAGES <<-'EOF'
 	         ("rootpack build / truncate path", "rootpack build", "truncate+mkfs+mount+cp"),
 	         ("rootpack build / dd path", "rootpack build", "dd+mkfs+mount+cp"),
 	         ("reproducible build / mke2fs -d", "rootpack build (reproducible)", "mke2fs -d"),
+	         ("rootless reproducible / mke2fs -d", "rootpack build (reproducible, rootless)", "mke2fs -d"),
+	         ("small: build / mke2fs -d", "small: rootpack build", "small: mke2fs -d"),
+	         ("small: build / truncate path", "small: rootpack build", "small: truncate+mkfs+mount+cp"),
+	         ("small: reproducible / mke2fs -d", "small: rootpack build (reproducible)", "small: mke2fs -d"),
+	         ("small: rootless repro / mke2fs -d", "small: rootpack build (reproducible, rootless)", "small: mke2fs -d"),
 	         ("rootpack run / crun", "rootpack run", "crun run"),
 	         ("seccomp filter / unconfined", "rootpack run", "rootpack run (unconfined)"),
 	         ("rootpack run / runc", "rootpack run", "runc run"),

@@ -13,14 +13,17 @@ use sha2::{Digest, Sha256};
 
 mod stage;
 
+use stage::TreeFor;
+
 use crate::archive::ReadError;
 use crate::archive::pack::{PackError, PackOptions, pack};
 use crate::digest::hex;
 use crate::fsutil::{AtomicFile, TempDir};
 use crate::image::ext4::{self, Ext4Error, MkfsOptions};
+use crate::image::ext4_inodes::{self, Fixes};
 use crate::interrupt::interrupted;
-use crate::manifest::{Manifest, Provenance};
-use crate::recipe::{Method, OutputFormat, Recipe, Size};
+use crate::manifest::{LayerRecord, Manifest, Provenance};
+use crate::recipe::{Layer, Method, OutputFormat, Recipe, Size};
 use crate::tree::elf::ElfError;
 use crate::tree::extract::ExtractError;
 use crate::tree::inject::InjectError;
@@ -41,10 +44,16 @@ pub enum BuildError {
     Staging(#[from] ExtractError),
     #[error("ext4 image")]
     Image(#[from] Ext4Error),
+    #[error("ext4 image")]
+    Inodes(#[from] ext4_inodes::InodeError),
     #[error("archive image")]
     Pack(PackError),
     #[error("output.method = \"mount\" needs root (loop devices and mounts)")]
     MountNeedsRoot,
+    #[error(
+        "{path}: cannot be read without root, and an image without it would not be the one root builds"
+    )]
+    Unreadable { path: PathBuf },
     #[error("interrupted")]
     Interrupted,
 }
@@ -106,8 +115,10 @@ fn check_interrupt() -> Result<(), BuildError> {
     Ok(())
 }
 
-/// The method `auto` stands for: `populate` when the build must be reproducible (a source
-/// date epoch is set) or we are not root, else `mount`, which measured faster.
+/// The method `auto` stands for, before the tree's shape is known: `populate` when the
+/// build must be reproducible (a source date epoch is set) or we are not root, else
+/// `mount`, which measured faster, unless the tree turns out to be one of many small files
+/// (see [`ext4::Usage::small_files`]).
 fn resolve_method(asked: Method, sde: Option<i64>) -> Method {
     match asked {
         Method::Auto if sde.is_some() || !rustix::process::geteuid().is_root() => Method::Populate,
@@ -119,7 +130,8 @@ fn resolve_method(asked: Method, sde: Option<i64>) -> Method {
 /// Builds the image `recipe` describes into `opts.out_dir`.
 pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> {
     let sde = opts.source_date_epoch.or(recipe.source_date_epoch);
-    let method = resolve_method(opts.method.unwrap_or(recipe.output.method), sde);
+    let asked = opts.method.unwrap_or(recipe.output.method);
+    let mut method = resolve_method(asked, sde);
     let ext4 = recipe.output.format == OutputFormat::Ext4;
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).map_err(out_err(out))?;
@@ -132,90 +144,145 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     let image = out.join(format!("{}.{extension}", recipe.name));
     // The e2fsprogs version mke2fs reports, for the manifest and the time fix-up.
     let mut version = None;
-    let mut warnings = Vec::new();
+    let warnings = Vec::new();
 
-    let (layers, report, usage, sha256) = if ext4 && method == Method::Mount {
-        // The mounted image is the staging tree: the data is written once.
-        // Sized (or a fixed size checked) before anything is written.
+    // For the mount method, the image is sized (or a fixed size checked) before anything
+    // is written; the same estimate tells `auto` the tree's shape.
+    let mut planned = None;
+    if ext4 && method == Method::Mount {
         let closures = stage::closures(recipe)?;
         let usage = stage::estimate(recipe, &closures)?;
-        let file = AtomicFile::create(&image).map_err(out_err(&image))?;
-        version = ext4::mkfs(
-            file.temp_path(),
-            &mkfs_options(recipe, &usage, &recipe.sha256, sde)?,
-            None,
-        )?;
-        let mnt = work.path().join("mnt");
-        std::fs::create_dir(&mnt).map_err(out_err(&mnt))?;
-        let mut filled = None;
-        ext4::populate_by_mount(file.temp_path(), &mnt, &mut |target| {
-            filled = Some(stage::fill(recipe, &closures, target, sde, opts.progress)?);
-            Ok(())
-        })?;
-        let (layers, report, usage) = filled.ok_or(BuildError::Interrupted)?;
-        let sha256 = commit_hashing(file, &image)?;
-        (layers, report, usage, sha256)
-    } else {
-        let staging = work.path().join("staging");
-        std::fs::create_dir(&staging).map_err(out_err(&staging))?;
-        let closures = stage::closures(recipe)?;
-        let (layers, report, usage) = stage::fill(recipe, &closures, &staging, sde, opts.progress)?;
-        let sha256 = match recipe.output.format {
-            OutputFormat::Ext4 => {
-                let seed = layers
-                    .iter()
-                    .filter_map(|l| l.sha256.clone())
-                    .fold(recipe.sha256.clone(), |a, b| a + &b);
-                let file = AtomicFile::create(&image).map_err(out_err(&image))?;
-                version = ext4::mkfs(
-                    file.temp_path(),
-                    &mkfs_options(recipe, &usage, &seed, sde)?,
-                    Some(&staging),
-                )?;
-                // Unknown versions get the fix-up too: it is harmless where not needed.
-                if let Some(t) = sde
-                    && version.is_none_or(|v| v < (1, 47, 1))
-                {
-                    let skipped = ext4::fix_times(file.temp_path(), &staging, work.path(), t)?;
-                    if skipped > 0 {
-                        warnings.push(format!(
-                            "{skipped} name(s) with a newline keep their source atime/ctime: \
-                             the image is not byte-reproducible"
-                        ));
-                    }
+        if asked == Method::Auto && usage.small_files() {
+            method = Method::Populate;
+        }
+        planned = Some((closures, usage));
+    }
+
+    let (layers, report, usage, sha256) =
+        if let Some((closures, usage)) = planned.take_if(|_| method == Method::Mount) {
+            // The mounted image is the staging tree: the data is written once.
+            let file = AtomicFile::create(&image).map_err(out_err(&image))?;
+            version = ext4::mkfs(
+                file.temp_path(),
+                &mkfs_options(recipe, &usage, &recipe.sha256, sde)?,
+                None,
+            )?;
+            let mnt = work.path().join("mnt");
+            std::fs::create_dir(&mnt).map_err(out_err(&mnt))?;
+            let mut filled = None;
+            ext4::populate_by_mount(file.temp_path(), &mnt, &mut |target| {
+                filled = Some(stage::fill(
+                    recipe,
+                    &closures,
+                    target,
+                    sde,
+                    opts.progress,
+                    TreeFor::Itself,
+                )?);
+                Ok(())
+            })?;
+            let filled = filled.ok_or(BuildError::Interrupted)?;
+            let sha256 = commit_hashing(file, &image)?;
+            (filled.layers, filled.report, filled.usage, sha256)
+        } else if let Some(dir) = ext4.then(|| unchanged_dir_layer(recipe)).flatten() {
+            // mke2fs -d reads the folder itself: no copy into a staging tree.
+            let usage = match planned {
+                Some((_, usage)) => usage,
+                None => ext4::measure(dir).map_err(out_err(dir))?,
+            };
+            if !rustix::process::geteuid().is_root()
+                && let Some(path) = ext4::first_unreadable(dir).map_err(out_err(dir))?
+            {
+                return Err(BuildError::Unreadable { path });
+            }
+            let layers = vec![LayerRecord {
+                kind: "dir".into(),
+                path: dir.display().to_string(),
+                sha256: None,
+            }];
+            let file = AtomicFile::create(&image).map_err(out_err(&image))?;
+            let fixes = Fixes {
+                time: sde,
+                recorded: None,
+            };
+            version = populate(
+                file.temp_path(),
+                recipe,
+                &usage,
+                &recipe.sha256,
+                dir,
+                &fixes,
+                sde,
+            )?;
+            check_interrupt()?;
+            let sha256 = commit_hashing(file, &image)?;
+            (layers, Default::default(), usage, sha256)
+        } else {
+            let staging = work.path().join("staging");
+            std::fs::create_dir(&staging).map_err(out_err(&staging))?;
+            let closures = match planned {
+                Some((closures, _)) => closures,
+                None => stage::closures(recipe)?,
+            };
+            let tree_for = match recipe.output.format {
+                OutputFormat::Ext4 => TreeFor::Populate,
+                OutputFormat::Archive(..) => TreeFor::Archive,
+                OutputFormat::Dir => TreeFor::Itself,
+            };
+            let filled = stage::fill(recipe, &closures, &staging, sde, opts.progress, tree_for)?;
+            let sha256 = match recipe.output.format {
+                OutputFormat::Ext4 => {
+                    let seed = filled
+                        .layers
+                        .iter()
+                        .filter_map(|l| l.sha256.clone())
+                        .fold(recipe.sha256.clone(), |a, b| a + &b);
+                    let file = AtomicFile::create(&image).map_err(out_err(&image))?;
+                    let fixes = Fixes {
+                        time: sde,
+                        recorded: filled.recorded.as_ref(),
+                    };
+                    version = populate(
+                        file.temp_path(),
+                        recipe,
+                        &filled.usage,
+                        &seed,
+                        &staging,
+                        &fixes,
+                        sde,
+                    )?;
+                    check_interrupt()?;
+                    commit_hashing(file, &image)?
                 }
-                check_interrupt()?;
-                commit_hashing(file, &image)?
-            }
-            OutputFormat::Archive(format, compression) => {
-                let mut file = AtomicFile::create(&image).map_err(out_err(&image))?;
-                let opts = PackOptions {
-                    format,
-                    compression,
-                    level: None,
-                    clamp_mtime: sde,
-                    early: None,
-                };
-                pack(&staging, file.file(), &opts, &interrupted)?;
-                commit_hashing(file, &image)?
-            }
-            OutputFormat::Dir => {
-                // Swap in one step, then drop the old tree: a failure keeps the old one.
-                if std::fs::symlink_metadata(&image).is_ok() {
-                    let old = work.path().join("previous");
-                    std::fs::rename(&image, &old).map_err(out_err(&image))?;
-                    if let Err(e) = std::fs::rename(&staging, &image) {
-                        let _ = std::fs::rename(&old, &image);
-                        return Err(out_err(&image)(e));
-                    }
-                } else {
-                    std::fs::rename(&staging, &image).map_err(out_err(&image))?;
+                OutputFormat::Archive(format, compression) => {
+                    let mut file = AtomicFile::create(&image).map_err(out_err(&image))?;
+                    let opts = PackOptions {
+                        format,
+                        compression,
+                        level: None,
+                        clamp_mtime: sde,
+                        early: None,
+                    };
+                    pack(&staging, file.file(), &opts, &interrupted)?;
+                    commit_hashing(file, &image)?
                 }
-                String::new()
-            }
+                OutputFormat::Dir => {
+                    // Swap in one step, then drop the old tree: a failure keeps the old one.
+                    if std::fs::symlink_metadata(&image).is_ok() {
+                        let old = work.path().join("previous");
+                        std::fs::rename(&image, &old).map_err(out_err(&image))?;
+                        if let Err(e) = std::fs::rename(&staging, &image) {
+                            let _ = std::fs::rename(&old, &image);
+                            return Err(out_err(&image)(e));
+                        }
+                    } else {
+                        std::fs::rename(&staging, &image).map_err(out_err(&image))?;
+                    }
+                    String::new()
+                }
+            };
+            (filled.layers, filled.report, filled.usage, sha256)
         };
-        (layers, report, usage, sha256)
-    };
     drop(work);
 
     let size = match recipe.output.format {
@@ -259,6 +326,39 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     })
 }
 
+/// The recipe's only layer, a folder, when nothing else goes into the tree: an image can
+/// then be made from the folder itself.
+fn unchanged_dir_layer(recipe: &Recipe) -> Option<&Path> {
+    let nothing_added = recipe.binaries.is_empty()
+        && recipe.files.is_empty()
+        && recipe.dirs.is_empty()
+        && recipe.symlinks.is_empty()
+        && recipe.mountpoints.is_empty();
+    match recipe.layers.as_slice() {
+        [Layer::Dir(dir)] if nothing_added => Some(dir),
+        _ => None,
+    }
+}
+
+/// `mke2fs -d tree` into `image`, then the inode pass for what the tree could not hold.
+/// Returns the e2fsprogs version.
+fn populate(
+    image: &Path,
+    recipe: &Recipe,
+    usage: &ext4::Usage,
+    seed: &str,
+    tree: &Path,
+    fixes: &Fixes<'_>,
+    sde: Option<i64>,
+) -> Result<Option<ext4::Version>, BuildError> {
+    let version = ext4::mkfs(image, &mkfs_options(recipe, usage, seed, sde)?, Some(tree))?;
+    check_interrupt()?;
+    if fixes.time.is_some() || fixes.recorded.is_some() {
+        ext4_inodes::fix(image, fixes)?;
+    }
+    Ok(version)
+}
+
 fn mkfs_options(
     recipe: &Recipe,
     usage: &ext4::Usage,
@@ -279,6 +379,7 @@ fn mkfs_options(
     };
     Ok(MkfsOptions {
         size,
+        block: usage.block_size(),
         journal_mib: ext4::journal_mib(usage.blocks * 4096),
         // A fixed size gets one inode per 16 KiB (mke2fs's default), or more if needed.
         inodes: if recipe.output.size == Size::Auto {

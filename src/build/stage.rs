@@ -10,6 +10,7 @@ use super::{BuildError, check_interrupt, out_err};
 use crate::archive::{Entry, EntryData, Kind, LinkKey, VisitError, Visitor, read_archive};
 use crate::digest::digest_file;
 use crate::image::ext4::{self, Usage};
+use crate::image::ext4_inodes::RecordedTree;
 use crate::interrupt::interrupted;
 use crate::manifest::LayerRecord;
 use crate::recipe::{FileSource, Layer, Recipe};
@@ -34,25 +35,56 @@ pub(super) fn closures(recipe: &Recipe) -> Result<Vec<Vec<PathBuf>>, BuildError>
         .collect()
 }
 
-/// Fills the folder `root` as the recipe says, its programs from `closures`. Returns the
-/// layers' records, what the extraction reported, and the tree's usage.
+/// What filling a tree gave.
+pub(super) struct Filled {
+    pub layers: Vec<LayerRecord>,
+    pub report: ExtractReport,
+    pub usage: Usage,
+    /// For an image tree filled without root: what each entry should be in the image.
+    pub recorded: Option<RecordedTree>,
+}
+
+/// How the tree will be used.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum TreeFor {
+    /// As it is (a folder output, or an image filled in place): times clamped here.
+    Itself,
+    /// By `mke2fs -d`: metadata the tree cannot hold is recorded, and times are fixed in
+    /// the image afterwards.
+    Populate,
+    /// By the archive writer, which clamps times itself.
+    Archive,
+}
+
+/// Fills the folder `root` as the recipe says, its programs from `closures`.
 pub(super) fn fill(
     recipe: &Recipe,
     closures: &[Vec<PathBuf>],
     root: &Path,
     sde: Option<i64>,
     progress: bool,
-) -> Result<(Vec<LayerRecord>, ExtractReport, Usage), BuildError> {
+    tree_for: TreeFor,
+) -> Result<Filled, BuildError> {
     let mut x = Extractor::new(Root::open(root).map_err(out_err(root))?, false);
+    if tree_for == TreeFor::Populate {
+        x = x.record_metadata();
+    }
     let layers = apply_layers(recipe, &mut x, progress)?;
     inject_all(recipe, closures, &mut x, sde)?;
-    let report = x.finish()?;
-    if let Some(t) = sde {
+    let (report, recorded) = x.finish_recorded()?;
+    if let Some(t) = sde
+        && tree_for == TreeFor::Itself
+    {
         clamp_times(root, t).map_err(out_err(root))?;
     }
     check_interrupt()?;
     let usage = ext4::measure(root).map_err(out_err(root))?;
-    Ok((layers, report, usage))
+    Ok(Filled {
+        layers,
+        report,
+        usage,
+        recorded,
+    })
 }
 
 /// What the recipe will put in the tree, before anything is unpacked: folders are walked,

@@ -1,5 +1,6 @@
 //! Image files and the kernel resources used to make and use them.
 
 pub mod ext4;
+pub mod ext4_inodes;
 pub mod loopdev;
 pub mod mount;

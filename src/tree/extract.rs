@@ -24,6 +24,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use crate::archive::{Entry, EntryData, Kind, LinkKey, Segment, VisitError, Visitor};
+use crate::image::ext4_inodes::{Recorded, RecordedTree};
 use crate::tree::copier::{Copier, FileMeta, Job};
 use crate::tree::safe_path::{RelPath, Root};
 
@@ -92,6 +93,9 @@ pub struct Extractor {
     report: ExtractReport,
     /// Started at the first file with a host source.
     copier: Option<Copier>,
+    /// Not root, for an image: what each entry should be, by path, for what the tree
+    /// cannot hold (owners, set-id bits, device nodes, unreadable modes).
+    recorded: Option<RecordedTree>,
 }
 
 fn timestamps(mtime: i64) -> Timestamps {
@@ -128,16 +132,36 @@ impl Extractor {
             parent_cache: None,
             report: ExtractReport::default(),
             copier: None,
+            recorded: None,
         }
     }
 
+    /// When not running as root: records every entry's owner, mode and device number (see
+    /// [`Extractor::finish_recorded`]), writes device nodes as empty placeholder files, and
+    /// keeps every file and folder readable by us, so that an image made from the tree can
+    /// be given exactly what root's build would have. As root it changes nothing.
+    pub fn record_metadata(mut self) -> Extractor {
+        if !self.privileged {
+            self.recorded = Some(HashMap::new());
+        }
+        self
+    }
+
     /// Applies the deferred directory metadata; call once all entries are written.
-    pub fn finish(mut self) -> Result<ExtractReport, ExtractError> {
+    pub fn finish(self) -> Result<ExtractReport, ExtractError> {
+        Ok(self.finish_recorded()?.0)
+    }
+
+    /// [`Extractor::finish`], also giving what [`Extractor::record_metadata`] recorded, by
+    /// path below the root.
+    pub fn finish_recorded(
+        mut self,
+    ) -> Result<(ExtractReport, Option<RecordedTree>), ExtractError> {
         if let Some(c) = self.copier.take() {
             c.finish().map_err(ExtractError::Write)?;
         }
         self.apply_dir_metadata()?;
-        Ok(self.report)
+        Ok((self.report, self.recorded))
     }
 
     /// Whether something (anything, even a dangling symlink) is at `path` in the tree.
@@ -165,7 +189,12 @@ impl Extractor {
                 Err(_) => continue,
             };
             self.set_owner_fd(&fd, d.uid, d.gid)?;
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(d.mode))
+            let mode = if self.recorded.is_some() {
+                d.mode | 0o700
+            } else {
+                d.mode
+            };
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
                 .map_err(io_err(ExtractError::Create))?;
             rustix::fs::futimens(&fd, &timestamps(d.mtime))
                 .map_err(io_err(ExtractError::Create))?;
@@ -241,6 +270,9 @@ impl Extractor {
 
     fn write_entry(&mut self, entry: &Entry, data: &mut EntryData<'_>) -> Result<(), ExtractError> {
         let path = RelPath::parse(&entry.name)?;
+        if let Some(recorded) = &mut self.recorded {
+            record(recorded, &path, entry);
+        }
         let Some((parent, leaf)) = path.split_leaf() else {
             if entry.kind != Kind::Dir {
                 return Err(ExtractError::RootNotDir);
@@ -307,6 +339,17 @@ impl Extractor {
                 self.create_leaf(&dir, &leaf, |d, l| {
                     rustix::fs::symlinkat(target.as_slice(), d, l)
                 })?;
+            }
+            Kind::CharDevice { .. } | Kind::BlockDevice { .. } if self.recorded.is_some() => {
+                // A placeholder; the image gets the node from the record.
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+                let initial = Mode::from_raw_mode(0o600);
+                let fd = self.create_leaf(&dir, &leaf, |d, l| {
+                    rustix::fs::openat(d, l, flags | OFlags::CLOEXEC, initial)
+                })?;
+                rustix::fs::futimens(&fd, &timestamps(entry.mtime))
+                    .map_err(io_err(ExtractError::Create))?;
+                return Ok(());
             }
             Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } => {
                 if !self.privileged {
@@ -556,6 +599,10 @@ impl Extractor {
     /// whoever extracts, not the archive's (as tar and libarchive do).
     fn file_mode(&self, entry: &Entry) -> u32 {
         let mut mode = entry.mode;
+        if self.recorded.is_some() {
+            // The record keeps the real mode; the tree stays readable for the image.
+            mode |= 0o600;
+        }
         if !self.privileged {
             if entry.uid != self.creator.0 {
                 mode &= !0o4000;
@@ -575,6 +622,35 @@ impl Extractor {
             mtime: entry.mtime,
         }
     }
+}
+
+/// What an entry should be in an image, by its path: a hard link's name gives nothing new
+/// (its inode is recorded under the first name).
+fn record(recorded: &mut RecordedTree, path: &RelPath, entry: &Entry) {
+    let (kind, rdev) = match &entry.kind {
+        Kind::Dir => (0o040000, (0, 0)),
+        Kind::File => (0o100000, (0, 0)),
+        Kind::Symlink(_) => (0o120000, (0, 0)),
+        Kind::CharDevice { major, minor } => (0o020000, (*major, *minor)),
+        Kind::BlockDevice { major, minor } => (0o060000, (*major, *minor)),
+        Kind::Fifo => (0o010000, (0, 0)),
+        Kind::Socket => (0o140000, (0, 0)),
+        Kind::HardLink(_) => return,
+    };
+    let mode = if matches!(entry.kind, Kind::Symlink(_)) {
+        0o777
+    } else {
+        entry.mode & 0o7777
+    };
+    recorded.insert(
+        path.as_bytes().to_vec(),
+        Recorded {
+            uid: entry.uid,
+            gid: entry.gid,
+            mode: kind | mode,
+            rdev,
+        },
+    );
 }
 
 fn io_err<E: Into<io::Error>>(wrap: fn(io::Error) -> ExtractError) -> impl Fn(E) -> ExtractError {
