@@ -42,7 +42,7 @@ pub enum BuildError {
     #[error("ext4 image")]
     Image(#[from] Ext4Error),
     #[error("archive image")]
-    Pack(PackError),
+    Pack(#[source] PackError),
     #[error("output.method = \"mount\" needs root (loop devices and mounts)")]
     MountNeedsRoot,
     #[error("interrupted")]
@@ -118,6 +118,7 @@ fn resolve_method(asked: Method, sde: Option<i64>) -> Method {
 
 /// Builds the image `recipe` describes into `opts.out_dir`.
 pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> {
+    let t = std::time::Instant::now();
     let sde = opts.source_date_epoch.or(recipe.source_date_epoch);
     let method = resolve_method(opts.method.unwrap_or(recipe.output.method), sde);
     let ext4 = recipe.output.format == OutputFormat::Ext4;
@@ -129,7 +130,18 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     }
     let work = TempDir::beside(&out.join(&recipe.name)).map_err(out_err(out))?;
     let extension = recipe.output.format.extension();
-    let image = out.join(format!("{}.{extension}", recipe.name));
+    // A folder image is OUT/NAME, run like `systemd-nspawn -D OUT/NAME`.
+    let image = match recipe.output.format {
+        OutputFormat::Dir => out.join(&recipe.name),
+        _ => out.join(format!("{}.{extension}", recipe.name)),
+    };
+    log::info!(
+        "building {} as {} ({}, method {})",
+        recipe.path.display(),
+        image.display(),
+        recipe.output.format.name(),
+        method.name()
+    );
     // The e2fsprogs version mke2fs reports, for the manifest and the time fix-up.
     let mut version = None;
     let mut warnings = Vec::new();
@@ -153,6 +165,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
             Ok(())
         })?;
         let (layers, report, usage) = filled.ok_or(BuildError::Interrupted)?;
+        log::debug!("image filled: {} files ({:.2}s)", usage.files, secs(t));
         let sha256 = commit_hashing(file, &image)?;
         (layers, report, usage, sha256)
     } else {
@@ -160,6 +173,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         std::fs::create_dir(&staging).map_err(out_err(&staging))?;
         let closures = stage::closures(recipe)?;
         let (layers, report, usage) = stage::fill(recipe, &closures, &staging, sde, opts.progress)?;
+        log::debug!("staging tree: {} files ({:.2}s)", usage.files, secs(t));
         let sha256 = match recipe.output.format {
             OutputFormat::Ext4 => {
                 let seed = layers
@@ -217,6 +231,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         (layers, report, usage, sha256)
     };
     drop(work);
+    log::debug!("image written and hashed ({:.2}s)", secs(t));
 
     let size = match recipe.output.format {
         OutputFormat::Dir => usage.blocks * 4096,
@@ -228,7 +243,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        format: extension,
+        format: recipe.output.format.name(),
         size,
         sha256,
         modified: false,
@@ -257,6 +272,10 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         report,
         warnings,
     })
+}
+
+fn secs(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64()
 }
 
 fn mkfs_options(
@@ -331,4 +350,17 @@ fn derived_uuid(purpose: &str, input: &str) -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_error_keeps_its_cause() {
+        use std::error::Error;
+        let pack = super::BuildError::from(crate::archive::pack::PackError::Write(
+            std::io::Error::other("output is too small"),
+        ));
+        let cause = pack.source().map(|e| e.to_string()).unwrap_or_default();
+        assert!(cause.contains("output is too small"), "{cause:?}");
+    }
 }
