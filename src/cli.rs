@@ -303,7 +303,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     pub memory: Option<u64>,
     /// CPU limit in CPUs, like 0.5 (default: the manifest's).
-    #[arg(long, value_parser = parse_cpus)]
+    #[arg(long, value_parser = parse_cpus, allow_negative_numbers = true)]
     pub cpus: Option<f64>,
     /// Process limit (default: the manifest's).
     #[arg(long)]
