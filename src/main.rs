@@ -590,7 +590,7 @@ fn print_manifest(m: &manifest::Manifest, image: &Path, folder: bool) {
     let l = &m.limits;
     row(
         "memory",
-        &l.memory.map_or("no limit".to_string(), |b| human_size(b)),
+        &l.memory.map_or("no limit".to_string(), human_size),
     );
     row(
         "cpus",

@@ -22,7 +22,7 @@ pub enum OpError {
     Open { path: PathBuf, source: io::Error },
     #[error("{path}")]
     Read { path: PathBuf, source: ReadError },
-    #[error("{path}")]
+    #[error("cannot write {path}")]
     Output { path: PathBuf, source: io::Error },
     #[error("{path}: folder is not empty (pass --merge to extract into it anyway)")]
     NotEmpty { path: PathBuf },

@@ -667,7 +667,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         mountpoints,
         config: {
             if let Some(u) = &file.config.user
-                && parse_uid_gid(u).is_none()
+                && crate::run::user::UserSpec::parse(u).is_none()
             {
                 // Find the key's line: the config table is parsed without spans.
                 #[derive(Deserialize)]
@@ -684,7 +684,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
                     .map_or(0..0, |u| u.span());
                 return ctx.err(
                     span,
-                    format!("config.user = \"{u}\": expected UID[:GID], numeric"),
+                    format!("config.user = \"{u}\": expected UID[:GID] or NAME[:GROUP]"),
                 );
             }
             file.config

@@ -40,7 +40,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("config.env", "env = { PATH = \"/usr/bin:/bin\" }"),
     ("config.workdir", "workdir = \"/\""),
     ("config.hostname", "hostname = \"hello\""),
-    ("config.user", "user = \"1000:1000\""),
+    ("config.user", "user = \"1000:1000\" (or \"nobody\")"),
     ("limits.memory", "memory = \"256M\""),
     ("limits.cpus", "cpus = 1.0"),
     ("limits.pids", "pids = 256"),

@@ -257,7 +257,7 @@ fn bad_option_values_exit_2() {
         let o = rootpack()
             .arg("run")
             .args(args)
-            .args(["img.ext4", "true"])
+            .args(["img.ext4", "--", "true"])
             .current_dir(w.path())
             .output()
             .unwrap();
