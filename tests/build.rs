@@ -317,7 +317,7 @@ fn busybox_and_initramfs_recipes_build() {
         "the initrd's content is missing"
     );
     let listed = String::from_utf8(run(rootpack().arg("inspect").arg(&image)).stdout).unwrap();
-    assert!(listed.contains("verified: sha256 matches"), "{listed}");
+    assert!(listed.contains("verified:   sha256 matches"), "{listed}");
 }
 
 #[test]
