@@ -1,44 +1,64 @@
-//! The command line: every subcommand and flag, with its help.
+//! The command line: every subcommand and flag, with its help and examples. Option values
+//! are checked here, so a bad one is a usage error (exit 2) before anything runs.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `0.1.0 (git abc1234)` from a checkout, `0.1.0` otherwise (see build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("ROOTPACK_GIT"));
 
 #[derive(Debug, Parser)]
 #[command(
     name = "rootpack",
-    version,
-    about = "Build root-filesystem images from recipes; read, extract and pack initramfs archives",
-    long_about = "Build root-filesystem images from recipes; read, extract and pack initramfs \
-        archives.\n\nArchives are read natively: cpio (newc, crc, odc) in any number of \
-        concatenated segments, each uncompressed or compressed with gzip, zstd, xz, lzma, \
-        bzip2, lzop or lz4 (legacy framing), and tar (plain or compressed)."
+    version = VERSION,
+    about = "Build root-filesystem images from recipes, run containers from them; read, \
+        extract and pack initramfs archives",
+    long_about = "Build root-filesystem images from recipes, run containers from them; read, \
+        extract and pack initramfs archives.\n\nArchives are read natively: cpio (newc, crc, \
+        odc) in any number of concatenated segments, each uncompressed or compressed with \
+        gzip, zstd, xz, lzma, bzip2, lzop or lz4 (legacy framing), and tar (plain or \
+        compressed).",
+    after_help = "Examples:\n  \
+        rootpack build recipes/hello.toml\n  \
+        rootpack run images/hello.ext4 -- bash -c 'echo hello from $HOSTNAME'\n  \
+        rootpack ls /boot/initrd.img-$(uname -r) | head\n  \
+        rootpack extract /boot/initrd.img-$(uname -r) /tmp/initrd\n\n\
+        `rootpack COMMAND --help` shows each command's options and examples; `rootpack man` \
+        prints the manual page."
 )]
 pub struct Cli {
-    /// Print nothing but errors (no progress bars, no warnings).
+    /// Print nothing but errors (no progress bars, warnings or notices).
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Print more about what is done (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Say what is being done (repeat for more: -vv tools, mounts and timings).
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// `-v/--verbose` for the subcommands other than `run` (where `-v` is a volume, as in
+/// Docker, and verbosity is `--verbose`).
+#[derive(Debug, Args)]
+pub struct Verbosity {
+    /// Say what is being done (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List the entries of an initramfs or tar archive, one path per line, in archive order.
-    #[command(visible_alias = "list")]
-    Ls {
-        /// The archive (initramfs image, .cpio[.gz|.zst|...], .tar[.gz|.zst|.xz]).
-        archive: PathBuf,
-        /// Also show type and mode, uid:gid, size, mtime (UTC) and link targets.
-        #[arg(short, long)]
-        long: bool,
-        /// Show the segments instead: offset, compression, format, entries, sizes.
-        #[arg(short, long, conflicts_with = "long")]
-        segments: bool,
-    },
+    #[command(
+        visible_alias = "list",
+        after_help = "Examples:\n  \
+            rootpack ls /boot/initrd.img-$(uname -r)\n  \
+            rootpack ls -l initrd.img | head      # stops quietly when head is done\n  \
+            rootpack ls --segments initrd.img     # offset, compression, format, sizes\n  \
+            rootpack ls --json rootfs.tar.zst | jq -r '.[].name'"
+    )]
+    Ls(LsArgs),
     /// Extract an archive into a folder, as the kernel would unpack it.
     ///
     /// Later segments override earlier ones. Type, mode (including setuid), mtime and hard
@@ -46,82 +66,164 @@ pub enum Command {
     /// are refused, and nothing is ever written outside DIR, whatever symlinks the archive
     /// holds. DIR must be absent or empty (see --merge); the tree is built beside it and
     /// renamed into place on success.
-    #[command(visible_alias = "x")]
-    Extract {
-        archive: PathBuf,
-        /// The folder to create.
-        dir: PathBuf,
-        /// Write each segment into its own folder: DIR/segment-1, DIR/segment-2, ...
-        #[arg(long)]
-        split: bool,
-        /// Extract into DIR even if it is not empty (in place, not atomic).
-        #[arg(long)]
-        merge: bool,
-    },
+    #[command(
+        visible_alias = "x",
+        after_help = "Examples:\n  \
+            rootpack extract /boot/initrd.img-$(uname -r) /tmp/initrd\n  \
+            rootpack extract --split initrd.img parts    # parts/segment-1, parts/segment-2\n  \
+            rootpack extract --merge overlay.cpio.gz /tmp/initrd"
+    )]
+    Extract(ExtractArgs),
     /// Pack a folder into a reproducible newc cpio or tar archive.
     ///
     /// Entries are sorted, inode numbers renumbered and, when SOURCE_DATE_EPOCH is set,
     /// mtimes clamped to it. The format and compression follow the output's extension:
-    /// .cpio .cpio.gz .cpio.zst .cpio.xz .cpio.lz4 .tar .tar.gz .tar.zst .tar.xz
-    Pack {
-        /// The folder to pack.
-        dir: PathBuf,
-        /// The archive to write (replaced atomically).
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Override the format implied by the extension.
-        #[arg(long, value_enum)]
-        format: Option<FormatArg>,
-        /// Override the compression implied by the extension.
-        #[arg(short, long, value_enum)]
-        compress: Option<CompressArg>,
-        /// Compression level (default: gzip 9, zstd 19, xz 6).
-        #[arg(long)]
-        level: Option<u32>,
-        /// Prepend this folder as an uncompressed cpio segment (e.g. CPU microcode).
-        #[arg(long, value_name = "DIR")]
-        early: Option<PathBuf>,
-    },
+    /// .cpio .cpio.gz .cpio.zst .cpio.xz .cpio.lz4 .tar .tar.gz .tar.zst .tar.xz; with
+    /// --format and an extension that names no compression, the archive is uncompressed.
+    #[command(after_help = "Examples:\n  \
+            rootpack pack tree -o initrd.cpio.zst\n  \
+            rootpack pack tree -o initrd.img --early microcode -c zstd\n  \
+            SOURCE_DATE_EPOCH=1700000000 rootpack pack tree -o rootfs.tar.gz\n  \
+            rootpack pack tree -o rootfs.img --format tar    # plain tar")]
+    Pack(PackArgs),
     /// Build an image from a recipe: layers, injected programs and files, then the image
     /// (ext4 by default) and its manifest, OUT/NAME.<format> and OUT/NAME.json.
     ///
     /// Set SOURCE_DATE_EPOCH (or source_date_epoch in the recipe) for byte-identical
     /// rebuilds. Nothing is left behind on failure or Ctrl-C; a previous image stays intact.
-    Build {
-        /// The recipe file (TOML).
-        recipe: PathBuf,
-        /// Output folder.
-        #[arg(short, long, default_value = "images")]
-        out: PathBuf,
-        /// Print the manifest (JSON) on stdout.
-        #[arg(long)]
-        json: bool,
-        /// Override the recipe's output.method for ext4 images.
-        #[arg(long, value_enum)]
-        method: Option<MethodArg>,
-    },
-    /// Run a command in a container made from an image (ext4), in new mount, UTS, IPC, PID
-    /// and network namespaces with cgroup limits.
+    #[command(after_help = "Examples:\n  \
+            rootpack build recipes/hello.toml              # images/hello.ext4 + hello.json\n  \
+            rootpack build recipes/hello.toml --out /tmp/img --json\n  \
+            rootpack build recipes/initramfs.toml --method mount")]
+    Build(BuildArgs),
+    /// Run a command in a container made from an image (ext4) or an image folder, in new
+    /// mount, UTS, IPC, PID and network namespaces with cgroup limits. Needs root.
     ///
     /// The image is mounted read-only under a tmpfs overlay, so writes vanish when the
     /// container ends (--writable keeps them). Defaults (command, env, workdir, hostname,
     /// limits) come from the image's manifest. Exits with the command's status, 128+N if
     /// it was killed by signal N, 125 if the container could not be set up, 126/127 if the
     /// command could not be executed or found.
+    #[command(after_help = "Examples:\n  \
+            rootpack run images/hello.ext4                      # the manifest's command\n  \
+            rootpack run images/hello.ext4 ls -l /              # or: -- ls -l /\n  \
+            rootpack run -it images/hello.ext4 bash             # an interactive shell\n  \
+            rootpack run -v /srv/data:/data:ro -e MODE=test images/hello.ext4 ls /data\n  \
+            rootpack run --memory 64M --pids 32 -u 1000:100 images/busybox.ext4 id\n  \
+            rootpack run images/tree -- ls /                   # a folder (output.format = \"dir\")")]
     Run(Box<RunArgs>),
     /// Show an image's manifest and verify the image's sha256.
-    Inspect {
-        /// The image (its manifest NAME.json is read from beside it).
-        image: PathBuf,
-        /// Print the manifest as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(after_help = "Examples:\n  \
+            rootpack inspect images/hello.ext4\n  \
+            rootpack inspect images/hello.json       # the manifest's path works too\n  \
+            rootpack inspect --json images/hello.ext4 | jq .config")]
+    Inspect(InspectArgs),
     /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+            rootpack completions bash > /etc/bash_completion.d/rootpack\n  \
+            rootpack completions zsh > ~/.zfunc/_rootpack")]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), or install the pages where `man` finds them.
+    #[command(after_help = "Examples:\n  \
+            rootpack man | man -l -\n  \
+            rootpack man --install                   # /usr/local/share/man/man1\n  \
+            rootpack man --install ~/.local/share/man/man1")]
+    Man {
+        /// Write rootpack.1 and a page per command (rootpack-run.1, ...) into this folder.
+        #[arg(
+            long,
+            value_name = "DIR",
+            num_args = 0..=1,
+            default_missing_value = "/usr/local/share/man/man1"
+        )]
+        install: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The archive (initramfs image, .cpio[.gz|.zst|...], .tar[.gz|.zst|.xz]).
+    pub archive: PathBuf,
+    /// Also show type and mode, uid:gid, size, mtime (UTC) and link targets.
+    #[arg(short, long)]
+    pub long: bool,
+    /// Show the segments instead: offset, compression, format, entries, sizes.
+    #[arg(short, long, conflicts_with = "long")]
+    pub segments: bool,
+    /// Print a JSON array instead: every entry with all its fields (or the segments).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    pub archive: PathBuf,
+    /// The folder to create.
+    pub dir: PathBuf,
+    /// Write each segment into its own folder: DIR/segment-1, DIR/segment-2, ...
+    #[arg(long)]
+    pub split: bool,
+    /// Extract into DIR even if it is not empty (in place, not atomic).
+    #[arg(long)]
+    pub merge: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// The folder to pack.
+    pub dir: PathBuf,
+    /// The archive to write (replaced atomically).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Override the format implied by the extension.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Override the compression implied by the extension.
+    #[arg(short, long, value_enum)]
+    pub compress: Option<CompressArg>,
+    /// Compression level (default: gzip 9, zstd 19, xz 6).
+    #[arg(long)]
+    pub level: Option<u32>,
+    /// Prepend this folder as an uncompressed cpio segment (e.g. CPU microcode).
+    #[arg(long, value_name = "DIR")]
+    pub early: Option<PathBuf>,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The recipe file (TOML).
+    pub recipe: PathBuf,
+    /// Output folder.
+    #[arg(short, long, default_value = "images")]
+    pub out: PathBuf,
+    /// Print the manifest (JSON) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Override the recipe's output.method for ext4 images.
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image, or its manifest (NAME.json beside the image).
+    pub image: PathBuf,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -149,50 +251,68 @@ pub enum MethodArg {
     Mount,
 }
 
+/// A bind mount: host path, path in the container, read-only.
+pub type VolumeArg = (PathBuf, String, bool);
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The image file (its manifest NAME.json is read from beside it).
-    pub image: std::path::PathBuf,
-    /// The command and its arguments (default: the manifest's entrypoint and cmd).
-    #[arg(last = true)]
+    /// The image: an ext4 image file, or a folder built with output.format = "dir" (its
+    /// manifest NAME.json is read from beside it).
+    pub image: PathBuf,
+    /// The command and its arguments (default: the manifest's entrypoint and cmd). `--`
+    /// before it is optional.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
     /// Set an environment variable (repeatable).
-    #[arg(short, long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Working folder of the command.
+    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Read environment variables from a file: KEY=VALUE lines, `#` comments, a bare KEY
+    /// takes the value from rootpack's environment (repeatable; -e wins).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Run this program instead of the manifest's entrypoint; COMMAND becomes its arguments.
+    #[arg(long, value_name = "PROGRAM")]
+    pub entrypoint: Option<String>,
+    /// Working folder of the command (created if missing).
     #[arg(short, long)]
     pub workdir: Option<String>,
-    /// Run as UID[:GID] (numeric).
-    #[arg(short, long)]
+    /// Run as a user: UID[:GID] or NAME[:GROUP], names looked up in the image's
+    /// /etc/passwd and /etc/group.
+    #[arg(short, long, value_name = "USER[:GROUP]", value_parser = parse_user_arg)]
     pub user: Option<String>,
+    /// The container's hostname (default: the manifest's, else the image's name).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Mount the image read-write: changes persist in the image file.
+    /// Mount the image read-write: changes persist in the image file or folder.
     #[arg(long)]
     pub writable: bool,
     /// Network: "none" (a namespace with only lo, the default) or "host".
     #[arg(long, default_value = "none", value_parser = ["none", "host"])]
     pub net: String,
     /// Bind a host path: HOST:CONTAINER[:ro] (repeatable).
-    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
-    pub volume: Vec<String>,
+    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]", value_parser = parse_volume)]
+    pub volume: Vec<VolumeArg>,
     /// Mount a tmpfs at this path in the container (repeatable).
     #[arg(long, value_name = "PATH")]
     pub tmpfs: Vec<String>,
-    /// Memory limit, like 256M (default: the manifest's).
-    #[arg(long)]
-    pub memory: Option<String>,
+    /// Memory limit, like 256M or 1G (default: the manifest's).
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub memory: Option<u64>,
     /// CPU limit in CPUs, like 0.5 (default: the manifest's).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_cpus, allow_negative_numbers = true)]
     pub cpus: Option<f64>,
     /// Process limit (default: the manifest's).
     #[arg(long)]
     pub pids: Option<u64>,
     /// Add a capability to the default set (repeatable; ALL for every one).
-    #[arg(long, value_name = "CAP")]
+    #[arg(long, value_name = "CAP", value_parser = parse_capability)]
     pub cap_add: Vec<String>,
     /// Remove a capability from the default set (repeatable; ALL for every one).
-    #[arg(long, value_name = "CAP")]
+    #[arg(long, value_name = "CAP", value_parser = parse_capability)]
     pub cap_drop: Vec<String>,
     /// Execute the command as PID 1 instead of under rootpack's init.
     #[arg(long)]
@@ -200,6 +320,13 @@ pub struct RunArgs {
     /// Give the command a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// Keep stdin open: accepted for Docker's `-i`/`-it`; rootpack always passes stdin on.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Accepted for Docker's habit: a container leaves nothing behind anyway (only
+    /// --writable changes the image).
+    #[arg(long)]
+    pub rm: bool,
     /// Run in a user namespace: root in the container is uid 100000 outside, and the
     /// image is seen through an id-mapped mount.
     #[arg(long)]
@@ -207,9 +334,79 @@ pub struct RunArgs {
     /// Security options, in Docker's spelling (repeatable): seccomp=unconfined turns the
     /// system call filter off, seccomp=FILE.json loads a Docker-format profile instead of
     /// Docker's default one; no-new-privileges is always on.
-    #[arg(long, value_name = "OPT")]
-    pub security_opt: Vec<String>,
+    #[arg(long, value_name = "OPT", value_parser = parse_security_opt)]
+    pub security_opt: Vec<SecurityOpt>,
     /// Run even if the image does not match its manifest's sha256.
     #[arg(long)]
     pub no_verify: bool,
+    /// Say what is being done: mounts, namespaces, timings (repeat for more). `-v` is a
+    /// volume here, as in Docker.
+    #[arg(long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// One `--security-opt`.
+#[derive(Debug, Clone)]
+pub enum SecurityOpt {
+    SeccompUnconfined,
+    SeccompProfile(PathBuf),
+    NoNewPrivileges,
+}
+
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err("expected KEY=VALUE, like -e LANG=C.UTF-8".into()),
+    }
+}
+
+fn parse_volume(s: &str) -> Result<VolumeArg, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts[..] {
+        [host, ctr] if !host.is_empty() && !ctr.is_empty() => {
+            Ok((host.into(), ctr.to_string(), false))
+        }
+        [host, ctr, mode @ ("ro" | "rw")] if !host.is_empty() && !ctr.is_empty() => {
+            Ok((host.into(), ctr.to_string(), mode == "ro"))
+        }
+        _ => Err("expected HOST:CONTAINER[:ro], like -v /srv/data:/data:ro".into()),
+    }
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    match rootpack::recipe::parse_size(s) {
+        Some(b) if b >= 1 << 20 => Ok(b),
+        _ => Err("expected a size of at least 1M, like 256M or 1G".into()),
+    }
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(c) if c > 0.0 && c.is_finite() => Ok(c),
+        _ => Err("expected a positive number of CPUs, like 0.5 or 2".into()),
+    }
+}
+
+fn parse_capability(s: &str) -> Result<String, String> {
+    if s.eq_ignore_ascii_case("ALL") || rootpack::run::security::cap_number(s).is_some() {
+        Ok(s.to_string())
+    } else {
+        Err("expected a capability name, like NET_ADMIN or CAP_SYS_TIME, or ALL".into())
+    }
+}
+
+fn parse_user_arg(s: &str) -> Result<String, String> {
+    rootpack::run::user::UserSpec::parse(s)
+        .map(|_| s.to_string())
+        .ok_or_else(|| "expected UID[:GID] or NAME[:GROUP], like 1000:1000 or nobody".into())
+}
+
+fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
+    match s.split_once(['=', ':']) {
+        Some(("seccomp", "unconfined")) => Ok(SecurityOpt::SeccompUnconfined),
+        Some(("seccomp", file)) if !file.is_empty() => Ok(SecurityOpt::SeccompProfile(file.into())),
+        Some(("no-new-privileges", "true")) => Ok(SecurityOpt::NoNewPrivileges),
+        None if s == "no-new-privileges" => Ok(SecurityOpt::NoNewPrivileges),
+        _ => Err("expected seccomp=unconfined, seccomp=FILE.json or no-new-privileges".into()),
+    }
 }

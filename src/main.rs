@@ -1,24 +1,47 @@
 //! The `rootpack` binary: parse, call the library, print one clear line per error.
-//! Exit codes: 0 success, 1 failure, 2 usage error (clap), 128+N interrupted by signal N.
+//! Exit codes: 0 success, 1 failure, 2 usage error, 128+N interrupted by signal N; `run`
+//! passes on the command's status (125 when the container could not be set up).
 
 mod cli;
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, CompressArg, FormatArg, MethodArg, RunArgs};
+use cli::{
+    BuildArgs, Cli, Command, CompressArg, ExtractArgs, FormatArg, InspectArgs, LsArgs, MethodArg,
+    PackArgs, RunArgs, SecurityOpt,
+};
 use rootpack::archive::Compression;
 use rootpack::archive::pack::{PackFormat, PackOptions};
 use rootpack::recipe::Method;
 use rootpack::{build, interrupt, manifest, ops, progress, recipe};
 
+/// A mistake in how rootpack was called: exit 2, like clap's own usage errors.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn usage<T>(message: impl Into<String>) -> Result<T> {
+    Err(Usage(message.into()).into())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     interrupt::install();
+    let verbose = cli.verbose.saturating_add(cli.command.verbosity());
+    init_logging(if cli.quiet { 0 } else { verbose });
     match run(cli) {
         Ok(Some(code)) => ExitCode::from(code),
         Ok(None) => ExitCode::SUCCESS,
@@ -27,8 +50,67 @@ fn main() -> ExitCode {
                 eprintln!("rootpack: interrupted; cleaned up");
                 return ExitCode::from(128 + signal as u8);
             }
-            eprintln!("rootpack: {e:#}");
+            eprintln!("rootpack: {}", one_line(&e));
+            if e.downcast_ref::<Usage>().is_some() {
+                return ExitCode::from(2);
+            }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, each said once: a cause whose text its context
+/// already holds (an io::Error a message quoted) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `-v` says what is done, `-vv` adds tools, mounts, namespaces and timings, `-vvv` all.
+fn init_logging(verbose: u8) {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            eprintln!("rootpack: {}", record.args());
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Stderr = Stderr;
+    let level = match verbose {
+        0 => log::LevelFilter::Off,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+impl Command {
+    /// The subcommand's own `-v` count (`run --verbose`).
+    fn verbosity(&self) -> u8 {
+        match self {
+            Command::Ls(a) => a.verbosity.verbose,
+            Command::Extract(a) => a.verbosity.verbose,
+            Command::Pack(a) => a.verbosity.verbose,
+            Command::Build(a) => a.verbosity.verbose,
+            Command::Inspect(a) => a.verbosity.verbose,
+            Command::Run(a) => a.verbose,
+            Command::Completions { .. } | Command::Man { .. } => 0,
         }
     }
 }
@@ -37,64 +119,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Option<u8>> {
     let quiet = cli.quiet;
     match cli.command {
-        Command::Ls {
-            archive,
-            long,
-            segments,
-        } => cmd_ls(&archive, long, segments, quiet).map(|()| None),
-        Command::Extract {
-            archive,
-            dir,
-            split,
-            merge,
-        } => {
-            cmd_extract(&archive, &dir, ops::ExtractOptions { split, merge }, quiet).map(|()| None)
-        }
-        Command::Pack {
-            dir,
-            output,
-            format,
-            compress,
-            level,
-            early,
-        } => {
-            let (format, compression) = pack_kind(&output, format, compress)?;
-            let opts = PackOptions {
-                format,
-                compression,
-                level,
-                clamp_mtime: source_date_epoch()?,
-                early,
-            };
-            let summary = ops::pack_to_file(&dir, &output, &opts)?;
-            if summary.skipped_sockets > 0 && !quiet {
-                eprintln!(
-                    "rootpack: warning: {} socket(s) left out (tar cannot store sockets)",
-                    summary.skipped_sockets
-                );
-            }
-            if cli.verbose > 0 {
-                eprintln!(
-                    "rootpack: packed {} entries, {} bytes of data into {}",
-                    summary.entries,
-                    summary.data_bytes,
-                    output.display()
-                );
-            }
-            Ok(None)
-        }
-        Command::Build {
-            recipe,
-            out,
-            json,
-            method,
-        } => cmd_build(&recipe, out, json, method, quiet, cli.verbose).map(|()| None),
-        Command::Inspect { image, json } => cmd_inspect(&image, json).map(|()| None),
+        Command::Ls(args) => cmd_ls(&args, quiet).map(|()| None),
+        Command::Extract(args) => cmd_extract(&args, quiet).map(|()| None),
+        Command::Pack(args) => cmd_pack(&args, quiet).map(|()| None),
+        Command::Build(args) => cmd_build(&args, quiet).map(|()| None),
+        Command::Inspect(args) => cmd_inspect(&args).map(|()| None),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rootpack", &mut io::stdout());
             Ok(None)
         }
-        Command::Run(args) => cmd_run(*args).map(Some),
+        Command::Man { install } => cmd_man(install.as_deref(), quiet).map(|()| None),
+        Command::Run(args) => cmd_run(*args, quiet).map(Some),
     }
 }
 
@@ -103,50 +138,125 @@ fn input_bar(archive: &Path, quiet: bool, message: &str) -> Option<indicatif::Pr
     progress::bytes_bar(len, quiet, message)
 }
 
-fn cmd_ls(archive: &Path, long: bool, segments: bool, quiet: bool) -> Result<()> {
+/// Whether an error is a closed stdout (`rootpack ls | head`): not a failure, as for `ls`,
+/// `cpio -t` and `tar -t`.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn cmd_ls(args: &LsArgs, quiet: bool) -> Result<()> {
+    match list(args, quiet) {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn list(args: &LsArgs, quiet: bool) -> Result<()> {
+    let started = Instant::now();
+    let archive = &args.archive;
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
-    if segments {
+    let segments = if args.segments {
         let found = ops::list(
             archive,
             &mut io::sink(),
             false,
             input_bar(archive, quiet, "reading"),
         )?;
-        writeln!(
-            out,
-            "{:>3} {:>12} {:<6} {:<5} {:>8} {:>12} {:>12}",
-            "#", "offset", "comp", "fmt", "entries", "stored", "unpacked"
-        )?;
-        for s in found {
+        if args.json {
+            let rows: Vec<_> = found.iter().map(segment_json).collect();
+            serde_json::to_writer_pretty(&mut out, &rows)?;
+            writeln!(out)?;
+        } else {
             writeln!(
                 out,
                 "{:>3} {:>12} {:<6} {:<5} {:>8} {:>12} {:>12}",
-                s.segment.index,
-                s.segment.offset,
-                s.segment.compression.name(),
-                s.segment.format.to_string(),
-                s.entries,
-                s.stored,
-                s.unpacked
+                "#", "offset", "comp", "fmt", "entries", "stored", "unpacked"
             )?;
+            for s in &found {
+                writeln!(
+                    out,
+                    "{:>3} {:>12} {:<6} {:<5} {:>8} {:>12} {:>12}",
+                    s.segment.index,
+                    s.segment.offset,
+                    s.segment.compression.name(),
+                    s.segment.format.to_string(),
+                    s.entries,
+                    s.stored,
+                    s.unpacked
+                )?;
+            }
         }
+        found
+    } else if args.json {
+        ops::list_json(archive, &mut out, None)?
     } else {
-        ops::list(archive, &mut out, long, None)?;
-    }
-    match out.flush() {
-        // `rootpack ls | head` is not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+        ops::list(archive, &mut out, args.long, None)?
+    };
+    out.flush()?;
+    log_segments(&segments);
+    log::info!(
+        "listed {} in {:.2}s",
+        archive.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn segment_json(s: &rootpack::archive::SegmentSummary) -> serde_json::Value {
+    serde_json::json!({
+        "index": s.segment.index,
+        "offset": s.segment.offset,
+        "compression": s.segment.compression.name(),
+        "format": s.segment.format.to_string(),
+        "entries": s.entries,
+        "stored": s.stored,
+        "unpacked": s.unpacked,
+    })
+}
+
+/// `-vv`: one line per segment.
+fn log_segments(segments: &[rootpack::archive::SegmentSummary]) {
+    for s in segments {
+        log::debug!(
+            "segment {}: {} {} at byte {}: {} entries, {} stored, {} unpacked",
+            s.segment.index,
+            s.segment.compression,
+            s.segment.format,
+            s.segment.offset,
+            s.entries,
+            human_size(s.stored),
+            human_size(s.unpacked)
+        );
     }
 }
 
-fn cmd_extract(archive: &Path, dir: &Path, opts: ops::ExtractOptions, quiet: bool) -> Result<()> {
-    let bar = input_bar(archive, quiet, "extracting");
-    let (_, report) = ops::extract(archive, dir, opts, bar.clone())?;
+fn cmd_extract(args: &ExtractArgs, quiet: bool) -> Result<()> {
+    let started = Instant::now();
+    log::info!(
+        "extracting {} into {}",
+        args.archive.display(),
+        args.dir.display()
+    );
+    let bar = input_bar(&args.archive, quiet, "extracting");
+    let opts = ops::ExtractOptions {
+        split: args.split,
+        merge: args.merge,
+    };
+    let (segments, report) = ops::extract(&args.archive, &args.dir, opts, bar.clone())?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    log_segments(&segments);
+    log::info!(
+        "extracted {} entries, {} of data, in {:.2}s",
+        report.entries,
+        human_size(report.bytes),
+        started.elapsed().as_secs_f64()
+    );
     if !quiet {
         warn_left_out(&report);
     }
@@ -169,7 +279,45 @@ fn warn_left_out(report: &rootpack::tree::extract::ExtractReport) {
     }
 }
 
-/// The format and compression for `pack`, from flags or else the output's extension.
+fn cmd_pack(args: &PackArgs, quiet: bool) -> Result<()> {
+    let started = Instant::now();
+    let (format, compression) = pack_kind(&args.output, args.format, args.compress)?;
+    let opts = PackOptions {
+        format,
+        compression,
+        level: args.level,
+        clamp_mtime: source_date_epoch()?,
+        early: args.early.clone(),
+    };
+    log::info!(
+        "packing {} into {} ({}, {})",
+        args.dir.display(),
+        args.output.display(),
+        match format {
+            PackFormat::Cpio => "newc cpio",
+            PackFormat::Tar => "tar",
+        },
+        compression
+    );
+    let summary = ops::pack_to_file(&args.dir, &args.output, &opts)?;
+    if summary.skipped_sockets > 0 && !quiet {
+        eprintln!(
+            "rootpack: warning: {} socket(s) left out (tar cannot store sockets)",
+            summary.skipped_sockets
+        );
+    }
+    log::info!(
+        "packed {} entries, {} of data, into {} in {:.2}s",
+        summary.entries,
+        human_size(summary.data_bytes),
+        args.output.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The format and compression for `pack`, from flags or else the output's extension. A
+/// format given without a compression, on a name that names none, means uncompressed.
 fn pack_kind(
     output: &Path,
     format: Option<FormatArg>,
@@ -180,6 +328,7 @@ fn pack_kind(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let is_tar = name.ends_with(".tar") || name.contains(".tar.") || name.ends_with(".tgz");
+    let format_given = format.is_some();
     let format = match format {
         Some(FormatArg::Cpio) => PackFormat::Cpio,
         Some(FormatArg::Tar) => PackFormat::Tar,
@@ -194,14 +343,35 @@ fn pack_kind(
         Some(CompressArg::Lz4) => Compression::Lz4,
         None => match Compression::from_extension(&name) {
             Some(c) => c,
-            None => bail!(
-                "{}: cannot tell the compression from the extension; pass --compress",
-                output.display()
-            ),
+            None if format_given => Compression::None,
+            None => {
+                return usage(format!(
+                    "{}: cannot tell the format from the name; end it in .cpio, .cpio.zst, \
+                     .tar.gz, ... or pass --format (and --compress)",
+                    output.display()
+                ));
+            }
         },
     };
+    if !matches!(
+        compression,
+        Compression::None
+            | Compression::Gzip
+            | Compression::Zstd
+            | Compression::Xz
+            | Compression::Lz4
+    ) {
+        return usage(format!(
+            "{}: rootpack reads {compression} but does not write it; use .gz, .zst, .xz or \
+             .lz4 (or --compress)",
+            output.display()
+        ));
+    }
     if format == PackFormat::Tar && compression == Compression::Lz4 {
-        bail!("tar with lz4 legacy framing is not supported; use gzip, zstd or xz");
+        return usage(format!(
+            "{}: tar with lz4 legacy framing is not supported; use gzip, zstd or xz",
+            output.display()
+        ));
     }
     Ok((format, compression))
 }
@@ -217,20 +387,42 @@ fn source_date_epoch() -> Result<Option<i64>> {
     }
 }
 
-fn cmd_build(
-    path: &Path,
-    out: std::path::PathBuf,
-    json: bool,
-    method: Option<MethodArg>,
-    quiet: bool,
-    verbose: u8,
-) -> Result<()> {
-    let started = std::time::Instant::now();
+/// The output folder exists (made if missing) and can be written, or an error that says
+/// which of these failed.
+fn prepare_out_dir(out: &Path) -> Result<()> {
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!(
+            "output folder {}: exists and is not a folder (pick another with --out)",
+            out.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(out)
+            .with_context(|| format!("cannot create the output folder {}", out.display()))?,
+        Err(e) => {
+            return Err(e).with_context(|| format!("output folder {}", out.display()));
+        }
+    }
+    let writable = rustix::fs::access(
+        out,
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+    );
+    writable.map_err(io::Error::from).with_context(|| {
+        format!(
+            "cannot write into the output folder {} (pick another with --out)",
+            out.display()
+        )
+    })
+}
+
+fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
+    let started = Instant::now();
+    let path = &args.recipe;
     let recipe = recipe::load(path)?;
+    prepare_out_dir(&args.out)?;
     let opts = build::BuildOptions {
-        out_dir: out,
+        out_dir: args.out.clone(),
         source_date_epoch: source_date_epoch()?,
-        method: method.map(|m| match m {
+        method: args.method.map(|m| match m {
             MethodArg::Auto => Method::Auto,
             MethodArg::Populate => Method::Populate,
             MethodArg::Mount => Method::Mount,
@@ -251,144 +443,296 @@ fn cmd_build(
         }
         warn_left_out(&built.report);
         eprintln!(
-            "rootpack: built {} ({} bytes, {} files) and {} in {:.2}s",
+            "rootpack: built {} ({}, {} files) and {} in {:.2}s",
             built.image.display(),
-            built.manifest.size,
+            human_size(built.manifest.size),
             built.manifest.build.files,
             built.manifest_path.display(),
             started.elapsed().as_secs_f64()
         );
     }
-    if verbose > 0 {
-        eprintln!("rootpack: sha256 {}", built.manifest.sha256);
+    if !built.manifest.sha256.is_empty() {
+        log::info!("sha256 {}", built.manifest.sha256);
     }
-    if json {
+    if args.json {
         print!("{}", built.manifest.to_json());
     }
     Ok(())
 }
 
-fn cmd_inspect(image: &Path, json: bool) -> Result<()> {
-    let path = manifest::path_for(image);
+/// The image and its manifest from what the user named: the image, or the manifest.
+fn image_and_manifest(named: &Path) -> Result<(PathBuf, PathBuf)> {
+    let meta = std::fs::metadata(named).with_context(|| format!("{}", named.display()))?;
+    if meta.is_file() && named.extension().is_some_and(|e| e == "json") {
+        let m = manifest::read(named)?;
+        return Ok((named.with_file_name(&m.image), named.to_path_buf()));
+    }
+    let manifest_path = manifest::path_for(named);
+    if !manifest_path.exists() {
+        bail!(
+            "{}: no manifest beside it ({} does not exist): inspect describes images made by \
+             rootpack build",
+            named.display(),
+            manifest_path.display()
+        );
+    }
+    Ok((named.to_path_buf(), manifest_path))
+}
+
+fn cmd_inspect(args: &InspectArgs) -> Result<()> {
+    let (image, path) = image_and_manifest(&args.image)?;
     let m = manifest::read(&path)?;
-    if json {
+    let folder = m.format == "dir" || m.format == "d" || image.is_dir();
+    if args.json {
         print!("{}", m.to_json());
     } else {
-        println!("name:     {}", m.name);
-        println!("image:    {} ({}, {} bytes)", m.image, m.format, m.size);
-        println!("sha256:   {}", m.sha256);
-        println!(
-            "recipe:   {} (sha256 {})",
-            m.build.recipe, m.build.recipe_sha256
-        );
-        for l in &m.build.layers {
-            println!(
-                "layer:    {} {}{}",
-                l.kind,
-                l.path,
-                l.sha256
-                    .as_deref()
-                    .map(|s| format!(" (sha256 {s})"))
-                    .unwrap_or_default()
-            );
-        }
-        if let Some(t) = m.build.source_date_epoch {
-            println!("epoch:    {t} ({})", ops::format_utc(t));
-        }
-        println!("files:    {}", m.build.files);
-        if !m.config.entrypoint.is_empty() || !m.config.cmd.is_empty() {
-            println!("command:  {:?} {:?}", m.config.entrypoint, m.config.cmd);
-        }
-        if let Some(mem) = m.limits.memory {
-            println!("memory:   {mem} bytes");
-        }
-        if let Some(p) = m.limits.pids {
-            println!("pids:     {p}");
-        }
-        if let Some(c) = m.limits.cpus {
-            println!("cpus:     {c}");
-        }
-        println!("built by: rootpack {}", m.build.rootpack_version);
-        if m.modified {
-            println!("modified: by `run --writable` since the build");
-        }
+        print_manifest(&m, &image, folder);
     }
-    if m.format != recipe::OutputFormat::Dir.extension() {
-        let (size, sha) =
-            rootpack::digest::digest_file(image).with_context(|| format!("{}", image.display()))?;
-        if sha != m.sha256 || size != m.size {
-            bail!(
-                "{}: sha256 mismatch: the image is not the one {} describes",
-                image.display(),
-                path.display()
-            );
-        }
-        if !json {
-            println!("verified: sha256 matches");
-        }
+    if folder || m.sha256.is_empty() {
+        return Ok(());
+    }
+    let (size, sha) =
+        rootpack::digest::digest_file(&image).with_context(|| format!("{}", image.display()))?;
+    if sha != m.sha256 || size != m.size {
+        bail!(
+            "{}: sha256 mismatch: the image is not the one {} describes",
+            image.display(),
+            path.display()
+        );
+    }
+    if !args.json {
+        println!("verified:   sha256 matches");
     }
     Ok(())
 }
 
-fn cmd_run(args: RunArgs) -> Result<u8> {
-    let env = args
-        .env
-        .iter()
-        .map(|e| match e.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("-e {e:?}: expected KEY=VALUE"),
-        })
-        .collect::<Result<_>>()?;
-    let volumes = args
-        .volume
-        .iter()
-        .map(|v| {
-            let parts: Vec<&str> = v.split(':').collect();
-            match parts[..] {
-                [host, ctr] => Ok((host.into(), ctr.to_string(), false)),
-                [host, ctr, "ro"] => Ok((host.into(), ctr.to_string(), true)),
-                [host, ctr, "rw"] => Ok((host.into(), ctr.to_string(), false)),
-                _ => bail!("-v {v:?}: expected HOST:CONTAINER[:ro]"),
+fn print_manifest(m: &manifest::Manifest, image: &Path, folder: bool) {
+    let row = |key: &str, value: &str| {
+        let key = if key.is_empty() {
+            String::new()
+        } else {
+            format!("{key}:")
+        };
+        println!("{key:<11} {value}")
+    };
+    row("name", &m.name);
+    row(
+        "image",
+        &format!(
+            "{} ({}, {})",
+            image.display(),
+            m.format,
+            if folder {
+                format!("about {} of files", human_size(m.size))
+            } else {
+                format!("{}, {} bytes", human_size(m.size), m.size)
             }
-        })
-        .collect::<Result<_>>()?;
-    let memory = args
-        .memory
+        ),
+    );
+    if m.sha256.is_empty() {
+        row(
+            "sha256",
+            "none: a folder image has no digest, so its files are not verified",
+        );
+    } else {
+        row("sha256", &m.sha256);
+    }
+    row(
+        "recipe",
+        &format!("{} (sha256 {})", m.build.recipe, m.build.recipe_sha256),
+    );
+    for l in &m.build.layers {
+        let digest = l
+            .sha256
+            .as_deref()
+            .map(|s| format!(" (sha256 {s})"))
+            .unwrap_or_default();
+        row("layer", &format!("{} {}{digest}", l.kind, l.path));
+    }
+    if let Some(t) = m.build.source_date_epoch {
+        row("epoch", &format!("{t} ({} UTC)", ops::format_utc(t)));
+    }
+    row("files", &m.build.files.to_string());
+    let c = &m.config;
+    let words = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+    let or_default = |v: Option<&String>, default: &str| {
+        v.cloned()
+            .unwrap_or_else(|| format!("(not set; run uses {default})"))
+    };
+    row(
+        "entrypoint",
+        &if c.entrypoint.is_empty() {
+            "(not set)".to_string()
+        } else {
+            words(&c.entrypoint)
+        },
+    );
+    row(
+        "cmd",
+        &if c.cmd.is_empty() {
+            "(not set)".to_string()
+        } else {
+            words(&c.cmd)
+        },
+    );
+    if c.env.is_empty() {
+        row("env", "(not set; run sets PATH and HOME)");
+    }
+    for (i, (k, v)) in c.env.iter().enumerate() {
+        row(if i == 0 { "env" } else { "" }, &format!("{k}={v}"));
+    }
+    row("workdir", &or_default(c.workdir.as_ref(), "/"));
+    row(
+        "hostname",
+        &or_default(c.hostname.as_ref(), &format!("the name, {}", m.name)),
+    );
+    row("user", &or_default(c.user.as_ref(), "root, 0:0"));
+    let l = &m.limits;
+    row(
+        "memory",
+        &l.memory.map_or("no limit".to_string(), human_size),
+    );
+    row(
+        "cpus",
+        &l.cpus.map_or("no limit".to_string(), |c| c.to_string()),
+    );
+    row(
+        "pids",
+        &l.pids.map_or("no limit".to_string(), |p| p.to_string()),
+    );
+    let method = m
+        .build
+        .method
         .as_deref()
-        .map(|m| recipe::parse_size(m).with_context(|| format!("--memory {m:?}: a size like 256M")))
-        .transpose()?;
-    let user = args
+        .map(|x| format!(", method {x}"))
+        .unwrap_or_default();
+    let e2fs = m
+        .build
+        .e2fsprogs
+        .as_deref()
+        .map(|v| format!(", e2fsprogs {v}"))
+        .unwrap_or_default();
+    row(
+        "built by",
+        &format!("rootpack {}{method}{e2fs}", m.build.rootpack_version),
+    );
+    if m.modified {
+        row("modified", "by `run --writable` since the build");
+    }
+}
+
+fn cmd_man(install: Option<&Path>, quiet: bool) -> Result<()> {
+    let cmd = Cli::command();
+    let Some(dir) = install else {
+        let mut out = io::stdout().lock();
+        let rendered = clap_mangen::Man::new(cmd).render(&mut out);
+        return match rendered.and_then(|()| out.flush()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => Ok(other?),
+        };
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    clap_mangen::generate_to(cmd, dir)
+        .with_context(|| format!("writing into {}", dir.display()))?;
+    if !quiet {
+        eprintln!(
+            "rootpack: wrote rootpack.1 and a page per command into {}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `--env-file`: KEY=VALUE lines; blank lines and `#` comments skipped; a bare KEY takes
+/// its value from our environment, or is left out when unset (as Docker does).
+fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--env-file {}", path.display()))?;
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !k.contains(char::is_whitespace) => {
+                vars.push((k.to_string(), v.to_string()))
+            }
+            None if !line.contains(char::is_whitespace) => {
+                if let Ok(v) = std::env::var(line) {
+                    vars.push((line.to_string(), v));
+                }
+            }
+            _ => {
+                return usage(format!(
+                    "--env-file {}:{}: expected KEY=VALUE, got {line:?}",
+                    path.display(),
+                    n + 1
+                ));
+            }
+        }
+    }
+    Ok(vars)
+}
+
+fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!(
+            "rootpack: run needs root: it mounts the image, creates namespaces and a cgroup \
+             (try: sudo rootpack run …)"
+        );
+        return Ok(125);
+    }
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        env.extend(read_env_file(file)?);
+    }
+    env.extend(args.env.iter().cloned());
+    let (user, user_name) = match args
         .user
         .as_deref()
-        .map(|u| {
-            rootpack::run::parse_user(u)
-                .with_context(|| format!("--user {u:?}: expected UID[:GID]"))
-        })
-        .transpose()?;
+        .and_then(rootpack::run::user::UserSpec::parse)
+    {
+        Some(spec) => match spec.numeric() {
+            Some(ids) => (Some(ids), None),
+            None => (None, Some(spec)),
+        },
+        None => (None, None),
+    };
     let mut seccomp = rootpack::run::seccomp::Seccomp::Default;
     for opt in &args.security_opt {
-        seccomp = match opt.split_once(['=', ':']) {
-            Some(("seccomp", "unconfined")) => rootpack::run::seccomp::Seccomp::Unconfined,
-            Some(("seccomp", file)) => rootpack::run::seccomp::Seccomp::File(file.into()),
-            _ if opt == "no-new-privileges" || opt == "no-new-privileges=true" => continue,
-            _ => bail!(
-                "--security-opt {opt:?}: expected seccomp=unconfined, seccomp=FILE.json or no-new-privileges"
-            ),
-        };
+        match opt {
+            SecurityOpt::SeccompUnconfined => seccomp = rootpack::run::seccomp::Seccomp::Unconfined,
+            SecurityOpt::SeccompProfile(file) => {
+                seccomp = rootpack::run::seccomp::Seccomp::File(file.clone())
+            }
+            SecurityOpt::NoNewPrivileges => {}
+        }
     }
     let image = args.image;
+    let manifest_path = manifest::path_for(&image);
+    if !quiet && image.exists() && !manifest_path.exists() {
+        eprintln!(
+            "rootpack: no manifest {} beside the image: running with rootpack's defaults (no \
+             limits, hostname rootpack, workdir /, PATH=/usr/local/sbin:/usr/local/bin:\
+             /usr/sbin:/usr/bin:/sbin:/bin, HOME=/root; -q hides this)",
+            manifest_path.display()
+        );
+    }
     let opts = rootpack::run::RunOptions {
         image: image.clone(),
         command: args.command,
+        entrypoint: args.entrypoint,
         env,
         workdir: args.workdir,
         user,
+        user_name,
         hostname: args.hostname,
         writable: args.writable,
         net_host: args.net == "host",
-        volumes,
+        volumes: args.volume,
         tmpfs: args.tmpfs,
-        memory,
+        memory: args.memory,
         cpus: args.cpus,
         pids: args.pids,
         cap_add: args.cap_add,
@@ -403,11 +747,8 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     let outcome = match rootpack::run::run(&opts) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!(
-                "rootpack: run {}: {:#}",
-                image.display(),
-                anyhow::Error::from(e)
-            );
+            let e = anyhow::Error::from(e);
+            eprintln!("rootpack: run {}: {}", image.display(), one_line(&e));
             return Ok(125);
         }
     };
@@ -423,11 +764,15 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     Ok(outcome.exit_code.clamp(0, 255) as u8)
 }
 
+/// Bytes in the recipe's units: `256M`, `1G`, `1.5G`, `512`.
 fn human_size(bytes: u64) -> String {
-    for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if bytes >= 1 << shift {
+            if bytes.is_multiple_of(1 << shift) {
+                return format!("{}{unit}", bytes >> shift);
+            }
+            return format!("{:.1}{unit}", bytes as f64 / (1u64 << shift) as f64);
         }
     }
-    format!("{bytes}")
+    format!("{bytes}B")
 }

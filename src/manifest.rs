@@ -14,6 +14,8 @@ pub struct Manifest {
     pub image: String,
     pub format: String,
     pub size: u64,
+    /// Empty (and left out of the JSON) for a folder image, which has no digest.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
     /// Changed by `run --writable` since it was built: `size` and `sha256` describe the
     /// image as that run left it.

@@ -22,7 +22,7 @@ pub enum OpError {
     Open { path: PathBuf, source: io::Error },
     #[error("{path}")]
     Read { path: PathBuf, source: ReadError },
-    #[error("{path}")]
+    #[error("cannot write {path}")]
     Output { path: PathBuf, source: io::Error },
     #[error("{path}: folder is not empty (pass --merge to extract into it anyway)")]
     NotEmpty { path: PathBuf },
@@ -78,6 +78,92 @@ pub fn list(
         path: archive.to_path_buf(),
         source,
     })
+}
+
+/// Lists the entries of `archive` to `out` as a JSON array, one object per entry with
+/// every field (`name`, `type`, `mode`, `uid`, `gid`, `size`, `mtime`, and `target`,
+/// `major`/`minor` where they apply), streamed as read. A name that is not UTF-8 is
+/// written with U+FFFD in `name` and exactly in `name_hex`.
+pub fn list_json(
+    archive: &Path,
+    out: &mut dyn Write,
+    progress: Option<ProgressBar>,
+) -> Result<Vec<SegmentSummary>, OpError> {
+    struct JsonLister<'a> {
+        out: &'a mut dyn Write,
+        first: bool,
+    }
+    impl Visitor for JsonLister<'_> {
+        fn entry(&mut self, e: &Entry, _: &mut EntryData<'_>) -> Result<(), VisitError> {
+            let mut obj = entry_json(e);
+            if let Some(map) = obj.as_object_mut()
+                && std::str::from_utf8(&e.name).is_err()
+            {
+                map.insert("name_hex".into(), crate::digest::hex(&e.name).into());
+            }
+            let sep = if self.first { "\n  " } else { ",\n  " };
+            self.first = false;
+            write!(self.out, "{sep}{obj}")?;
+            Ok(())
+        }
+    }
+    let file = open(archive)?;
+    out.write_all(b"[").map_err(|source| OpError::Output {
+        path: "stdout".into(),
+        source,
+    })?;
+    let mut lister = JsonLister { out, first: true };
+    let segments = read_archive(&file, &mut lister, progress, &interrupted).map_err(|source| {
+        OpError::Read {
+            path: archive.to_path_buf(),
+            source,
+        }
+    })?;
+    let end: &[u8] = if lister.first { b"]\n" } else { b"\n]\n" };
+    lister
+        .out
+        .write_all(end)
+        .map_err(|source| OpError::Output {
+            path: "stdout".into(),
+            source,
+        })?;
+    Ok(segments)
+}
+
+/// One entry as a JSON object.
+fn entry_json(e: &Entry) -> serde_json::Value {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let kind = match &e.kind {
+        Kind::File => "file",
+        Kind::Dir => "dir",
+        Kind::Symlink(_) => "symlink",
+        Kind::HardLink(_) => "hardlink",
+        Kind::CharDevice { .. } => "char",
+        Kind::BlockDevice { .. } => "block",
+        Kind::Fifo => "fifo",
+        Kind::Socket => "socket",
+    };
+    let mut v = serde_json::json!({
+        "name": text(&e.name),
+        "type": kind,
+        "mode": format!("{:04o}", e.mode & 0o7777),
+        "uid": e.uid,
+        "gid": e.gid,
+        "size": e.size,
+        "mtime": e.mtime,
+    });
+    let map = v.as_object_mut().expect("a JSON object");
+    match &e.kind {
+        Kind::Symlink(t) | Kind::HardLink(t) => {
+            map.insert("target".into(), text(t).into());
+        }
+        Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } => {
+            map.insert("major".into(), (*major).into());
+            map.insert("minor".into(), (*minor).into());
+        }
+        _ => {}
+    }
+    v
 }
 
 /// `-rwsr-xr-x 0:0 12345 2024-01-02 03:04:05`
@@ -179,7 +265,10 @@ pub fn extract(
     };
     let work = temp.as_ref().map_or(dest, |t| t.path());
     let root = Root::open(work).map_err(out_err)?;
-    let mut extractor = Extractor::new(root, opts.split);
+    let mut extractor = SeesRoot {
+        inner: Extractor::new(root, opts.split),
+        seen: false,
+    };
     let segments =
         read_archive(&file, &mut extractor, progress, &interrupted).map_err(|source| {
             OpError::Read {
@@ -187,14 +276,57 @@ pub fn extract(
                 source,
             }
         })?;
-    let report = extractor.finish().map_err(|source| OpError::Extract {
-        path: dest.to_path_buf(),
-        source,
-    })?;
+    let seen_root = extractor.seen && !opts.split;
+    let report = extractor
+        .inner
+        .finish()
+        .map_err(|source| OpError::Extract {
+            path: dest.to_path_buf(),
+            source,
+        })?;
     if let Some(temp) = temp {
+        if !seen_root {
+            // Made private while it was being filled; an archive without a `.` entry says
+            // nothing about the top folder, so it gets what `mkdir` would give it.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = 0o777 & !current_umask();
+            std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(mode))
+                .map_err(out_err)?;
+        }
         temp.persist(dest).map_err(out_err)?;
     }
     Ok((segments, report))
+}
+
+/// The process's umask (read by setting it and putting it back).
+fn current_umask() -> u32 {
+    let old = rustix::process::umask(rustix::fs::Mode::empty());
+    rustix::process::umask(old);
+    old.bits()
+}
+
+/// The extractor, noting whether the archive describes the top folder itself (`.`).
+struct SeesRoot {
+    inner: Extractor,
+    seen: bool,
+}
+
+impl Visitor for SeesRoot {
+    fn segment_start(&mut self, segment: &crate::archive::Segment) -> Result<(), VisitError> {
+        self.inner.segment_start(segment)
+    }
+    fn entry(&mut self, e: &Entry, data: &mut EntryData<'_>) -> Result<(), VisitError> {
+        if e.kind == Kind::Dir && e.name.iter().all(|&b| b == b'.' || b == b'/') {
+            self.seen = true;
+        }
+        self.inner.entry(e, data)
+    }
+    fn archive_end(&mut self) {
+        self.inner.archive_end()
+    }
+    fn segment_end(&mut self, summary: &SegmentSummary) -> Result<(), VisitError> {
+        self.inner.segment_end(summary)
+    }
 }
 
 /// Packs `dir` into `output`, atomically.
@@ -211,7 +343,11 @@ pub fn pack_to_file(dir: &Path, output: &Path, opts: &PackOptions) -> Result<Pac
     }
     let mut out = AtomicFile::create(output).map_err(out_err)?;
     let summary = pack(dir, out.file(), opts, &interrupted).map_err(|source| OpError::Pack {
-        path: dir.to_path_buf(),
+        // Reading the tree fails on a path of its own; writing, on the archive.
+        path: match source {
+            PackError::Write(_) => output.to_path_buf(),
+            _ => dir.to_path_buf(),
+        },
         source,
     })?;
     out.commit().map_err(out_err)?;

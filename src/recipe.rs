@@ -14,7 +14,7 @@ use crate::tree::safe_path::RelPath;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -371,9 +371,14 @@ impl Ctx<'_> {
         })
     }
 
-    /// A host path from the recipe: `{kernel}` expanded, relative to the recipe, must exist.
+    /// A host path from the recipe: `{kernel}` and `{latest}` expanded, relative to the
+    /// recipe, must exist.
     fn host_path(&self, key: &str, value: &Spanned<String>) -> Result<PathBuf, RecipeError> {
-        let expanded = value.get_ref().replace("{kernel}", &self.kernel);
+        let mut expanded = value.get_ref().replace("{kernel}", &self.kernel);
+        if expanded.contains("{latest}") {
+            expanded = crate::recipe_hints::expand_latest(&self.dir, &expanded)
+                .or_else(|message| self.err(value.span(), format!("{key}: {message}")))?;
+        }
         let path = self.dir.join(&expanded);
         if std::fs::symlink_metadata(&path).is_err() {
             return self.err(
@@ -456,7 +461,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
     let file: RecipeFile = toml::from_str(text).map_err(|e| RecipeError::At {
         path: path.to_path_buf(),
         line: e.span().map_or(1, |s| ctx.line(s.start)),
-        message: e.message().replace('\n', " "),
+        message: crate::recipe_hints::explain(text, e.span(), &e.message().replace('\n', " ")),
     })?;
 
     let name = file.name.get_ref();
@@ -513,6 +518,15 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
                 }
             }
         };
+        if let Some(why) = crate::recipe_hints::not_a_program(&host) {
+            return ctx.err(
+                b.path.span(),
+                format!(
+                    "binary.path = \"{p}\": {why}; [[binary]] takes programs (ELF or #! \
+                     scripts), [[file]] copies other files"
+                ),
+            );
+        }
         let to =
             b.to.as_ref()
                 .map(|t| ctx.image_path("binary.to", t))
@@ -653,7 +667,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         mountpoints,
         config: {
             if let Some(u) = &file.config.user
-                && parse_uid_gid(u).is_none()
+                && crate::run::user::UserSpec::parse(u).is_none()
             {
                 // Find the key's line: the config table is parsed without spans.
                 #[derive(Deserialize)]
@@ -670,7 +684,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
                     .map_or(0..0, |u| u.span());
                 return ctx.err(
                     span,
-                    format!("config.user = \"{u}\": expected UID[:GID], numeric"),
+                    format!("config.user = \"{u}\": expected UID[:GID] or NAME[:GROUP]"),
                 );
             }
             file.config
@@ -700,7 +714,7 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+        .find(|p| crate::recipe_hints::not_a_program(p).is_none())
 }
 
 #[cfg(test)]
@@ -736,7 +750,10 @@ mod tests {
             "{e}"
         );
         let e = load_str("name = \"x\"\n[limits]\npids = \"many\"\n").unwrap_err();
-        assert!(e.starts_with("D/r.toml:3: invalid type"), "{e}");
+        assert!(
+            e.starts_with("D/r.toml:3: limits.pids: invalid type"),
+            "{e}"
+        );
         let e =
             load_str("name = \"x\"\n[[file]]\nto = \"etc/motd\"\ncontent = \"\"\n").unwrap_err();
         assert!(

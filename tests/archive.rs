@@ -751,13 +751,16 @@ fn cli_usage_errors_exit_2_and_completions_work() {
     let out = run(rootpack().arg("--help"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("extract"));
     let work = tempfile::tempdir().unwrap();
-    let err = fails(
-        rootpack()
-            .arg("pack")
-            .arg(work.path())
-            .arg("-o")
-            .arg(work.path().join("x.weird")),
-    );
+    // An output name that says no format is a usage error, like a bad flag.
+    let out = rootpack()
+        .arg("pack")
+        .arg(work.path())
+        .arg("-o")
+        .arg(work.path().join("x.weird"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--compress"), "{err}");
     let full = work.path().join("full");
     fs::create_dir(&full).unwrap();

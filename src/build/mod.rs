@@ -47,7 +47,7 @@ pub enum BuildError {
     #[error("ext4 image")]
     Inodes(#[from] ext4_inodes::InodeError),
     #[error("archive image")]
-    Pack(PackError),
+    Pack(#[source] PackError),
     #[error("output.method = \"mount\" needs root (loop devices and mounts)")]
     MountNeedsRoot,
     #[error(
@@ -129,6 +129,7 @@ fn resolve_method(asked: Method, sde: Option<i64>) -> Method {
 
 /// Builds the image `recipe` describes into `opts.out_dir`.
 pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> {
+    let t = std::time::Instant::now();
     let sde = opts.source_date_epoch.or(recipe.source_date_epoch);
     let asked = opts.method.unwrap_or(recipe.output.method);
     let mut method = resolve_method(asked, sde);
@@ -141,7 +142,18 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     }
     let work = TempDir::beside(&out.join(&recipe.name)).map_err(out_err(out))?;
     let extension = recipe.output.format.extension();
-    let image = out.join(format!("{}.{extension}", recipe.name));
+    // A folder image is OUT/NAME, run like `systemd-nspawn -D OUT/NAME`.
+    let image = match recipe.output.format {
+        OutputFormat::Dir => out.join(&recipe.name),
+        _ => out.join(format!("{}.{extension}", recipe.name)),
+    };
+    log::info!(
+        "building {} as {} ({}, method {})",
+        recipe.path.display(),
+        image.display(),
+        recipe.output.format.name(),
+        method.name()
+    );
     // The e2fsprogs version mke2fs reports, for the manifest and the time fix-up.
     let mut version = None;
     let warnings = Vec::new();
@@ -182,6 +194,11 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 Ok(())
             })?;
             let filled = filled.ok_or(BuildError::Interrupted)?;
+            log::debug!(
+                "image filled: {} files ({:.2}s)",
+                filled.usage.files,
+                secs(t)
+            );
             let sha256 = commit_hashing(file, &image)?;
             (filled.layers, filled.report, filled.usage, sha256)
         } else if let Some(dir) = ext4.then(|| unchanged_dir_layer(recipe)).flatten() {
@@ -230,6 +247,11 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 OutputFormat::Dir => TreeFor::Itself,
             };
             let filled = stage::fill(recipe, &closures, &staging, sde, opts.progress, tree_for)?;
+            log::debug!(
+                "staging tree: {} files ({:.2}s)",
+                filled.usage.files,
+                secs(t)
+            );
             let sha256 = match recipe.output.format {
                 OutputFormat::Ext4 => {
                     let seed = filled
@@ -284,6 +306,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
             (filled.layers, filled.report, filled.usage, sha256)
         };
     drop(work);
+    log::debug!("image written and hashed ({:.2}s)", secs(t));
 
     let size = match recipe.output.format {
         OutputFormat::Dir => usage.blocks * 4096,
@@ -295,7 +318,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        format: extension,
+        format: recipe.output.format.name(),
         size,
         sha256,
         modified: false,
@@ -357,6 +380,10 @@ fn populate(
         ext4_inodes::fix(image, fixes)?;
     }
     Ok(version)
+}
+
+fn secs(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64()
 }
 
 fn mkfs_options(
@@ -432,4 +459,17 @@ fn derived_uuid(purpose: &str, input: &str) -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_error_keeps_its_cause() {
+        use std::error::Error;
+        let pack = super::BuildError::from(crate::archive::pack::PackError::Write(
+            std::io::Error::other("output is too small"),
+        ));
+        let cause = pack.source().map(|e| e.to_string()).unwrap_or_default();
+        assert!(cause.contains("output is too small"), "{cause:?}");
+    }
 }

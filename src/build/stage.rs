@@ -182,6 +182,12 @@ fn apply_layers(
                 Some(digest_file(file).map_err(out_err(file))?.1)
             }
         };
+        log::debug!(
+            "layer {}: {} {}",
+            records.len() + 1,
+            layer.kind(),
+            path.display()
+        );
         records.push(LayerRecord {
             kind: layer.kind().into(),
             path: path.display().to_string(),
@@ -211,6 +217,17 @@ fn inject_all(
                 _ => inject::inject_host_path(x, file, &mut seen)?,
             }
         }
+        log::debug!(
+            "injected {} with {} other file(s): {}",
+            b.host.display(),
+            files.len().saturating_sub(1),
+            files
+                .iter()
+                .skip(1)
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         let program = match &b.to {
             Some(to) => format!("/{}", to.as_bytes().escape_ascii()),
             None => b.host.display().to_string(),

@@ -188,6 +188,8 @@ pub struct MkfsOptions {
 }
 
 fn run_tool(cmd: &mut Command, tool: &str) -> Result<String, Ext4Error> {
+    log::debug!("running {cmd:?}");
+    let started = std::time::Instant::now();
     let out = cmd.output().map_err(|source| Ext4Error::Spawn {
         tool: tool.into(),
         source,
@@ -200,6 +202,7 @@ fn run_tool(cmd: &mut Command, tool: &str) -> Result<String, Ext4Error> {
             stderr: stderr.trim().replace('\n', "; "),
         });
     }
+    log::debug!("{tool} took {:.2}s", started.elapsed().as_secs_f64());
     Ok(stderr)
 }
 

@@ -22,6 +22,9 @@ pub struct ProcessSpec {
     /// Inside the container's root; resolved there, never through a magic link.
     pub workdir: RelPath,
     pub user: Option<(u32, u32)>,
+    /// A user named in the image: looked up in its /etc/passwd and /etc/group once the
+    /// root is the container's; wins over `user`.
+    pub user_name: Option<super::user::UserSpec>,
     pub capabilities: u64,
     /// `-t`: the socket to send a new pty's master through (see [`super::tty`]).
     pub console: Option<RawFd>,
@@ -137,13 +140,27 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
     if let Err(e) = enter_workdir(&spec.workdir) {
         fail(err_fd, 125, &format!("workdir /{}: {e}", spec.workdir));
     }
+    let mut env = spec.env.clone();
+    let user = match &spec.user_name {
+        Some(name) => match lookup_user(name) {
+            Ok(found) => {
+                if !env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
+                    let home = found.home.as_deref().unwrap_or("/");
+                    env.extend(CString::new(format!("HOME={home}")).ok());
+                }
+                Some((found.uid, found.gid))
+            }
+            Err(e) => fail(err_fd, 125, &format!("--user: {e}")),
+        },
+        None => spec.user,
+    };
     step(security::limit_bounding_set(spec.capabilities));
-    if let Some((uid, gid)) = spec.user
+    if let Some((uid, gid)) = user
         && let Err(e) = security::switch_ids(uid, gid)
     {
         fail(err_fd, 125, &format!("switching to user {uid}:{gid}: {e}"));
     }
-    if spec.user.is_none_or(|(uid, _)| uid == 0) {
+    if user.is_none_or(|(uid, _)| uid == 0) {
         step(security::set_capabilities(spec.capabilities));
     }
     step(security::set_no_new_privs());
@@ -164,7 +181,7 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
         );
     };
     let argv = null_terminated(&spec.argv);
-    let envp = null_terminated(&spec.env);
+    let envp = null_terminated(&env);
     // SAFETY: restoring default dispositions (Rust ignores SIGPIPE) and the signal mask
     // the command should start with.
     unsafe {
@@ -194,6 +211,31 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
         code,
         &format!("executing {}: {e}", program.to_string_lossy()),
     );
+}
+
+/// Resolves a named user in the container's own `/etc/passwd` and `/etc/group` (we are
+/// in its root now; a missing `/etc/group` only matters when a group is named).
+fn lookup_user(name: &super::user::UserSpec) -> Result<super::user::Resolved, String> {
+    let read = |path: &str| -> Result<String, String> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut text = String::new();
+        // Non-blocking and capped: the image is not trusted to make it a small file.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+        match opened {
+            Ok(f) => f
+                .take(4 << 20)
+                .read_to_string(&mut text)
+                .map(|_| text)
+                .map_err(|e| format!("reading the image's {path}: {e}")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(format!("reading the image's {path}: {e}")),
+        }
+    };
+    name.resolve(&read("/etc/passwd")?, &read("/etc/group")?)
 }
 
 /// Makes `workdir` (inside the root, created if missing, as Docker does) the current

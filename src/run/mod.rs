@@ -14,6 +14,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod security;
 mod tty;
+pub mod user;
 pub mod verify;
 
 use std::ffi::CString;
@@ -28,12 +29,18 @@ use rootfs::{RootfsSpec, Volume};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// An ext4 image file, or a folder (an image built with `output.format = "dir"`).
     pub image: PathBuf,
-    /// Replaces the image's entrypoint and cmd.
+    /// Replaces the image's entrypoint and cmd (with `entrypoint`, only the cmd).
     pub command: Vec<String>,
+    /// Replaces the image's entrypoint; `command` becomes its arguments.
+    pub entrypoint: Option<String>,
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
     pub user: Option<(u32, u32)>,
+    /// A user (and group) named in the image's `/etc/passwd` and `/etc/group`, looked up
+    /// inside the container; wins over `user`.
+    pub user_name: Option<user::UserSpec>,
     pub hostname: Option<String>,
     pub writable: bool,
     pub net_host: bool,
@@ -115,7 +122,11 @@ fn process_spec(
     console: Option<RawFd>,
 ) -> Result<ProcessSpec, RunError> {
     let config = m.map(|m| m.config.clone()).unwrap_or_default();
-    let argv: Vec<String> = if opts.command.is_empty() {
+    let argv: Vec<String> = if let Some(entrypoint) = &opts.entrypoint {
+        std::iter::once(entrypoint.clone())
+            .chain(opts.command.iter().cloned())
+            .collect()
+    } else if opts.command.is_empty() {
         config
             .entrypoint
             .iter()
@@ -139,16 +150,24 @@ fn process_spec(
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         ));
     }
-    let user = match (opts.user, config.user.as_deref()) {
-        (Some(u), _) => Some(u),
-        (None, Some(u)) => Some(parse_user(u).ok_or_else(|| {
-            RunError::Invalid(format!(
-                "config.user {u:?} in the manifest: expected UID[:GID]"
-            ))
-        })?),
-        (None, None) => None,
+    let (user, user_name) = match (opts.user, &opts.user_name, config.user.as_deref()) {
+        (_, Some(n), _) => (None, Some(n.clone())),
+        (Some(u), None, _) => (Some(u), None),
+        (None, None, Some(u)) => match user::UserSpec::parse(u) {
+            Some(spec) => match spec.numeric() {
+                Some(ids) => (Some(ids), None),
+                None => (None, Some(spec)),
+            },
+            None => {
+                return Err(RunError::Invalid(format!(
+                    "config.user {u:?} in the manifest: expected UID[:GID] or NAME[:GROUP]"
+                )));
+            }
+        },
+        (None, None, None) => (None, None),
     };
-    if !env.iter().any(|(k, _)| k == "HOME") {
+    // A named user's HOME comes from the image's /etc/passwd, once looked up.
+    if user_name.is_none() && !env.iter().any(|(k, _)| k == "HOME") {
         let home = if user.is_none_or(|(u, _)| u == 0) {
             "/root"
         } else {
@@ -184,6 +203,7 @@ fn process_spec(
                 .unwrap_or("/"),
         )?,
         user,
+        user_name,
         capabilities: caps,
         console,
         foreground: console.is_none() && in_terminal_foreground(),
@@ -221,29 +241,84 @@ fn image_path(s: &str, what: &str) -> Result<RelPath, RunError> {
     }
 }
 
+/// What `run` can start from: an ext4 image, or a folder. Anything else is refused with
+/// what it is, before any mount is tried (the kernel would only say EINVAL).
+fn check_image(image: &Path, shown: &Path, m: Option<&Manifest>) -> Result<bool, RunError> {
+    const ACCEPTS: &str = "run takes an ext4 image or an image folder (output.format = \"ext4\" \
+        or \"dir\" in the recipe)";
+    if image.is_dir() {
+        return Ok(true);
+    }
+    let what = if !image.is_file() {
+        "not a regular file".to_string()
+    } else {
+        let mut head = vec![0u8; 1082];
+        let n = std::fs::File::open(image)
+            .and_then(|f| crate::archive::compression::read_full(&mut &f, &mut head))
+            .map_err(|source| RunError::Image {
+                path: shown.to_path_buf(),
+                source,
+            })?;
+        head.truncate(n);
+        // The ext4 superblock starts at byte 1024; its magic is at offset 56.
+        if head.get(1080..1082) == Some(&[0x53, 0xef][..]) {
+            return Ok(false);
+        }
+        match (m.map(|m| m.format.as_str()), describe(&head)) {
+            (Some(f), _) if f != "ext4" => format!("a {f} archive (its manifest says so)"),
+            (_, Some(d)) => d,
+            _ => "not an ext4 filesystem".to_string(),
+        }
+    };
+    Err(RunError::Invalid(format!(
+        "{}: {what}; {ACCEPTS}, so extract an archive first: rootpack extract {} DIR",
+        shown.display(),
+        shown.display()
+    )))
+}
+
+/// What the start of a file says it is, for the error above.
+fn describe(head: &[u8]) -> Option<String> {
+    use crate::archive::Compression;
+    if let Some(c) = Compression::detect(head).filter(|c| *c != Compression::None) {
+        return Some(format!("a {c}-compressed file, not an ext4 filesystem"));
+    }
+    if head.starts_with(b"070701") || head.starts_with(b"070702") || head.starts_with(b"070707") {
+        return Some("a cpio archive, not an ext4 filesystem".into());
+    }
+    if head.get(257..262) == Some(&b"ustar"[..]) {
+        return Some("a tar archive, not an ext4 filesystem".into());
+    }
+    None
+}
+
 /// Starts the container and waits for it.
 pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
+    let t0 = std::time::Instant::now();
     let image = std::fs::canonicalize(&opts.image).map_err(|source| RunError::Image {
         path: opts.image.clone(),
         source,
     })?;
-    if !image.is_file() {
-        return Err(RunError::Invalid(format!(
-            "{}: not an image file",
-            opts.image.display()
-        )));
-    }
     let manifest = manifest_for(&opts.image)?;
+    let folder = check_image(&image, &opts.image, manifest.as_ref())?;
+    // A folder has no digest to check; neither has a manifest that records none.
     if opts.verify
-        && let Some(m) = &manifest
+        && !folder
+        && let Some(m) = manifest.as_ref().filter(|m| !m.sha256.is_empty())
     {
         let state = Path::new(verify::STATE_DIR);
         verify::verify(&image, m.size, &m.sha256, state).map_err(RunError::Verify)?;
+        log::debug!(
+            "verified {} against its manifest ({:.1} ms)",
+            opts.image.display(),
+            ms(t0)
+        );
     }
     let caps =
         security::capability_mask(&opts.cap_add, &opts.cap_drop).map_err(RunError::Invalid)?;
     let rootfs = RootfsSpec {
         image,
+        folder,
         writable: opts.writable,
         volumes: opts
             .volumes
@@ -287,6 +362,16 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     };
     let console_fd = console.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
     let spec = process_spec(opts, manifest.as_ref(), caps, console_fd)?;
+    log::info!(
+        "running {:?} in a container from {} ({})",
+        spec.argv,
+        opts.image.display(),
+        if opts.writable {
+            "read-write"
+        } else {
+            "read-only under a tmpfs overlay"
+        }
+    );
 
     std::fs::create_dir_all(rootfs::STAGE).map_err(RunError::Start)?;
     let id = format!(
@@ -298,6 +383,13 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     );
     let layout = cgroup::Layout::detect();
     let cg = cgroup::Cgroup::create(&layout, &id, &limits).map_err(RunError::Cgroup)?;
+    log::debug!(
+        "cgroup {id}: memory {:?}, pids {:?}, cpus {:?} ({:.1} ms)",
+        limits.memory,
+        limits.pids,
+        limits.cpus,
+        ms(t0)
+    );
     let watcher = spawn_cgroup_watcher(cg.dirs()).map_err(RunError::Start)?;
 
     let (go_r, go_w) = pipe().map_err(RunError::Start)?;
@@ -344,6 +436,12 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         child_main(go_r, err_w, &child, &mask.0);
     }
     let pid = pid as i32;
+    log::debug!(
+        "cloned pid {pid} into new namespaces: mount, uts, ipc, pid{}{} ({:.1} ms)",
+        if opts.net_host { "" } else { ", net" },
+        if opts.userns { ", user" } else { "" },
+        ms(t0)
+    );
     drop(go_r);
     drop(err_w);
     let console = console.map(|(ours, theirs)| {
@@ -374,6 +472,7 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     }
     let _ = rustix::io::write(&go_w, b"1");
     drop(go_w);
+    log::debug!("container started ({:.1} ms)", ms(t0));
     let pty = console.as_ref().and_then(tty::receive_master);
     let relay = pty.as_ref().map(|p| p.relay());
     let status = wait_forwarding(pid, &set, pty.as_ref());
@@ -400,8 +499,13 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         eprintln!("rootpack: {message}");
     }
     let exit_code = init::exit_code(status);
+    log::debug!(
+        "container ended with status {} ({:.1} ms)",
+        init::exit_code(status),
+        ms(t0)
+    );
     let notice = match &manifest {
-        Some(m) if opts.writable => {
+        Some(m) if opts.writable && !folder => {
             let path = crate::manifest::path_for(&opts.image);
             verify::record_changes(&rootfs.image, &path, m, Path::new(verify::STATE_DIR))
                 .err()
@@ -419,6 +523,11 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         oom_limit: oom.then_some(limits.memory.unwrap_or(0)),
         notice,
     })
+}
+
+/// Milliseconds since `t`, for the verbose timings.
+fn ms(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
 }
 
 /// For a child in a new user namespace: maps its ids, then mounts the image (which needs

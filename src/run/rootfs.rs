@@ -41,6 +41,8 @@ pub struct Volume {
 #[derive(Debug, Clone)]
 pub struct RootfsSpec {
     pub image: PathBuf,
+    /// `image` is a folder (like `systemd-nspawn -D`): bound instead of loop-mounted.
+    pub folder: bool,
     pub writable: bool,
     pub volumes: Vec<Volume>,
     pub tmpfs: Vec<RelPath>,
@@ -59,6 +61,12 @@ fn mount(
     flags: MountFlags,
     data: Option<&str>,
 ) -> io::Result<()> {
+    log::debug!(
+        "mount {fstype} {source} on {} ({flags:?}{}{})",
+        target.display(),
+        if data.is_some() { ", " } else { "" },
+        data.unwrap_or("")
+    );
     let data = data.map(|d| CString::new(d).unwrap_or_default());
     rustix::mount::mount(source, target, fstype, flags, data.as_deref())
         .map_err(io::Error::from)
@@ -103,6 +111,7 @@ pub fn setup(spec: &RootfsSpec) -> io::Result<()> {
 /// With `idmap`, the image is mounted id-mapped so that its root-owned files belong to the
 /// container's root, and the overlay's writable layer is owned by it.
 pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()> {
+    log::debug!("making / private in the new mount namespace");
     rustix::mount::mount_change(
         "/",
         MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
@@ -127,17 +136,41 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
         );
         rustix::fs::chown(stage, uid, gid).map_err(io::Error::from)?;
     }
-    let lo = Loop::attach(&spec.image, !spec.writable)
-        .map_err(err(format!("attaching {}", spec.image.display())))?;
-    let device = lo.path().to_string_lossy().into_owned();
     let image = stage.join("image");
     std::fs::create_dir(&image)?;
-    let access = if spec.writable {
-        MountFlags::NODEV
+    let lo = if spec.folder {
+        // The host folder, bound read-only (all its mounts) unless --writable; the same
+        // overlay goes on top as for an image file.
+        let attrs = ATTR_NODEV | if spec.writable { 0 } else { ATTR_RDONLY };
+        attach_copy(&spec.image, &open_path(&image)?, attrs, None)
+            .map_err(err(format!("binding {}", spec.image.display())))?;
+        log::debug!(
+            "bound folder {} on {}",
+            spec.image.display(),
+            image.display()
+        );
+        None
     } else {
-        MountFlags::RDONLY | MountFlags::NODEV
+        let lo = Loop::attach(&spec.image, !spec.writable)
+            .map_err(err(format!("attaching {}", spec.image.display())))?;
+        let device = lo.path().to_string_lossy().into_owned();
+        log::debug!(
+            "attached {} to {device} ({})",
+            spec.image.display(),
+            if spec.writable {
+                "read-write"
+            } else {
+                "read-only"
+            }
+        );
+        let access = if spec.writable {
+            MountFlags::NODEV
+        } else {
+            MountFlags::RDONLY | MountFlags::NODEV
+        };
+        mount(&device, &image, "ext4", access, None)?;
+        Some(lo)
     };
-    mount(&device, &image, "ext4", access, None)?;
     let base = match &idmap {
         Some(m) => {
             let mapped = stage.join("mapped");
@@ -194,6 +227,12 @@ pub fn finish(spec: &RootfsSpec) -> io::Result<()> {
         let attrs = ATTR_NODEV | if v.read_only { ATTR_RDONLY } else { 0 };
         attach_copy(&v.host, &fd, attrs, None)
             .map_err(err(format!("binding {}", v.host.display())))?;
+        log::debug!(
+            "bound volume {} on /{}{}",
+            v.host.display(),
+            v.target,
+            if v.read_only { " (read-only)" } else { "" }
+        );
     }
     for t in &spec.tmpfs {
         let name = t.to_string();
@@ -231,6 +270,7 @@ pub fn finish(spec: &RootfsSpec) -> io::Result<()> {
     )?;
     populate_dev(&merged.join("dev"))?;
 
+    log::debug!("pivot_root into {}", merged.display());
     pivot(&merged)?;
     mask_proc()
 }

@@ -146,25 +146,62 @@ impl Pty {
 
     /// Puts our terminal in raw mode and copies bytes both ways until the command's side
     /// closes. The returned guard restores the terminal.
+    ///
+    /// When our stdin is not a terminal (`echo x | rootpack run -t …`), the pty does not
+    /// echo the input back (the terminal it stands for never typed it), and the end of
+    /// the input reaches the command as the terminal's end-of-file character, as if
+    /// typed: without it a command reading the terminal would wait forever.
     pub fn relay(&self) -> Relay {
         let raw = RawMode::enter();
         let master = self.master.as_raw_fd();
+        // SAFETY: isatty on our stdin.
+        let piped = unsafe { libc::isatty(0) } == 0;
+        let eof = if piped { self.stop_echo() } else { None };
         // SAFETY: duplicating fds the threads will own.
         let (to_pty, from_pty) = unsafe { (libc::dup(master), libc::dup(master)) };
         // Input may block forever on our stdin: that thread is left to die with us.
         // Without threads (the system refuses one) the command runs unrelayed.
         // SAFETY (both threads): closing the duplicate each thread owns.
         let _ = std::thread::Builder::new().spawn(move || {
-            copy(0, to_pty);
+            let last = copy(0, to_pty);
+            if let Some(eof) = eof {
+                // At the start of a line one EOF character ends the input; after a
+                // partial line the first one only hands that line over.
+                let n = if matches!(last, None | Some(b'\n')) {
+                    1
+                } else {
+                    2
+                };
+                for _ in 0..n {
+                    unsafe { libc::write(to_pty, [eof].as_ptr().cast(), 1) };
+                }
+            }
             unsafe { libc::close(to_pty) };
         });
         let output = std::thread::Builder::new()
             .spawn(move || {
-                copy(from_pty, 1);
+                let _ = copy(from_pty, 1);
                 unsafe { libc::close(from_pty) };
             })
             .ok();
         Relay { _raw: raw, output }
+    }
+}
+
+impl Pty {
+    /// Turns the pty's echo off and returns its end-of-file character (None if the pty's
+    /// settings cannot be read).
+    fn stop_echo(&self) -> Option<u8> {
+        // SAFETY: tcgetattr/tcsetattr on the master with a termios on the stack.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(self.master.as_raw_fd(), &mut t) != 0 {
+                return None;
+            }
+            t.c_lflag &= !(libc::ECHO | libc::ECHONL);
+            libc::tcsetattr(self.master.as_raw_fd(), libc::TCSANOW, &t);
+            Some(t.c_cc[libc::VEOF])
+        }
     }
 }
 
@@ -184,8 +221,10 @@ impl Relay {
     }
 }
 
-fn copy(from: i32, to: i32) {
+/// Copies until `from` ends or `to` fails; returns the last byte copied.
+fn copy(from: i32, to: i32) -> Option<u8> {
     let mut buf = [0u8; 8192];
+    let mut last = None;
     loop {
         // SAFETY: read/write on fds owned by this thread.
         let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
@@ -193,14 +232,15 @@ fn copy(from: i32, to: i32) {
             continue;
         }
         if n <= 0 {
-            return;
+            return last;
         }
+        last = Some(buf[n as usize - 1]);
         let mut done = 0;
         while done < n as usize {
             // SAFETY: writing the bytes just read.
             let w = unsafe { libc::write(to, buf[done..].as_ptr().cast(), n as usize - done) };
             if w <= 0 {
-                return;
+                return last;
             }
             done += w as usize;
         }

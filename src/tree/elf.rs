@@ -12,13 +12,15 @@ use goblin::elf::Elf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{path}: not an ELF file we can read: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("{path}: a script for {interpreter}, which is not found on this host")]
+    Interpreter { path: PathBuf, interpreter: String },
     #[error("{path}: needs {name}, which is not found (searched {searched})")]
     NotFound {
         path: PathBuf,
@@ -156,7 +158,75 @@ pub fn closure(program: &Path) -> Result<Vec<PathBuf>, ElfError> {
     closure_with_cache(program, &LdCache::load(Path::new("/etc/ld.so.cache")))
 }
 
+///
+/// For a `#!` script, its interpreter's closure follows (for `#!/usr/bin/env NAME`, NAME's
+/// too, found in PATH), as the kernel would need them to run it.
 pub fn closure_with_cache(program: &Path, cache: &LdCache) -> Result<Vec<PathBuf>, ElfError> {
+    script_closure(program, cache, 0)
+}
+
+/// The kernel follows at most a few interpreters that are scripts themselves.
+const MAX_SCRIPT_DEPTH: usize = 4;
+
+fn script_closure(program: &Path, cache: &LdCache, depth: usize) -> Result<Vec<PathBuf>, ElfError> {
+    let mut found = elf_closure(program, cache)?;
+    if depth >= MAX_SCRIPT_DEPTH {
+        return Ok(found);
+    }
+    for interpreter in script_interpreters(program)? {
+        for f in script_closure(&interpreter, cache, depth + 1)? {
+            if !found.contains(&f) {
+                found.push(f);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// What a `#!` line needs: the interpreter, and for `env NAME` the program NAME in PATH.
+/// Empty for anything that is not a script.
+fn script_interpreters(path: &Path) -> Result<Vec<PathBuf>, ElfError> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(256);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(256).read_to_end(&mut head))
+        .map_err(|source| ElfError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return Ok(Vec::new());
+    };
+    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    let Some(interpreter) = words.next() else {
+        return Ok(Vec::new());
+    };
+    let missing = |name: &str| ElfError::Interpreter {
+        path: path.to_path_buf(),
+        interpreter: name.to_string(),
+    };
+    let interp = PathBuf::from(interpreter);
+    if !interp.is_file() {
+        return Err(missing(interpreter));
+    }
+    let mut needed = vec![interp];
+    if interpreter.rsplit('/').next() == Some("env")
+        && let Some(name) = words.find(|w| !w.starts_with('-') && !w.contains('='))
+    {
+        let path_var =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        let program = std::env::split_paths(&path_var)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+            .ok_or_else(|| missing(name))?;
+        needed.push(program);
+    }
+    Ok(needed)
+}
+
+fn elf_closure(program: &Path, cache: &LdCache) -> Result<Vec<PathBuf>, ElfError> {
     let mut found = vec![program.to_path_buf()];
     let mut seen: HashSet<PathBuf> = HashSet::new();
     seen.insert(canonical(program));
