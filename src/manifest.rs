@@ -48,6 +48,12 @@ pub struct LayerRecord {
     /// Absent for folders.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// A container image: its manifest's digest (`sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A container image: its layers' digests (or diff_ids where the blob has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -60,6 +60,10 @@ struct LayerSpec {
     initramfs: Option<Spanned<String>>,
     tar: Option<Spanned<String>>,
     dir: Option<Spanned<String>>,
+    oci: Option<Spanned<String>>,
+    #[serde(rename = "ref")]
+    reference: Option<Spanned<String>>,
+    platform: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +141,29 @@ pub struct Config {
     pub hostname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// `self` over `base`, key by key; env and labels merged by name.
+    pub fn over(&self, base: &Config) -> Config {
+        let mut env = base.env.clone();
+        env.extend(self.env.clone());
+        let mut labels = base.labels.clone();
+        labels.extend(self.labels.clone());
+        let pick =
+            |a: &Vec<String>, b: &Vec<String>| if a.is_empty() { b.clone() } else { a.clone() };
+        Config {
+            entrypoint: pick(&self.entrypoint, &base.entrypoint),
+            cmd: pick(&self.cmd, &base.cmd),
+            env,
+            workdir: self.workdir.clone().or_else(|| base.workdir.clone()),
+            hostname: self.hostname.clone().or_else(|| base.hostname.clone()),
+            user: self.user.clone().or_else(|| base.user.clone()),
+            labels,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -155,12 +182,18 @@ pub enum Layer {
     Initramfs(PathBuf),
     Tar(PathBuf),
     Dir(PathBuf),
+    /// An OCI layout, OCI archive or Docker archive, and which image in it.
+    Oci {
+        path: PathBuf,
+        reference: Option<String>,
+        platform: Option<String>,
+    },
 }
 
 impl Layer {
     pub fn path(&self) -> &Path {
         match self {
-            Layer::Initramfs(p) | Layer::Tar(p) | Layer::Dir(p) => p,
+            Layer::Initramfs(p) | Layer::Tar(p) | Layer::Dir(p) | Layer::Oci { path: p, .. } => p,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -168,6 +201,7 @@ impl Layer {
             Layer::Initramfs(_) => "initramfs",
             Layer::Tar(_) => "tar",
             Layer::Dir(_) => "dir",
+            Layer::Oci { .. } => "oci",
         }
     }
 }
@@ -484,6 +518,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
             ("initramfs", &l.initramfs),
             ("tar", &l.tar),
             ("dir", &l.dir),
+            ("oci", &l.oci),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
@@ -491,13 +526,37 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         let [(key, value)] = given[..] else {
             return ctx.err(
                 spec.span(),
-                "[[layer]] needs exactly one of initramfs, tar or dir",
+                "[[layer]] needs exactly one of initramfs, tar, dir or oci",
             );
         };
+        if key != "oci"
+            && let Some(extra) = l.reference.as_ref().or(l.platform.as_ref())
+        {
+            return ctx.err(
+                extra.span(),
+                "layer.ref and layer.platform go with layer.oci",
+            );
+        }
+        if let Some(p) = &l.platform
+            && p.get_ref().split('/').filter(|s| !s.is_empty()).count() < 2
+        {
+            return ctx.err(
+                p.span(),
+                format!(
+                    "layer.platform = \"{}\": expected OS/ARCH, like \"linux/amd64\"",
+                    p.get_ref()
+                ),
+            );
+        }
         let path = ctx.host_path(&format!("layer.{key}"), value)?;
         layers.push(match key {
             "initramfs" => Layer::Initramfs(path),
             "tar" => Layer::Tar(path),
+            "oci" => Layer::Oci {
+                path,
+                reference: l.reference.as_ref().map(|r| r.get_ref().clone()),
+                platform: l.platform.as_ref().map(|p| p.get_ref().clone()),
+            },
             _ => Layer::Dir(path),
         });
     }

@@ -8,6 +8,7 @@ pub mod cpio;
 mod input;
 mod lz4_legacy;
 mod lzop;
+pub mod oci;
 pub mod pack;
 mod reader;
 pub mod tar;

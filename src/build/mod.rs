@@ -54,6 +54,15 @@ pub enum BuildError {
         "{path}: cannot be read without root, and an image without it would not be the one root builds"
     )]
     Unreadable { path: PathBuf },
+    #[error(transparent)]
+    Oci(#[from] crate::archive::oci::OciError),
+    #[error("layer {path}: image layer {index} ({digest})")]
+    OciLayer {
+        path: PathBuf,
+        index: usize,
+        digest: String,
+        source: ReadError,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -89,6 +98,20 @@ impl From<PackError> for BuildError {
 }
 
 impl BuildError {
+    /// A container image's layer `i` that could not be read or applied.
+    fn oci_layer(image: &crate::archive::oci::Image, i: usize, source: ReadError) -> BuildError {
+        if let ReadError::Interrupted = source {
+            return BuildError::Interrupted;
+        }
+        let l = &image.layers[i];
+        BuildError::OciLayer {
+            path: image.path.clone(),
+            index: i + 1,
+            digest: l.digest.as_ref().map_or(&l.diff_id, |d| &d.0).to_string(),
+            source,
+        }
+    }
+
     /// A layer archive that could not be read; an interrupt is reported as one.
     fn layer(path: &Path, source: crate::archive::ReadError) -> BuildError {
         match source {
@@ -170,7 +193,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         planned = Some((closures, usage));
     }
 
-    let (layers, report, usage, sha256) =
+    let (layers, image_config, report, usage, sha256) =
         if let Some((closures, usage)) = planned.take_if(|_| method == Method::Mount) {
             // The mounted image is the staging tree: the data is written once.
             let file = AtomicFile::create(&image).map_err(out_err(&image))?;
@@ -200,7 +223,13 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 secs(t)
             );
             let sha256 = commit_hashing(file, &image)?;
-            (filled.layers, filled.report, filled.usage, sha256)
+            (
+                filled.layers,
+                filled.image_config,
+                filled.report,
+                filled.usage,
+                sha256,
+            )
         } else if let Some(dir) = ext4.then(|| unchanged_dir_layer(recipe)).flatten() {
             // mke2fs -d reads the folder itself: no copy into a staging tree.
             let usage = match planned {
@@ -216,6 +245,8 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 kind: "dir".into(),
                 path: dir.display().to_string(),
                 sha256: None,
+                image: None,
+                layers: Vec::new(),
             }];
             let file = AtomicFile::create(&image).map_err(out_err(&image))?;
             let fixes = Fixes {
@@ -233,7 +264,13 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
             )?;
             check_interrupt()?;
             let sha256 = commit_hashing(file, &image)?;
-            (layers, Default::default(), usage, sha256)
+            (
+                layers,
+                Default::default(),
+                Default::default(),
+                usage,
+                sha256,
+            )
         } else {
             let staging = work.path().join("staging");
             std::fs::create_dir(&staging).map_err(out_err(&staging))?;
@@ -303,7 +340,13 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                     String::new()
                 }
             };
-            (filled.layers, filled.report, filled.usage, sha256)
+            (
+                filled.layers,
+                filled.image_config,
+                filled.report,
+                filled.usage,
+                sha256,
+            )
         };
     drop(work);
     log::debug!("image written and hashed ({:.2}s)", secs(t));
@@ -322,7 +365,8 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         size,
         sha256,
         modified: false,
-        config: recipe.config.clone(),
+        // The recipe's config over its container images' config, key by key.
+        config: recipe.config.over(&image_config),
         limits: recipe.limits.clone(),
         build: Provenance {
             recipe: recipe.path.display().to_string(),

@@ -7,16 +7,18 @@ use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::{BuildError, check_interrupt, out_err};
+use crate::archive::oci;
 use crate::archive::{Entry, EntryData, Kind, LinkKey, VisitError, Visitor, read_archive};
 use crate::digest::digest_file;
 use crate::image::ext4::{self, Usage};
 use crate::image::ext4_inodes::RecordedTree;
 use crate::interrupt::interrupted;
 use crate::manifest::LayerRecord;
-use crate::recipe::{FileSource, Layer, Recipe};
+use crate::recipe::{Config, FileSource, Layer, Recipe};
 use crate::tree::elf;
 use crate::tree::extract::{ExtractReport, Extractor};
 use crate::tree::inject;
+use crate::tree::layer::LayerApplier;
 use crate::tree::safe_path::Root;
 
 /// Each of the recipe's programs with its library closure, in recipe order, found once
@@ -38,6 +40,8 @@ pub(super) fn closures(recipe: &Recipe) -> Result<Vec<Vec<PathBuf>>, BuildError>
 /// What filling a tree gave.
 pub(super) struct Filled {
     pub layers: Vec<LayerRecord>,
+    /// The container images' config (Env, Entrypoint, …), for the recipe's to go over.
+    pub image_config: Config,
     pub report: ExtractReport,
     pub usage: Usage,
     /// For an image tree filled without root: what each entry should be in the image.
@@ -69,7 +73,7 @@ pub(super) fn fill(
     if tree_for == TreeFor::Populate {
         x = x.record_metadata();
     }
-    let layers = apply_layers(recipe, &mut x, progress)?;
+    let (layers, image_config) = apply_layers(recipe, &mut x, progress)?;
     inject_all(recipe, closures, &mut x, sde)?;
     let (report, recorded) = x.finish_recorded()?;
     if let Some(t) = sde
@@ -81,6 +85,7 @@ pub(super) fn fill(
     let usage = ext4::measure(root).map_err(out_err(root))?;
     Ok(Filled {
         layers,
+        image_config,
         report,
         usage,
         recorded,
@@ -124,6 +129,21 @@ pub(super) fn estimate(recipe: &Recipe, closures: &[Vec<PathBuf>]) -> Result<Usa
                 read_archive(&f, &mut sizer, None, &interrupted)
                     .map_err(|e| BuildError::layer(file, e))?;
             }
+            Layer::Oci {
+                path,
+                reference,
+                platform,
+            } => {
+                let image = open_image(path, reference, platform)?;
+                for i in 0..image.layers.len() {
+                    check_interrupt()?;
+                    image
+                        .read_layer(i, |r| {
+                            crate::archive::tar::read_entries(r, &mut sizer, &interrupted)
+                        })
+                        .map_err(|source| BuildError::oci_layer(&image, i, source))?;
+                }
+            }
         }
     }
     let mut u = sizer.usage;
@@ -151,18 +171,105 @@ pub(super) fn estimate(recipe: &Recipe, closures: &[Vec<PathBuf>]) -> Result<Usa
     Ok(u)
 }
 
+fn open_image(
+    path: &Path,
+    reference: &Option<String>,
+    platform: &Option<String>,
+) -> Result<oci::Image, BuildError> {
+    let sel = oci::Selector {
+        reference: reference.clone(),
+        platform: platform.clone(),
+    };
+    Ok(oci::open(path, &sel)?)
+}
+
+/// Applies every layer of a container image, and gives its record and its config.
+fn apply_image(
+    x: &mut Extractor,
+    path: &Path,
+    reference: &Option<String>,
+    platform: &Option<String>,
+) -> Result<(LayerRecord, Config), BuildError> {
+    let image = open_image(path, reference, platform)?;
+    x.set_replacing_trees(true);
+    for i in 0..image.layers.len() {
+        check_interrupt()?;
+        let mut applier = LayerApplier::new(x);
+        image
+            .read_layer(i, |r| {
+                crate::archive::tar::read_entries(r, &mut applier, &interrupted)
+            })
+            .map_err(|source| BuildError::oci_layer(&image, i, source))?;
+        log::debug!("image layer {} of {}", i + 1, image.layers.len());
+    }
+    x.set_replacing_trees(false);
+    let record = LayerRecord {
+        kind: "oci".into(),
+        path: path.display().to_string(),
+        sha256: path
+            .is_file()
+            .then(|| digest_file(path).map(|d| d.1))
+            .transpose()
+            .map_err(out_err(path))?,
+        image: Some(image.digest.to_string()),
+        layers: image
+            .layers
+            .iter()
+            .map(|l| l.digest.as_ref().map_or(&l.diff_id, |d| &d.0).to_string())
+            .collect(),
+    };
+    Ok((record, image_config(&image.config)))
+}
+
+/// An image's Env, Entrypoint, Cmd, WorkingDir, User and Labels as a recipe's config.
+fn image_config(c: &oci::spec::ImageConfig) -> Config {
+    let Some(c) = &c.config else {
+        return Config::default();
+    };
+    Config {
+        entrypoint: c.entrypoint.clone().unwrap_or_default(),
+        cmd: c.cmd.clone().unwrap_or_default(),
+        env: c
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        workdir: c.working_dir.clone().filter(|w| !w.is_empty()),
+        hostname: None,
+        user: c.user.clone().filter(|u| !u.is_empty()),
+        labels: c.labels.clone().unwrap_or_default(),
+    }
+}
+
+/// Applies the recipe's layers in order; gives their records and the config of the
+/// container images among them (a later one's keys over an earlier one's).
 fn apply_layers(
     recipe: &Recipe,
     x: &mut Extractor,
     progress: bool,
-) -> Result<Vec<LayerRecord>, BuildError> {
+) -> Result<(Vec<LayerRecord>, Config), BuildError> {
     let mut records = Vec::new();
+    let mut config = Config::default();
     for layer in &recipe.layers {
         check_interrupt()?;
         // Hard-link identities (cpio inodes, host inodes) mean nothing across layers.
         x.archive_end();
         let path = layer.path();
+        if let Layer::Oci {
+            path,
+            reference,
+            platform,
+        } = layer
+        {
+            let (record, image) = apply_image(x, path, reference, platform)?;
+            config = image.over(&config);
+            records.push(record);
+            continue;
+        }
         let sha256 = match layer {
+            Layer::Oci { .. } => None,
             Layer::Dir(dir) => {
                 inject::copy_tree(x, dir).map_err(|source| BuildError::LayerDir {
                     path: dir.clone(),
@@ -192,9 +299,11 @@ fn apply_layers(
             kind: layer.kind().into(),
             path: path.display().to_string(),
             sha256,
+            image: None,
+            layers: Vec::new(),
         });
     }
-    Ok(records)
+    Ok((records, config))
 }
 
 fn inject_all(

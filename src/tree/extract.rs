@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufRead, Write};
-use std::os::unix::io::OwnedFd;
+use std::os::unix::io::{AsFd, OwnedFd};
 use std::rc::Rc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
@@ -96,6 +96,8 @@ pub struct Extractor {
     /// Not root, for an image: what each entry should be, by path, for what the tree
     /// cannot hold (owners, set-id bits, device nodes, unreadable modes).
     recorded: Option<RecordedTree>,
+    /// Container image layers: an entry of another type replaces a whole folder.
+    replace_trees: bool,
 }
 
 fn timestamps(mtime: i64) -> Timestamps {
@@ -133,7 +135,55 @@ impl Extractor {
             report: ExtractReport::default(),
             copier: None,
             recorded: None,
+            replace_trees: false,
         }
+    }
+
+    /// For container image layers (`on`): an entry replacing a folder replaces all of it,
+    /// as a changed type does in a layered image. Off, that is an error, as in the kernel's
+    /// initramfs unpacker.
+    pub fn set_replacing_trees(&mut self, on: bool) {
+        self.replace_trees = on;
+    }
+
+    /// Removes whatever is at `path`, a folder with everything below it (a whiteout).
+    /// Parents are resolved inside the root; nothing is followed out of it.
+    pub fn remove(&mut self, path: &RelPath) -> Result<(), ExtractError> {
+        let Some((parent, leaf)) = path.split_leaf() else {
+            return Err(ExtractError::RootNotDir);
+        };
+        let dir = match self.root().open_dir(parent, false) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(()),
+            Err(source) => {
+                return Err(ExtractError::Parent {
+                    path: parent.escape_ascii().to_string(),
+                    source,
+                });
+            }
+        };
+        self.parent_cache = None;
+        crate::tree::safe_path::remove_all_at(dir.as_fd(), leaf).map_err(ExtractError::Create)
+    }
+
+    /// The names in the folder at `path` (none if it is not a folder).
+    pub fn children(&self, path: &RelPath) -> Result<Vec<Vec<u8>>, ExtractError> {
+        let Ok(fd) = self.open_dir_leaf(path) else {
+            return Ok(Vec::new());
+        };
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd).map_err(io_err(ExtractError::Create))? {
+            let name = entry
+                .map_err(io_err(ExtractError::Create))?
+                .file_name()
+                .to_bytes()
+                .to_vec();
+            if name != b"." && name != b".." {
+                names.push(name);
+            }
+        }
+        Ok(names)
     }
 
     /// When not running as root: records every entry's owner, mode and device number (see
@@ -247,8 +297,13 @@ impl Extractor {
     }
 
     /// Removes what is at `leaf` unless it is a directory and `keep_dir`; returns whether a
-    /// directory was kept.
-    fn clear_leaf(dir: &OwnedFd, leaf: &OsStr, keep_dir: bool) -> Result<bool, ExtractError> {
+    /// directory was kept. A non-empty folder is an error, unless layers replace trees.
+    fn clear_leaf(
+        &self,
+        dir: &OwnedFd,
+        leaf: &OsStr,
+        keep_dir: bool,
+    ) -> Result<bool, ExtractError> {
         let st = match rustix::fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(false),
@@ -260,6 +315,11 @@ impl Extractor {
             }
             return match rustix::fs::unlinkat(dir, leaf, AtFlags::REMOVEDIR) {
                 Ok(()) => Ok(false),
+                Err(Errno::NOTEMPTY) | Err(Errno::EXIST) if self.replace_trees => {
+                    crate::tree::safe_path::remove_all_at(dir.as_fd(), leaf)
+                        .map_err(ExtractError::Create)?;
+                    Ok(false)
+                }
                 Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => Err(ExtractError::NonEmptyDir),
                 Err(e) => Err(ExtractError::Create(e.into())),
             };
@@ -293,7 +353,7 @@ impl Extractor {
                 match rustix::fs::mkdirat(&dir, &leaf, Mode::from_raw_mode(0o700)) {
                     Ok(()) => {}
                     Err(Errno::EXIST) => {
-                        if !Self::clear_leaf(&dir, &leaf, true)? {
+                        if !self.clear_leaf(&dir, &leaf, true)? {
                             // Not a folder: it was removed, and the tree's shape changed.
                             self.parent_cache = None;
                             rustix::fs::mkdirat(&dir, &leaf, Mode::from_raw_mode(0o700))
@@ -483,7 +543,7 @@ impl Extractor {
         };
         match link(&dir, leaf) {
             Err(Errno::EXIST) => {
-                Self::clear_leaf(&dir, leaf, false)?;
+                self.clear_leaf(&dir, leaf, false)?;
                 self.parent_cache = None;
                 link(&dir, leaf).map_err(|e| link_err(e.into()))
             }
@@ -501,7 +561,7 @@ impl Extractor {
     ) -> Result<T, ExtractError> {
         match create(dir, leaf) {
             Err(Errno::EXIST) => {
-                Self::clear_leaf(dir, leaf, false)?;
+                self.clear_leaf(dir, leaf, false)?;
                 // The tree's shape changed: a cached parent below this path may be stale.
                 self.parent_cache = None;
                 create(dir, leaf).map_err(io_err(ExtractError::Create))

@@ -5,6 +5,7 @@ pub mod copier;
 pub mod elf;
 pub mod extract;
 pub mod inject;
+pub mod layer;
 pub mod safe_path;
 
 use std::os::unix::ffi::OsStrExt;

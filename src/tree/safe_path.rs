@@ -227,6 +227,37 @@ impl Root {
     }
 }
 
+/// Removes `leaf` of the folder `dir` and, when it is a folder, everything below it,
+/// never following a symlink (each level is opened `O_NOFOLLOW` relative to its parent).
+/// A missing leaf is not an error.
+pub fn remove_all_at(dir: BorrowedFd<'_>, leaf: &OsStr) -> io::Result<()> {
+    remove_all_below(dir, leaf, 0)
+}
+
+fn remove_all_below(dir: BorrowedFd<'_>, leaf: &OsStr, depth: u32) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, leaf, rustix::fs::AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::ISDIR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if depth > 4096 {
+        return Err(io::Error::other("folders nested more than 4096 deep"));
+    }
+    let fd = rustix::fs::openat(dir, leaf, DIR_FLAGS, Mode::empty())?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&fd)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(name);
+        }
+    }
+    for name in names {
+        remove_all_below(fd.as_fd(), OsStr::from_bytes(&name), depth + 1)?;
+    }
+    rustix::fs::unlinkat(dir, leaf, rustix::fs::AtFlags::REMOVEDIR)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

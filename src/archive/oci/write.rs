@@ -1,0 +1,1 @@
+//! Writing OCI image layouts and archives.

@@ -1,0 +1,109 @@
+//! Container image layers applied onto a tree, as the OCI image spec says: within a layer,
+//! `.wh.NAME` removes NAME and `.wh..wh..opq` empties its folder, but only of what lower
+//! layers put there; whiteouts never appear in the result; an entry of another type
+//! replaces what was there, a folder with all below it; a hard link may name a file of a
+//! lower layer. Every write, removal and link goes through the [`Extractor`], so through
+//! [`crate::tree::safe_path`]: a layer cannot reach outside the tree, whatever symlinks
+//! earlier layers made.
+//!
+//! Whiteouts usually come first, but a layer may name a file before the marker that hides
+//! its folder's lower content; what this layer wrote is remembered, so order does not
+//! matter.
+
+use std::collections::HashSet;
+
+use crate::archive::{Entry, EntryData, Segment, VisitError, Visitor};
+use crate::tree::extract::{ExtractError, Extractor};
+use crate::tree::safe_path::RelPath;
+
+const OPAQUE: &[u8] = b".wh..wh..opq";
+const WHITEOUT: &[u8] = b".wh.";
+
+/// Applies one layer's entries through an extractor.
+pub struct LayerApplier<'a> {
+    x: &'a mut Extractor,
+    /// Paths this layer wrote, and their parent folders.
+    written: HashSet<Vec<u8>>,
+    parents: HashSet<Vec<u8>>,
+}
+
+impl<'a> LayerApplier<'a> {
+    pub fn new(x: &'a mut Extractor) -> LayerApplier<'a> {
+        x.archive_end();
+        LayerApplier {
+            x,
+            written: HashSet::new(),
+            parents: HashSet::new(),
+        }
+    }
+
+    fn ours(&self, path: &[u8]) -> bool {
+        self.written.contains(path) || self.parents.contains(path)
+    }
+
+    /// Removes what lower layers left in `dir`, keeping what this layer wrote.
+    fn make_opaque(&mut self, dir: &[u8]) -> Result<(), ExtractError> {
+        let rel = RelPath::parse(if dir.is_empty() { b"." } else { dir })?;
+        for name in self.x.children(&rel)? {
+            let mut child = dir.to_vec();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(&name);
+            if self.ours(&child) {
+                // This layer's own folder may still hold lower content below it.
+                if self.written.contains(&child) && !self.parents.contains(&child) {
+                    continue;
+                }
+                self.make_opaque(&child)?;
+            } else {
+                self.x.remove(&RelPath::parse(&child)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits a name into its folder and last component.
+fn split(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[][..], path),
+    }
+}
+
+impl Visitor for LayerApplier<'_> {
+    fn segment_start(&mut self, segment: &Segment) -> Result<(), VisitError> {
+        self.x.segment_start(segment)
+    }
+
+    fn entry(&mut self, entry: &Entry, data: &mut EntryData<'_>) -> Result<(), VisitError> {
+        let path = RelPath::parse(&entry.name).map_err(ExtractError::from)?;
+        let bytes = path.as_bytes();
+        let (dir, leaf) = split(bytes);
+        if leaf == OPAQUE {
+            self.make_opaque(dir)?;
+            return Ok(());
+        }
+        if let Some(hidden) = leaf.strip_prefix(WHITEOUT) {
+            if hidden.is_empty() {
+                return Err("a whiteout without a name (\".wh.\")".into());
+            }
+            let mut target = dir.to_vec();
+            if !target.is_empty() {
+                target.push(b'/');
+            }
+            target.extend_from_slice(hidden);
+            if !self.ours(&target) {
+                self.x.remove(&RelPath::parse(&target)?)?;
+            }
+            return Ok(());
+        }
+        let mut parent = dir;
+        while !parent.is_empty() && self.parents.insert(parent.to_vec()) {
+            parent = split(parent).0;
+        }
+        self.written.insert(bytes.to_vec());
+        self.x.entry(entry, data)
+    }
+}
