@@ -9,13 +9,30 @@ packages=(
 	cpio busybox-static initramfs-tools-core python3 bsdutils    # test fixtures and peers
 	gzip zstd xz-utils bzip2 lz4 lzop                            # every initramfs compression
 )
+# Container images in and out, the peers the tests check outputs with; with their
+# recommended packages, which podman needs to run as it does on a desktop.
+containers=(podman runc skopeo umoci docker-registry)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
-if ((${#missing[@]})); then
+missing_containers=()
+for p in "${containers[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing_containers+=("$p")
+done
+if ((${#missing[@]} + ${#missing_containers[@]})); then
 	apt-get update -qq
+fi
+if ((${#missing[@]})); then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ((${#missing_containers[@]})); then
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_containers[@]}"
+	# The registry's own service would listen on every address: the tests start theirs on
+	# 127.0.0.1.
+	if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+		systemctl disable --now docker-registry >/dev/null 2>&1 || true
+	fi
 fi
 
 if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then

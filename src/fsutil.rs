@@ -120,3 +120,18 @@ impl Drop for TempDir {
         }
     }
 }
+
+/// The bytes of the files below `dir` (symlinks not followed).
+pub fn tree_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let meta = entry
+            .map_err(io::Error::from)?
+            .metadata()
+            .map_err(io::Error::from)?;
+        if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}

@@ -39,6 +39,9 @@ pub struct Provenance {
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub e2fsprogs: Option<String>,
+    /// An OCI output: its image manifest's digest (`sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci_manifest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -77,10 +80,15 @@ pub fn path_for(image: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // No extension is a suffix of another, so at most one matches.
-    let stem = crate::recipe::OutputFormat::ALL
+    // The longest extension that matches: `x.oci.tar` is an OCI archive, not a tar.
+    let mut extensions: Vec<String> = crate::recipe::OutputFormat::ALL
         .iter()
-        .find_map(|f| name.strip_suffix(&format!(".{}", f.extension())))
+        .map(|f| f.extension())
+        .collect();
+    extensions.sort_by_key(|e| std::cmp::Reverse(e.len()));
+    let stem = extensions
+        .iter()
+        .find_map(|e| name.strip_suffix(&format!(".{e}")))
         .unwrap_or(&name);
     image.with_file_name(format!("{stem}.json"))
 }
@@ -125,5 +133,7 @@ mod tests {
             std::path::Path::new("i/my.app.json")
         );
         assert_eq!(p("i/x.d"), std::path::Path::new("i/x.json"));
+        assert_eq!(p("i/x.oci.tar"), std::path::Path::new("i/x.json"));
+        assert_eq!(p("i/x.tar"), std::path::Path::new("i/x.json"));
     }
 }

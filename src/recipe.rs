@@ -121,6 +121,8 @@ struct OutputSpec {
     size: Option<Spanned<String>>,
     method: Option<Spanned<String>>,
     label: Option<Spanned<String>>,
+    tag: Option<Spanned<String>>,
+    layer_compression: Option<Spanned<String>>,
 }
 
 // ---- the recipe as the build uses it ----
@@ -249,12 +251,16 @@ pub enum OutputFormat {
     Ext4,
     Archive(PackFormat, Compression),
     Dir,
+    /// An OCI image layout folder, `NAME.oci`.
+    Oci,
+    /// The layout as a tar with Docker's manifest.json, `NAME.oci.tar`.
+    OciArchive,
 }
 
 impl OutputFormat {
     /// Every format a recipe may ask for: the one list names, extensions and the
     /// manifest's path come from.
-    pub const ALL: [OutputFormat; 11] = {
+    pub const ALL: [OutputFormat; 13] = {
         use Compression as C;
         use PackFormat::{Cpio, Tar};
         [
@@ -269,6 +275,8 @@ impl OutputFormat {
             OutputFormat::Archive(Tar, C::Zstd),
             OutputFormat::Archive(Tar, C::Xz),
             OutputFormat::Dir,
+            OutputFormat::Oci,
+            OutputFormat::OciArchive,
         ]
     };
 
@@ -277,6 +285,8 @@ impl OutputFormat {
         match self {
             OutputFormat::Ext4 => "ext4".into(),
             OutputFormat::Dir => "d".into(),
+            OutputFormat::Oci => "oci".into(),
+            OutputFormat::OciArchive => "oci.tar".into(),
             OutputFormat::Archive(f, c) => {
                 let base = match f {
                     PackFormat::Cpio => "cpio",
@@ -299,6 +309,7 @@ impl OutputFormat {
     pub fn name(&self) -> String {
         match self {
             OutputFormat::Dir => "dir".into(),
+            OutputFormat::OciArchive => "oci-archive".into(),
             other => other.extension(),
         }
     }
@@ -337,6 +348,10 @@ pub struct Output {
     pub size: Size,
     pub method: Method,
     pub label: Option<String>,
+    /// OCI outputs: `NAME:TAG` (default `NAME:latest`).
+    pub tag: Option<String>,
+    /// OCI outputs: the layer's compression, gzip (default) or zstd.
+    pub layer_zstd: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -712,6 +727,32 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         }
         l => l.as_ref().map(|l| l.get_ref().clone()),
     };
+    let tag = match &out.tag {
+        Some(t) if !valid_tag(t.get_ref()) => {
+            return ctx.err(
+                t.span(),
+                format!(
+                    "output.tag = \"{}\": NAME:TAG, like \"{name}:1.0\" (lower-case name; letters, digits, '.', '_', '-' in the tag)",
+                    t.get_ref()
+                ),
+            );
+        }
+        t => t.as_ref().map(|t| t.get_ref().clone()),
+    };
+    let layer_zstd = match out
+        .layer_compression
+        .as_ref()
+        .map(|c| (c, c.get_ref().as_str()))
+    {
+        None | Some((_, "gzip")) => false,
+        Some((_, "zstd")) => true,
+        Some((c, other)) => {
+            return ctx.err(
+                c.span(),
+                format!("output.layer_compression = \"{other}\": gzip or zstd"),
+            );
+        }
+    };
 
     Ok(Recipe {
         path: path.to_path_buf(),
@@ -758,8 +799,31 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
             size,
             method,
             label,
+            tag,
+            layer_zstd,
         },
     })
+}
+
+/// An image reference's name and tag: `registry.example:5000/team/app:1.0`.
+fn valid_tag(s: &str) -> bool {
+    let Some((name, tag)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let name_ok = !name.is_empty()
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-:".contains(c))
+        });
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && !tag.contains('/')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    name_ok && tag_ok
 }
 
 /// `UID[:GID]`, numeric; the gid defaults to the uid.

@@ -16,6 +16,7 @@ mod stage;
 use stage::TreeFor;
 
 use crate::archive::ReadError;
+use crate::archive::oci;
 use crate::archive::pack::{PackError, PackOptions, pack};
 use crate::digest::hex;
 use crate::fsutil::{AtomicFile, TempDir};
@@ -56,6 +57,8 @@ pub enum BuildError {
     Unreadable { path: PathBuf },
     #[error(transparent)]
     Oci(#[from] crate::archive::oci::OciError),
+    #[error("OCI image")]
+    OciWrite(#[from] crate::archive::oci::write::WriteError),
     #[error("layer {path}: image layer {index} ({digest})")]
     OciLayer {
         path: PathBuf,
@@ -180,6 +183,8 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     // The e2fsprogs version mke2fs reports, for the manifest and the time fix-up.
     let mut version = None;
     let warnings = Vec::new();
+    // An OCI output: its image manifest's digest.
+    let mut oci_manifest = None;
 
     // For the mount method, the image is sized (or a fixed size checked) before anything
     // is written; the same estimate tells `auto` the tree's shape.
@@ -280,7 +285,9 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
             };
             let tree_for = match recipe.output.format {
                 OutputFormat::Ext4 => TreeFor::Populate,
-                OutputFormat::Archive(..) => TreeFor::Archive,
+                OutputFormat::Archive(..) | OutputFormat::Oci | OutputFormat::OciArchive => {
+                    TreeFor::Archive
+                }
                 OutputFormat::Dir => TreeFor::Itself,
             };
             let filled = stage::fill(recipe, &closures, &staging, sde, opts.progress, tree_for)?;
@@ -326,18 +333,28 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                     commit_hashing(file, &image)?
                 }
                 OutputFormat::Dir => {
-                    // Swap in one step, then drop the old tree: a failure keeps the old one.
-                    if std::fs::symlink_metadata(&image).is_ok() {
-                        let old = work.path().join("previous");
-                        std::fs::rename(&image, &old).map_err(out_err(&image))?;
-                        if let Err(e) = std::fs::rename(&staging, &image) {
-                            let _ = std::fs::rename(&old, &image);
-                            return Err(out_err(&image)(e));
-                        }
-                    } else {
-                        std::fs::rename(&staging, &image).map_err(out_err(&image))?;
-                    }
+                    swap_into_place(&staging, &image, work.path())?;
                     String::new()
+                }
+                OutputFormat::Oci | OutputFormat::OciArchive => {
+                    let layout = work.path().join("layout");
+                    let config = recipe.config.over(&filled.image_config);
+                    let written = oci::write::write_layout(
+                        &staging,
+                        &layout,
+                        &image_options(recipe, &config, sde),
+                        &interrupted,
+                    )?;
+                    oci_manifest = Some(written.manifest.to_string());
+                    check_interrupt()?;
+                    if recipe.output.format == OutputFormat::Oci {
+                        swap_into_place(&layout, &image, work.path())?;
+                        String::new()
+                    } else {
+                        let mut file = AtomicFile::create(&image).map_err(out_err(&image))?;
+                        oci::write::archive_layout(&layout, file.file(), sde.unwrap_or(0))?;
+                        commit_hashing(file, &image)?
+                    }
                 }
             };
             (
@@ -353,6 +370,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
 
     let size = match recipe.output.format {
         OutputFormat::Dir => usage.blocks * 4096,
+        OutputFormat::Oci => crate::fsutil::tree_size(&image).map_err(out_err(&image))?,
         _ => std::fs::metadata(&image).map_err(out_err(&image))?.len(),
     };
     let manifest = Manifest {
@@ -377,6 +395,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
             files: usage.files.saturating_sub(1),
             method: ext4.then(|| method.name().to_string()),
             e2fsprogs: version.map(|v| format!("{}.{}.{}", v.0, v.1, v.2)),
+            oci_manifest,
         },
     };
     let manifest_path = crate::manifest::path_for(&image);
@@ -391,6 +410,59 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         report,
         warnings,
     })
+}
+
+/// Puts the folder `new` at `target` in one rename, then drops the old one: a failure
+/// keeps the old one.
+fn swap_into_place(new: &Path, target: &Path, work: &Path) -> Result<(), BuildError> {
+    if std::fs::symlink_metadata(target).is_ok() {
+        let old = work.join("previous");
+        std::fs::rename(target, &old).map_err(out_err(target))?;
+        if let Err(e) = std::fs::rename(new, target) {
+            let _ = std::fs::rename(&old, target);
+            return Err(out_err(target)(e));
+        }
+    } else {
+        std::fs::rename(new, target).map_err(out_err(target))?;
+    }
+    Ok(())
+}
+
+/// What an OCI output carries besides the tree: tag, config, time, compression.
+fn image_options(
+    recipe: &Recipe,
+    config: &crate::recipe::Config,
+    sde: Option<i64>,
+) -> oci::write::ImageOptions {
+    let env: Vec<String> = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    oci::write::ImageOptions {
+        tag: recipe
+            .output
+            .tag
+            .clone()
+            .unwrap_or_else(|| format!("{}:latest", recipe.name.to_ascii_lowercase())),
+        config: oci::spec::ContainerConfig {
+            user: config.user.clone(),
+            env: (!env.is_empty()).then_some(env),
+            entrypoint: some(&config.entrypoint),
+            cmd: some(&config.cmd),
+            working_dir: config.workdir.clone(),
+            labels: (!config.labels.is_empty()).then(|| config.labels.clone()),
+        },
+        created: sde.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        }),
+        compression: if recipe.output.layer_zstd {
+            oci::Compression::Zstd
+        } else {
+            oci::Compression::Gzip
+        },
+        history: format!("rootpack build {}", recipe.name),
+        clamp_mtime: sde,
+    }
 }
 
 /// The recipe's only layer, a folder, when nothing else goes into the tree: an image can

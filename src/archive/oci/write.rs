@@ -1,1 +1,412 @@
-//! Writing OCI image layouts and archives.
+//! Writing a tree as an OCI image: one layer (the tree as a tar, gzip or zstd), its config
+//! and manifest, an index naming it by tag, as a layout folder or as an OCI archive (the
+//! layout as a tar, plus Docker's `manifest.json` so that `docker load` takes it too).
+//!
+//! Reproducible: the layer is our own sorted tar with clamped times, compressed in
+//! independent members of 4 MiB input (so every core compresses, and the bytes do not
+//! depend on how many there are); gzip headers carry no time or name; JSON is written in
+//! a fixed key order; the archive's own entries have fixed owners, modes and times.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::layer::Compression;
+use super::spec::{
+    self, ContainerConfig, Descriptor, Digest, DockerEntry, History, ImageConfig, Index, Manifest,
+    Platform, RootFs,
+};
+use crate::archive::pack::{PackError, PackFormat, PackOptions, pack};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{path}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("packing the layer")]
+    Pack(#[from] PackError),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_ {
+    move |source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What goes into the image besides the tree.
+pub struct ImageOptions {
+    /// `NAME:TAG`, for the index's annotations and Docker's RepoTags.
+    pub tag: String,
+    pub config: ContainerConfig,
+    /// Seconds since the epoch for `created` (the source date epoch, or now).
+    pub created: i64,
+    pub compression: Compression,
+    pub history: String,
+    /// Upper bound for the tree's times in the layer.
+    pub clamp_mtime: Option<i64>,
+}
+
+/// What was written.
+pub struct Written {
+    pub manifest: Digest,
+    pub layer: Digest,
+    pub diff_id: Digest,
+}
+
+/// Input per compressed member: large enough that the ratio stays within a fraction of a
+/// percent of one stream, small enough that two cores share a 100 MB layer evenly.
+const MEMBER: usize = 4 << 20;
+
+/// Compresses what is written in independent members on worker threads, in order.
+struct ParallelCompressor<W: Write> {
+    out: W,
+    kind: Compression,
+    chunk: Vec<u8>,
+    running: std::collections::VecDeque<std::thread::JoinHandle<io::Result<Vec<u8>>>>,
+    workers: usize,
+}
+
+impl<W: Write> ParallelCompressor<W> {
+    fn new(out: W, kind: Compression) -> Self {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ParallelCompressor {
+            out,
+            kind,
+            chunk: Vec::with_capacity(MEMBER),
+            running: Default::default(),
+            workers,
+        }
+    }
+
+    fn compress(kind: Compression, data: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(data.len() / 2);
+        match kind {
+            // No time, no name, no OS in the header: only the data decides the bytes.
+            Compression::Gzip => {
+                let mut e = flate2::GzBuilder::new()
+                    .operating_system(255)
+                    .write(&mut out, flate2::Compression::new(6));
+                e.write_all(data)?;
+                e.finish()?;
+            }
+            Compression::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(&mut out, 3)?;
+                e.write_all(data)?;
+                e.finish()?;
+            }
+            Compression::None => out.extend_from_slice(data),
+        }
+        Ok(out)
+    }
+
+    fn dispatch(&mut self) -> io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        while self.running.len() >= self.workers {
+            self.collect_one()?;
+        }
+        let data = std::mem::replace(&mut self.chunk, Vec::with_capacity(MEMBER));
+        let kind = self.kind;
+        self.running
+            .push_back(std::thread::spawn(move || Self::compress(kind, &data)));
+        Ok(())
+    }
+
+    fn collect_one(&mut self) -> io::Result<()> {
+        if let Some(job) = self.running.pop_front() {
+            let bytes = job
+                .join()
+                .map_err(|_| io::Error::other("a compression thread panicked"))??;
+            self.out.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        self.dispatch()?;
+        while !self.running.is_empty() {
+            self.collect_one()?;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for ParallelCompressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(MEMBER - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        if self.chunk.len() == MEMBER {
+            self.dispatch()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hashes and counts what passes through.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+    fn digest(&self) -> Digest {
+        Digest::from_hex(&crate::digest::hex(&self.hasher.clone().finalize()))
+            .expect("sha256 in hex is a digest")
+    }
+}
+
+/// A blob store being filled: `blobs/sha256/` under `dir`.
+struct Blobs {
+    dir: PathBuf,
+    written: Vec<(Digest, u64)>,
+}
+
+impl Blobs {
+    fn new(layout: &Path) -> Result<Blobs, WriteError> {
+        let dir = layout.join("blobs/sha256");
+        std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        Ok(Blobs {
+            dir,
+            written: Vec::new(),
+        })
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(Digest, u64), WriteError> {
+        let digest = Digest::from_hex(&crate::digest::sha256_hex(bytes)).expect("hex");
+        let path = self.dir.join(digest.hex());
+        std::fs::write(&path, bytes).map_err(io_at(&path))?;
+        self.written.push((digest.clone(), bytes.len() as u64));
+        Ok((digest, bytes.len() as u64))
+    }
+
+    /// Streams a layer: the tree as a tar, compressed; gives (digest, size, diff_id).
+    fn put_layer(
+        &mut self,
+        tree: &Path,
+        opts: &ImageOptions,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<(Digest, u64, Digest), WriteError> {
+        let temp = self.dir.join("layer.partial");
+        let file = File::create(&temp).map_err(io_at(&temp))?;
+        let compressed = Hashing::new(io::BufWriter::with_capacity(1 << 20, file));
+        let mut uncompressed = Hashing::new(ParallelCompressor::new(compressed, opts.compression));
+        let pack_opts = PackOptions {
+            format: PackFormat::Tar,
+            compression: crate::archive::compression::Compression::None,
+            level: None,
+            clamp_mtime: opts.clamp_mtime,
+            early: None,
+        };
+        pack(tree, &mut uncompressed, &pack_opts, interrupted)?;
+        let diff_id = uncompressed.digest();
+        let compressed = uncompressed.inner.finish().map_err(io_at(&temp))?;
+        let (digest, size) = (compressed.digest(), compressed.size);
+        let file = compressed
+            .inner
+            .into_inner()
+            .map_err(|e| io_at(&temp)(e.into_error()))?;
+        file.sync_all().map_err(io_at(&temp))?;
+        let path = self.dir.join(digest.hex());
+        std::fs::rename(&temp, &path).map_err(io_at(&path))?;
+        self.written.push((digest.clone(), size));
+        Ok((digest, size, diff_id))
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("image documents serialize")
+}
+
+/// Writes the tree as an OCI image layout in the (empty or new) folder `layout`.
+pub fn write_layout(
+    tree: &Path,
+    layout: &Path,
+    opts: &ImageOptions,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<Written, WriteError> {
+    let mut blobs = Blobs::new(layout)?;
+    let (layer, layer_size, diff_id) = blobs.put_layer(tree, opts, interrupted)?;
+    // RFC 3339, as the spec asks: "2023-11-14T22:13:20Z".
+    let created = format!(
+        "{}Z",
+        crate::ops::format_utc(opts.created).replacen(' ', "T", 1)
+    );
+    let (os, arch) = super::host_platform();
+    let config = ImageConfig {
+        created: Some(created.clone()),
+        architecture: arch.clone(),
+        os: os.clone(),
+        config: Some(opts.config.clone()),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![diff_id.to_string()],
+        },
+        history: vec![History {
+            created: Some(created),
+            created_by: Some(opts.history.clone()),
+            comment: None,
+            empty_layer: false,
+        }],
+    };
+    let (config_digest, config_size) = blobs.put(&json(&config))?;
+    let media = match opts.compression {
+        Compression::Gzip => spec::LAYER_GZIP,
+        Compression::Zstd => spec::LAYER_ZSTD,
+        Compression::None => "application/vnd.oci.image.layer.v1.tar",
+    };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(spec::MANIFEST.into()),
+        config: descriptor(spec::CONFIG, &config_digest, config_size),
+        layers: vec![descriptor(media, &layer, layer_size)],
+    };
+    let (manifest_digest, manifest_size) = blobs.put(&json(&manifest))?;
+    let mut named = descriptor(spec::MANIFEST, &manifest_digest, manifest_size);
+    named.platform = Some(Platform {
+        architecture: arch,
+        os,
+        variant: None,
+    });
+    named.annotations = BTreeMap::from([
+        (spec::CONTAINERD_NAME.to_string(), opts.tag.clone()),
+        (spec::REF_NAME.to_string(), opts.tag.clone()),
+    ]);
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(spec::INDEX.into()),
+        manifests: vec![named],
+    };
+    let write = |name: &str, bytes: &[u8]| {
+        let path = layout.join(name);
+        std::fs::write(&path, bytes).map_err(io_at(&path))
+    };
+    write("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    write("index.json", &json(&index))?;
+    // Docker's manifest.json beside the layout: `docker load` takes the archive too.
+    let docker = vec![DockerEntry {
+        config: config_digest.blob_path(),
+        repo_tags: Some(vec![opts.tag.clone()]),
+        layers: vec![layer.blob_path()],
+    }];
+    write("manifest.json", &json(&docker))?;
+    Ok(Written {
+        manifest: manifest_digest,
+        layer,
+        diff_id,
+    })
+}
+
+fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: media_type.into(),
+        digest: digest.to_string(),
+        size,
+        platform: None,
+        annotations: BTreeMap::new(),
+    }
+}
+
+/// Writes the layout folder `layout` as a tar to `out`: fixed owners, modes and times,
+/// the small files first, then the blobs in name order.
+pub fn archive_layout(layout: &Path, out: &mut dyn Write, mtime: i64) -> Result<(), WriteError> {
+    let mut tar = tar::Builder::new(out);
+    let header = |size: u64, dir: bool| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(if dir { 0o755 } else { 0o644 });
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime.max(0) as u64);
+        h.set_entry_type(if dir {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h
+    };
+    let mut names: Vec<String> = vec![
+        "oci-layout".into(),
+        "index.json".into(),
+        "manifest.json".into(),
+    ];
+    let blob_dir = layout.join("blobs/sha256");
+    let mut blobs: Vec<String> = std::fs::read_dir(&blob_dir)
+        .map_err(io_at(&blob_dir))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(io_at(&blob_dir))?;
+    blobs.sort();
+    for dir in ["blobs/", "blobs/sha256/"] {
+        let mut h = header(0, true);
+        tar.append_data(&mut h, dir, io::empty())
+            .map_err(io_at(layout))?;
+    }
+    names.extend(blobs.into_iter().map(|b| format!("blobs/sha256/{b}")));
+    for name in names {
+        let path = layout.join(&name);
+        let file = File::open(&path).map_err(io_at(&path))?;
+        let len = file.metadata().map_err(io_at(&path))?.len();
+        let mut h = header(len, false);
+        tar.append_data(&mut h, &name, file).map_err(io_at(&path))?;
+    }
+    tar.into_inner()
+        .map_err(io_at(layout))?
+        .flush()
+        .map_err(io_at(layout))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn members_decode_as_one_stream_whatever_the_workers() {
+        let data: Vec<u8> = (0..(MEMBER * 2 + 12345)).map(|i| (i % 251) as u8).collect();
+        let mut outputs = Vec::new();
+        for workers in [1, 3] {
+            let mut c = ParallelCompressor::new(Vec::new(), Compression::Gzip);
+            c.workers = workers;
+            c.write_all(&data).unwrap();
+            outputs.push(c.finish().unwrap());
+        }
+        assert_eq!(
+            outputs[0], outputs[1],
+            "the bytes do not depend on the workers"
+        );
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&outputs[0][..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+    }
+}
