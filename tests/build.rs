@@ -360,7 +360,7 @@ fn bad_recipes_name_the_key_and_line() {
         ),
         (
             "name = \"x\"\n[[layer]]\n",
-            ":2: [[layer]] needs exactly one of initramfs, tar or dir",
+            ":2: [[layer]] needs exactly one of initramfs, tar, dir or oci",
         ),
     ];
     for (text, want) in cases {

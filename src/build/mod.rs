@@ -235,67 +235,63 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 filled.usage,
                 sha256,
             )
-        } else if let Some(dir) = ext4.then(|| unchanged_dir_layer(recipe)).flatten() {
-            // mke2fs -d reads the folder itself: no copy into a staging tree.
-            let usage = match planned {
-                Some((_, usage)) => usage,
-                None => ext4::measure(dir).map_err(out_err(dir))?,
-            };
-            if !rustix::process::geteuid().is_root()
-                && let Some(path) = ext4::first_unreadable(dir).map_err(out_err(dir))?
-            {
-                return Err(BuildError::Unreadable { path });
-            }
-            let layers = vec![LayerRecord {
-                kind: "dir".into(),
-                path: dir.display().to_string(),
-                sha256: None,
-                image: None,
-                layers: Vec::new(),
-            }];
-            let file = AtomicFile::create(&image).map_err(out_err(&image))?;
-            let fixes = Fixes {
-                time: sde,
-                recorded: None,
-            };
-            version = populate(
-                file.temp_path(),
-                recipe,
-                &usage,
-                &recipe.sha256,
-                dir,
-                &fixes,
-                sde,
-            )?;
-            check_interrupt()?;
-            let sha256 = commit_hashing(file, &image)?;
-            (
-                layers,
-                Default::default(),
-                Default::default(),
-                usage,
-                sha256,
-            )
         } else {
-            let staging = work.path().join("staging");
-            std::fs::create_dir(&staging).map_err(out_err(&staging))?;
-            let closures = match planned {
-                Some((closures, _)) => closures,
-                None => stage::closures(recipe)?,
-            };
-            let tree_for = match recipe.output.format {
-                OutputFormat::Ext4 => TreeFor::Populate,
-                OutputFormat::Archive(..) | OutputFormat::Oci | OutputFormat::OciArchive => {
-                    TreeFor::Archive
+            // A recipe that only names a folder is written from the folder itself; anything
+            // else is put together in a staging tree first.
+            let fast =
+                unchanged_dir_layer(recipe).filter(|_| recipe.output.format != OutputFormat::Dir);
+            let (tree, filled) = match fast {
+                Some(dir) => {
+                    let usage = match planned {
+                        Some((_, usage)) => usage,
+                        None => ext4::measure(dir).map_err(out_err(dir))?,
+                    };
+                    if ext4
+                        && !rustix::process::geteuid().is_root()
+                        && let Some(path) = ext4::first_unreadable(dir).map_err(out_err(dir))?
+                    {
+                        return Err(BuildError::Unreadable { path });
+                    }
+                    let layers = vec![LayerRecord {
+                        kind: "dir".into(),
+                        path: dir.display().to_string(),
+                        sha256: None,
+                        image: None,
+                        layers: Vec::new(),
+                    }];
+                    let filled = stage::Filled {
+                        layers,
+                        image_config: Default::default(),
+                        report: Default::default(),
+                        usage,
+                        recorded: None,
+                    };
+                    (dir.to_path_buf(), filled)
                 }
-                OutputFormat::Dir => TreeFor::Itself,
+                None => {
+                    let staging = work.path().join("staging");
+                    std::fs::create_dir(&staging).map_err(out_err(&staging))?;
+                    let closures = match planned {
+                        Some((closures, _)) => closures,
+                        None => stage::closures(recipe)?,
+                    };
+                    let tree_for = match recipe.output.format {
+                        OutputFormat::Ext4 => TreeFor::Populate,
+                        OutputFormat::Archive(..)
+                        | OutputFormat::Oci
+                        | OutputFormat::OciArchive => TreeFor::Archive,
+                        OutputFormat::Dir => TreeFor::Itself,
+                    };
+                    let filled =
+                        stage::fill(recipe, &closures, &staging, sde, opts.progress, tree_for)?;
+                    log::debug!(
+                        "staging tree: {} files ({:.2}s)",
+                        filled.usage.files,
+                        secs(t)
+                    );
+                    (staging, filled)
+                }
             };
-            let filled = stage::fill(recipe, &closures, &staging, sde, opts.progress, tree_for)?;
-            log::debug!(
-                "staging tree: {} files ({:.2}s)",
-                filled.usage.files,
-                secs(t)
-            );
             let sha256 = match recipe.output.format {
                 OutputFormat::Ext4 => {
                     let seed = filled
@@ -313,7 +309,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                         recipe,
                         &filled.usage,
                         &seed,
-                        &staging,
+                        &tree,
                         &fixes,
                         sde,
                     )?;
@@ -329,18 +325,18 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                         clamp_mtime: sde,
                         early: None,
                     };
-                    pack(&staging, file.file(), &opts, &interrupted)?;
+                    pack(&tree, file.file(), &opts, &interrupted)?;
                     commit_hashing(file, &image)?
                 }
                 OutputFormat::Dir => {
-                    swap_into_place(&staging, &image, work.path())?;
+                    swap_into_place(&tree, &image, work.path())?;
                     String::new()
                 }
                 OutputFormat::Oci | OutputFormat::OciArchive => {
                     let layout = work.path().join("layout");
                     let config = recipe.config.over(&filled.image_config);
                     let written = oci::write::write_layout(
-                        &staging,
+                        &tree,
                         &layout,
                         &image_options(recipe, &config, sde),
                         &interrupted,
