@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
+use crate::archive::oci;
 use crate::archive::pack::{PackError, PackOptions, PackSummary, pack};
 use crate::archive::{
     Entry, EntryData, Kind, ReadError, SegmentSummary, VisitError, Visitor, read_archive,
@@ -14,6 +15,7 @@ use crate::archive::{
 use crate::fsutil::{AtomicFile, TempDir};
 use crate::interrupt::interrupted;
 use crate::tree::extract::{ExtractError, ExtractReport, Extractor};
+use crate::tree::layer::{LayerApplier, Listing};
 use crate::tree::safe_path::Root;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum OpError {
     Extract { path: PathBuf, source: ExtractError },
     #[error("{path}")]
     Pack { path: PathBuf, source: PackError },
+    #[error(transparent)]
+    Image(#[from] oci::OciError),
 }
 
 fn open(path: &Path) -> Result<File, OpError> {
@@ -72,12 +76,60 @@ pub fn list(
             Ok(())
         }
     }
-    let file = open(archive)?;
     let mut lister = Lister { out, long };
+    if oci::is_image(archive) {
+        return visit_image(archive, &mut lister);
+    }
+    let file = open(archive)?;
     read_archive(&file, &mut lister, progress, &interrupted).map_err(|source| OpError::Read {
         path: archive.to_path_buf(),
         source,
     })
+}
+
+/// Reads a container image's layers, gives the merged tree's entries to `visitor` (no
+/// data: for listing) in name order.
+fn visit_image(path: &Path, visitor: &mut dyn Visitor) -> Result<Vec<SegmentSummary>, OpError> {
+    let read_err = |source| OpError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let image = oci::open(path, &oci::Selector::default())?;
+    let mut listing = Listing::default();
+    for i in 0..image.layers.len() {
+        image
+            .read_layer(i, |r| {
+                crate::archive::tar::read_entries(r, &mut listing, &interrupted)
+            })
+            .map_err(read_err)?;
+        listing.layer_end();
+    }
+    for entry in listing.into_entries() {
+        let mut empty = io::empty();
+        let mut data = EntryData::new(&mut empty, 0, false);
+        visitor
+            .entry(&entry, &mut data)
+            .map_err(|e| read_err(ReadError::Visit(e)))?;
+    }
+    Ok(Vec::new())
+}
+
+/// Applies a container image's layers onto the extractor's tree.
+fn extract_image(path: &Path, x: &mut Extractor) -> Result<(), OpError> {
+    let image = oci::open(path, &oci::Selector::default())?;
+    x.set_replacing_trees(true);
+    for i in 0..image.layers.len() {
+        let mut applier = LayerApplier::new(x);
+        image
+            .read_layer(i, |r| {
+                crate::archive::tar::read_entries(r, &mut applier, &interrupted)
+            })
+            .map_err(|source| OpError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Lists the entries of `archive` to `out` as a JSON array, one object per entry with
@@ -107,18 +159,24 @@ pub fn list_json(
             Ok(())
         }
     }
-    let file = open(archive)?;
+    let image = oci::is_image(archive);
+    let file = if image { None } else { Some(open(archive)?) };
     out.write_all(b"[").map_err(|source| OpError::Output {
         path: "stdout".into(),
         source,
     })?;
     let mut lister = JsonLister { out, first: true };
-    let segments = read_archive(&file, &mut lister, progress, &interrupted).map_err(|source| {
-        OpError::Read {
-            path: archive.to_path_buf(),
-            source,
+    let segments = match &file {
+        None => visit_image(archive, &mut lister)?,
+        Some(file) => {
+            read_archive(file, &mut lister, progress, &interrupted).map_err(|source| {
+                OpError::Read {
+                    path: archive.to_path_buf(),
+                    source,
+                }
+            })?
         }
-    })?;
+    };
     let end: &[u8] = if lister.first { b"]\n" } else { b"\n]\n" };
     lister
         .out
@@ -243,7 +301,8 @@ pub fn extract(
     opts: ExtractOptions,
     progress: Option<ProgressBar>,
 ) -> Result<(Vec<SegmentSummary>, ExtractReport), OpError> {
-    let file = open(archive)?;
+    let image = oci::is_image(archive);
+    let file = if image { None } else { Some(open(archive)?) };
     let out_err = |source| OpError::Output {
         path: dest.to_path_buf(),
         source,
@@ -269,13 +328,20 @@ pub fn extract(
         inner: Extractor::new(root, opts.split),
         seen: false,
     };
-    let segments =
-        read_archive(&file, &mut extractor, progress, &interrupted).map_err(|source| {
-            OpError::Read {
-                path: archive.to_path_buf(),
-                source,
-            }
-        })?;
+    let segments = match &file {
+        None => {
+            extract_image(archive, &mut extractor.inner)?;
+            Vec::new()
+        }
+        Some(file) => {
+            read_archive(file, &mut extractor, progress, &interrupted).map_err(|source| {
+                OpError::Read {
+                    path: archive.to_path_buf(),
+                    source,
+                }
+            })?
+        }
+    };
     let seen_root = extractor.seen && !opts.split;
     let report = extractor
         .inner

@@ -134,6 +134,29 @@ fn every_saved_form_unpacks_as_umoci_does_and_runs_its_own_command() {
         assert_eq!(listing(&work.path().join("out/img")), want, "{form}");
         let manifest = fs::read_to_string(work.path().join("out/img.json")).unwrap();
         assert!(manifest.contains("\"image\": \"sha256:"), "{manifest}");
+        // `ls` shows the merged tree and `extract` writes it, as for any archive.
+        let names = run(rootpack().arg("ls").arg(saved.join(form)));
+        let mut names: Vec<String> = stdout(&names).lines().map(|l| format!("./{l}")).collect();
+        names.sort();
+        let want_names: Vec<&str> = want
+            .lines()
+            .filter_map(|l| l.split(' ').next())
+            .filter(|n| *n != ".")
+            .collect();
+        assert_eq!(names, want_names, "{form}: ls");
+        run(rootpack()
+            .arg("extract")
+            .arg(saved.join(form))
+            .arg(work.path().join("x")));
+        assert_eq!(
+            listing(&work.path().join("x"))
+                .replacen(". d 700", ". d 755", 1)
+                .lines()
+                .skip(1)
+                .collect::<Vec<_>>(),
+            want.lines().skip(1).collect::<Vec<_>>(),
+            "{form}: extract"
+        );
     }
     // An ext4 image of it runs the image's own entrypoint and command, in its workdir.
     let work = tempfile::tempdir().unwrap();

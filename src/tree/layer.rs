@@ -107,3 +107,84 @@ impl Visitor for LayerApplier<'_> {
         self.x.entry(entry, data)
     }
 }
+
+/// The merged tree of an image's layers as a listing, without writing anything: the same
+/// rules as [`LayerApplier`] on a map of entries (no data). Feed each layer's entries, then
+/// call [`Listing::layer_end`].
+#[derive(Default)]
+pub struct Listing {
+    /// Path -> (entry, the layer that wrote it).
+    entries: std::collections::BTreeMap<Vec<u8>, (Entry, usize)>,
+    layer: usize,
+    written: HashSet<Vec<u8>>,
+}
+
+impl Listing {
+    /// Ends a layer: later ones may hide what it wrote.
+    pub fn layer_end(&mut self) {
+        self.layer += 1;
+        self.written.clear();
+    }
+
+    /// The merged entries in name order.
+    pub fn into_entries(self) -> impl Iterator<Item = Entry> {
+        self.entries.into_values().map(|(e, _)| e)
+    }
+
+    /// Removes the entries below `dir` (not `dir` itself) that `keep` refuses.
+    fn remove_below(&mut self, dir: &[u8], keep: impl Fn(&[u8], usize) -> bool) {
+        let (from, to) = if dir.is_empty() {
+            (Vec::new(), vec![0xff; 1])
+        } else {
+            ([dir, b"/"].concat(), [dir, b"0"].concat())
+        };
+        let doomed: Vec<Vec<u8>> = self
+            .entries
+            .range(from..to)
+            .filter(|(k, (_, layer))| !keep(k, *layer))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.entries.remove(&k);
+        }
+    }
+}
+
+impl Visitor for Listing {
+    fn entry(&mut self, entry: &Entry, _: &mut EntryData<'_>) -> Result<(), VisitError> {
+        let path = RelPath::parse(&entry.name).map_err(ExtractError::from)?;
+        let bytes = path.as_bytes().to_vec();
+        let (dir, leaf) = split(&bytes);
+        let layer = self.layer;
+        if leaf == OPAQUE {
+            let dir = dir.to_vec();
+            let written = std::mem::take(&mut self.written);
+            self.remove_below(&dir, |k, l| l == layer && written.contains(k));
+            self.written = written;
+            return Ok(());
+        }
+        if let Some(hidden) = leaf.strip_prefix(WHITEOUT) {
+            if hidden.is_empty() {
+                return Err("a whiteout without a name (\".wh.\")".into());
+            }
+            let target = if dir.is_empty() {
+                hidden.to_vec()
+            } else {
+                [dir, b"/", hidden].concat()
+            };
+            if !self.written.contains(&target) {
+                self.entries.remove(&target);
+                self.remove_below(&target, |_, _| false);
+            }
+            return Ok(());
+        }
+        if entry.kind != crate::archive::Kind::Dir {
+            self.remove_below(&bytes, |_, _| false);
+        }
+        let mut e = entry.clone();
+        e.name = bytes.clone();
+        self.written.insert(bytes.clone());
+        self.entries.insert(bytes, (e, layer));
+        Ok(())
+    }
+}

@@ -103,12 +103,45 @@ pub fn host_platform() -> (String, String) {
 }
 
 /// Whether `path` looks like an image: a layout folder, or a tar holding `oci-layout` or
-/// `manifest.json` at its top.
+/// `manifest.json` at its top. A tar stops being a candidate at its first name that no
+/// image holds, so a root filesystem's tar is not read through.
 pub fn is_image(path: &Path) -> bool {
     if path.is_dir() {
         return path.join("oci-layout").is_file() || path.join("index.json").is_file();
     }
-    Source::open(path).is_ok_and(|s| s.has("oci-layout") || s.has("manifest.json"))
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 512];
+    let read = std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0);
+    if read.is_err() || !crate::archive::tar::detect(&head) {
+        return false;
+    }
+    let mut archive = ::tar::Archive::new(&file);
+    let Ok(entries) = archive.entries_with_seek() else {
+        return false;
+    };
+    for entry in entries.raw(true) {
+        let Ok(entry) = entry else { return false };
+        use ::tar::EntryType as T;
+        if matches!(
+            entry.header().entry_type(),
+            T::XHeader | T::XGlobalHeader | T::GNULongName | T::GNULongLink
+        ) {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&entry.header().path_bytes()).into_owned();
+        let name = name.trim_start_matches("./");
+        if matches!(name, "oci-layout" | "manifest.json" | "index.json") {
+            return true;
+        }
+        let first = name.split('/').next().unwrap_or("");
+        let hexish = |s: &str| s.len() >= 64 && s[..64].bytes().all(|b| b.is_ascii_hexdigit());
+        if !(first.is_empty() || first == "blobs" || first == "repositories" || hexish(first)) {
+            return false;
+        }
+    }
+    false
 }
 
 /// Opens `path` and chooses one image in it.
