@@ -699,3 +699,80 @@ fn a_registry_round_trip_with_skopeo_and_podman() {
     assert_eq!(stdout(&o), "hi\n0\n/tmp\n");
     let _ = podman().args(["rmi", "-f", &image]).output();
 }
+
+#[test]
+fn base_layers_are_kept_byte_for_byte_unless_replaced() {
+    if !require_root() {
+        return;
+    }
+    let saved = saved();
+    let work = tempfile::tempdir().unwrap();
+    let recipe = |extra: &str| {
+        format!(
+            "name = \"shared\"\nsource_date_epoch = 1700000000\n[[layer]]\noci = \"{}\"\n\
+             [[file]]\nto = \"/etc/added\"\ncontent = \"new\\n\"\n{extra}\n[output]\nformat = \"oci\"\n",
+            saved.join("layout").display()
+        )
+    };
+    let o = build(&recipe(""), work.path());
+    assert!(
+        o.status.success() && stderr(&o).is_empty(),
+        "{}",
+        stderr(&o)
+    );
+    let layers = |layout: &Path| -> Vec<String> {
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let digest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(digest)).unwrap())
+                .unwrap();
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let base = layers(&saved.join("layout"));
+    let ours = layers(&work.path().join("out/shared.oci"));
+    assert_eq!(ours.len(), base.len() + 1, "{ours:?}");
+    assert_eq!(ours[..base.len()], base[..]);
+    // umoci checks every diff_id of the result.
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!(
+            "{}:shared:latest",
+            work.path().join("out/shared.oci").display()
+        ))
+        .arg(work.path().join("unpacked")));
+    assert_eq!(
+        fs::read_to_string(work.path().join("unpacked/rootfs/etc/added")).unwrap(),
+        "new\n"
+    );
+    // Replacing a file of the base: one flattened layer, and the build says so.
+    let path = work.path().join("flat.toml");
+    fs::write(
+        &path,
+        recipe("[[file]]\nto = \"/opq/b\"\ncontent = \"replaced\\n\"\n"),
+    )
+    .unwrap();
+    let o = rootpack()
+        .arg("build")
+        .arg(&path)
+        .arg("--out")
+        .arg(work.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("one flattened layer") && stderr(&o).contains("/opq/b"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(layers(&work.path().join("out/shared.oci")).len(), 1);
+}

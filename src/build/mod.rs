@@ -182,7 +182,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     );
     // The e2fsprogs version mke2fs reports, for the manifest and the time fix-up.
     let mut version = None;
-    let warnings = Vec::new();
+    let mut warnings = Vec::new();
     // An OCI output: its image manifest's digest.
     let mut oci_manifest = None;
 
@@ -265,6 +265,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                         report: Default::default(),
                         usage,
                         recorded: None,
+                        base: None,
                     };
                     (dir.to_path_buf(), filled)
                 }
@@ -277,9 +278,8 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                     };
                     let tree_for = match recipe.output.format {
                         OutputFormat::Ext4 => TreeFor::Populate,
-                        OutputFormat::Archive(..)
-                        | OutputFormat::Oci
-                        | OutputFormat::OciArchive => TreeFor::Archive,
+                        OutputFormat::Archive(..) => TreeFor::Archive,
+                        OutputFormat::Oci | OutputFormat::OciArchive => TreeFor::Image,
                         OutputFormat::Dir => TreeFor::Itself,
                     };
                     let filled =
@@ -335,8 +335,28 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 OutputFormat::Oci | OutputFormat::OciArchive => {
                     let layout = work.path().join("layout");
                     let config = recipe.config.over(&filled.image_config);
+                    // The base image's layers as they are, when nothing replaced them.
+                    let mut base = None;
+                    let mut layer_tree = tree.clone();
+                    if let Some(b) = &filled.base {
+                        let delta = work.path().join("delta");
+                        match stage::delta_over_base(&tree, b, &delta).map_err(out_err(&tree))? {
+                        Ok(()) => {
+                            let sel = oci::Selector {
+                                reference: b.reference.clone(),
+                                platform: b.platform.clone(),
+                            };
+                            base = Some(oci::open(&b.path, &sel)?);
+                            layer_tree = delta;
+                        }
+                        Err(why) => warnings.push(format!(
+                            "wrote one flattened layer, not the base image's layers plus one: {why}"
+                        )),
+                    }
+                    }
                     let written = oci::write::write_layout(
-                        &tree,
+                        &layer_tree,
+                        base.as_ref(),
                         &layout,
                         &image_options(recipe, &config, sde),
                         &interrupted,

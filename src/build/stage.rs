@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::{BuildError, check_interrupt, out_err};
@@ -46,6 +47,8 @@ pub(super) struct Filled {
     pub usage: Usage,
     /// For an image tree filled without root: what each entry should be in the image.
     pub recorded: Option<RecordedTree>,
+    /// An OCI output whose recipe starts with a container image.
+    pub base: Option<Base>,
 }
 
 /// How the tree will be used.
@@ -58,6 +61,151 @@ pub(super) enum TreeFor {
     Populate,
     /// By the archive writer, which clamps times itself.
     Archive,
+    /// By the OCI writer: like an archive, and when the recipe starts with a container
+    /// image, what that image put in the tree is remembered, so that its layers can be
+    /// shipped as they are if nothing later removes or replaces them.
+    Image,
+}
+
+/// A container image the tree started from, and what it put there.
+pub(super) struct Base {
+    pub path: PathBuf,
+    pub reference: Option<String>,
+    pub platform: Option<String>,
+    /// Every path the image made, with what identifies its version (a folder: none).
+    pub snapshot: std::collections::HashMap<Vec<u8>, Option<Snap>>,
+}
+
+/// A file's identity and version: a later layer or step that replaces or changes it
+/// changes one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Snap {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+}
+
+fn snap(meta: &std::fs::Metadata) -> Option<Snap> {
+    use std::os::unix::fs::MetadataExt;
+    (!meta.is_dir()).then(|| Snap {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
+    })
+}
+
+fn snapshot(root: &Path) -> io::Result<std::collections::HashMap<Vec<u8>, Option<Snap>>> {
+    let mut out = std::collections::HashMap::new();
+    for walked in crate::tree::walk_named(root) {
+        let (name, entry) = walked.map_err(|(_, e)| e)?;
+        if name != b"." {
+            out.insert(name, snap(&entry.metadata().map_err(io::Error::from)?));
+        }
+    }
+    Ok(out)
+}
+
+/// What the recipe added over its base image, as a tree of its own in `delta` (files
+/// hard-linked from `root`, so their data is not copied), or why the base's layers cannot
+/// be kept: something of the base was removed or replaced.
+pub(super) fn delta_over_base(
+    root: &Path,
+    base: &Base,
+    delta: &Path,
+) -> io::Result<Result<(), String>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let base_inodes: HashSet<(u64, u64)> = base
+        .snapshot
+        .values()
+        .flatten()
+        .map(|s| (s.dev, s.ino))
+        .collect();
+    let mut seen = 0usize;
+    std::fs::create_dir(delta)?;
+    for walked in crate::tree::walk_named(root) {
+        let (name, entry) = walked.map_err(|(_, e)| e)?;
+        if name == b"." {
+            continue;
+        }
+        let meta = entry.metadata().map_err(io::Error::from)?;
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        match base.snapshot.get(&name) {
+            Some(was) => {
+                seen += 1;
+                if *was != snap(&meta) {
+                    return Ok(Err(format!(
+                        "/{shown} of the base image was replaced or changed"
+                    )));
+                }
+                continue;
+            }
+            None if !meta.is_dir() && base_inodes.contains(&(meta.dev(), meta.ino())) => {
+                return Ok(Err(format!(
+                    "/{shown} is a hard link to a file of the base image"
+                )));
+            }
+            None => {}
+        }
+        // New: into the delta, with its folders (their current metadata goes over the
+        // base's, as an upper layer's folder entry does).
+        let target = delta.join(std::ffi::OsStr::from_bytes(&name));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir(&target)?;
+            std::fs::set_permissions(
+                &target,
+                std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+            )?;
+        } else {
+            std::fs::hard_link(entry.path(), &target)?;
+        }
+    }
+    if seen < base.snapshot.len() {
+        return Ok(Err("a file of the base image was removed".into()));
+    }
+    // Folders made on the way to new files take their owner and times from the tree.
+    for walked in crate::tree::walk_named(delta) {
+        let (name, entry) = walked.map_err(|(_, e)| e)?;
+        if !entry.file_type().is_dir() {
+            continue;
+        }
+        let from = if name == b"." {
+            root.to_path_buf()
+        } else {
+            root.join(std::ffi::OsStr::from_bytes(&name))
+        };
+        let meta = std::fs::symlink_metadata(&from)?;
+        std::os::unix::fs::chown(entry.path(), Some(meta.uid()), Some(meta.gid())).or_else(
+            |e| {
+                if rustix::process::geteuid().is_root() {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            },
+        )?;
+        std::fs::set_permissions(
+            entry.path(),
+            std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+        )?;
+        let t = rustix::fs::Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            entry.path(),
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
+    Ok(Ok(()))
 }
 
 /// Fills the folder `root` as the recipe says, its programs from `closures`.
@@ -73,7 +221,8 @@ pub(super) fn fill(
     if tree_for == TreeFor::Populate {
         x = x.record_metadata();
     }
-    let (layers, image_config) = apply_layers(recipe, &mut x, progress)?;
+    let (layers, image_config, base) =
+        apply_layers(recipe, &mut x, progress, tree_for == TreeFor::Image, root)?;
     inject_all(recipe, closures, &mut x, sde)?;
     let (report, recorded) = x.finish_recorded()?;
     if let Some(t) = sde
@@ -89,6 +238,7 @@ pub(super) fn fill(
         report,
         usage,
         recorded,
+        base,
     })
 }
 
@@ -249,9 +399,12 @@ fn apply_layers(
     recipe: &Recipe,
     x: &mut Extractor,
     progress: bool,
-) -> Result<(Vec<LayerRecord>, Config), BuildError> {
+    keep_base: bool,
+    root: &Path,
+) -> Result<(Vec<LayerRecord>, Config, Option<Base>), BuildError> {
     let mut records = Vec::new();
     let mut config = Config::default();
+    let mut base = None;
     for layer in &recipe.layers {
         check_interrupt()?;
         // Hard-link identities (cpio inodes, host inodes) mean nothing across layers.
@@ -265,6 +418,14 @@ fn apply_layers(
         {
             let (record, image) = apply_image(x, path, reference, platform)?;
             config = image.over(&config);
+            if keep_base && records.is_empty() {
+                base = Some(Base {
+                    path: path.clone(),
+                    reference: reference.clone(),
+                    platform: platform.clone(),
+                    snapshot: snapshot(root).map_err(out_err(root))?,
+                });
+            }
             records.push(record);
             continue;
         }
@@ -303,7 +464,7 @@ fn apply_layers(
             layers: Vec::new(),
         });
     }
-    Ok((records, config))
+    Ok((records, config, base))
 }
 
 fn inject_all(

@@ -92,7 +92,7 @@ pub fn media_compression(media_type: &str) -> Option<Compression> {
     })
 }
 
-fn sniff(head: &[u8]) -> Compression {
+pub(super) fn sniff(head: &[u8]) -> Compression {
     if head.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {

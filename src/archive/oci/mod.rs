@@ -41,6 +41,8 @@ pub struct Layer {
     /// The blob's digest and size (unknown for a legacy Docker archive's layer.tar).
     pub digest: Option<(Digest, u64)>,
     pub compression: Option<Compression>,
+    /// The descriptor's media type (none in a Docker archive).
+    pub media_type: Option<String>,
     pub diff_id: Digest,
 }
 
@@ -376,6 +378,7 @@ fn load_manifest(image: &mut Image, d: &Descriptor) -> Result<(), OciError> {
             file: digest.blob_path(),
             digest: Some((digest, l.size)),
             compression: Some(compression),
+            media_type: Some(l.media_type.clone()),
             diff_id: parse_digest(image, diff)?,
         });
     }
@@ -454,6 +457,7 @@ fn load_docker(
             file: file.clone(),
             digest,
             compression: None,
+            media_type: None,
             diff_id,
         });
     }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -245,14 +245,65 @@ fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("image documents serialize")
 }
 
-/// Writes the tree as an OCI image layout in the (empty or new) folder `layout`.
+/// Copies a base image's layer blobs byte for byte (checked again on the way: the file may
+/// have changed since it was read), giving their descriptors and diff_ids.
+fn copy_base_layers(
+    blobs: &mut Blobs,
+    base: &super::Image,
+) -> Result<(Vec<Descriptor>, Vec<String>), WriteError> {
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for l in &base.layers {
+        let (mut from, size) = base.source.open_file(&l.file).map_err(io_at(&base.path))?;
+        let temp = blobs.dir.join("base.partial");
+        let mut out = Hashing::new(File::create(&temp).map_err(io_at(&temp))?);
+        let mut head = [0u8; 4];
+        let n = from.read(&mut head).map_err(io_at(&base.path))?;
+        out.write_all(&head[..n]).map_err(io_at(&temp))?;
+        io::copy(&mut from, &mut out).map_err(io_at(&base.path))?;
+        // A Docker archive names a layer by its uncompressed digest: the diff_id.
+        let (want, want_size) = l.digest.clone().unwrap_or((l.diff_id.clone(), size));
+        if out.digest() != want || out.size != want_size {
+            let _ = std::fs::remove_file(&temp);
+            return Err(WriteError::Io {
+                path: base.path.clone(),
+                source: io::Error::other(format!("layer {want} changed since it was read")),
+            });
+        }
+        let path = blobs.dir.join(want.hex());
+        std::fs::rename(&temp, &path).map_err(io_at(&path))?;
+        let media = l.media_type.clone().unwrap_or_else(|| {
+            match super::layer::sniff(&head[..n]) {
+                Compression::Gzip => spec::LAYER_GZIP,
+                Compression::Zstd => spec::LAYER_ZSTD,
+                Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            }
+            .into()
+        });
+        descriptors.push(descriptor(&media, &want, want_size));
+        diff_ids.push(l.diff_id.to_string());
+    }
+    Ok((descriptors, diff_ids))
+}
+
+/// Writes the tree as an OCI image layout in the (empty or new) folder `layout`: one layer
+/// of the tree, over `base`'s own layers when given (the tree then holds only what the
+/// recipe added).
 pub fn write_layout(
     tree: &Path,
+    base: Option<&super::Image>,
     layout: &Path,
     opts: &ImageOptions,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<Written, WriteError> {
     let mut blobs = Blobs::new(layout)?;
+    let (mut layers, mut diff_ids, mut history) = match base {
+        Some(image) => {
+            let (descriptors, diff_ids) = copy_base_layers(&mut blobs, image)?;
+            (descriptors, diff_ids, image.config.history.clone())
+        }
+        None => Default::default(),
+    };
     let (layer, layer_size, diff_id) = blobs.put_layer(tree, opts, interrupted)?;
     // RFC 3339, as the spec asks: "2023-11-14T22:13:20Z".
     let created = format!(
@@ -267,14 +318,20 @@ pub fn write_layout(
         config: Some(opts.config.clone()),
         rootfs: RootFs {
             kind: "layers".into(),
-            diff_ids: vec![diff_id.to_string()],
+            diff_ids: {
+                diff_ids.push(diff_id.to_string());
+                diff_ids
+            },
         },
-        history: vec![History {
-            created: Some(created),
-            created_by: Some(opts.history.clone()),
-            comment: None,
-            empty_layer: false,
-        }],
+        history: {
+            history.push(History {
+                created: Some(created),
+                created_by: Some(opts.history.clone()),
+                comment: None,
+                empty_layer: false,
+            });
+            history
+        },
     };
     let (config_digest, config_size) = blobs.put(&json(&config))?;
     let media = match opts.compression {
@@ -282,11 +339,16 @@ pub fn write_layout(
         Compression::Zstd => spec::LAYER_ZSTD,
         Compression::None => "application/vnd.oci.image.layer.v1.tar",
     };
+    layers.push(descriptor(media, &layer, layer_size));
+    let docker_layers = layers
+        .iter()
+        .map(|l| format!("blobs/sha256/{}", l.digest.trim_start_matches("sha256:")))
+        .collect();
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(spec::MANIFEST.into()),
         config: descriptor(spec::CONFIG, &config_digest, config_size),
-        layers: vec![descriptor(media, &layer, layer_size)],
+        layers,
     };
     let (manifest_digest, manifest_size) = blobs.put(&json(&manifest))?;
     let mut named = descriptor(spec::MANIFEST, &manifest_digest, manifest_size);
@@ -314,7 +376,7 @@ pub fn write_layout(
     let docker = vec![DockerEntry {
         config: config_digest.blob_path(),
         repo_tags: Some(vec![opts.tag.clone()]),
-        layers: vec![layer.blob_path()],
+        layers: docker_layers,
     }];
     write("manifest.json", &json(&docker))?;
     Ok(Written {
