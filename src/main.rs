@@ -742,6 +742,10 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
         userns: args.userns,
         seccomp,
         verify: !args.no_verify,
+        no_manifest: false,
+        timeout: None,
+        stage: None,
+        rootless: false,
     };
     // Like docker: 125 when the container could not be run at all.
     let outcome = match rootpack::run::run(&opts) {
@@ -752,6 +756,9 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
             return Ok(125);
         }
     };
+    if let Some(message) = &outcome.message {
+        eprintln!("rootpack: {message}");
+    }
     if let Some(notice) = &outcome.notice {
         eprintln!("rootpack: {notice}");
     }
