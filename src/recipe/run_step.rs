@@ -87,19 +87,29 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// Resolves every `[[run]]` table, in order.
-pub(super) fn resolve(ctx: &Ctx<'_>, specs: &[Spanned<RunSpec>]) -> Result<Vec<RunStep>, RecipeError> {
+pub(super) fn resolve(
+    ctx: &Ctx<'_>,
+    specs: &[Spanned<RunSpec>],
+) -> Result<Vec<RunStep>, RecipeError> {
     specs.iter().map(|s| resolve_one(ctx, s)).collect()
 }
 
 fn resolve_one(ctx: &Ctx<'_>, spanned: &Spanned<RunSpec>) -> Result<RunStep, RecipeError> {
     let spec = spanned.get_ref();
-    // The table's span starts at its first key; its header is the line above that.
-    let line = header_line(ctx, spanned.span().start);
+    // A table's span is its `[[run]]` header.
+    let line = ctx.line(spanned.span().start);
     let command = match (&spec.script, &spec.args) {
-        (Some(s), None) if !s.get_ref().trim().is_empty() => StepCommand::Script(s.get_ref().clone()),
+        (Some(s), None) if !s.get_ref().trim().is_empty() => {
+            StepCommand::Script(s.get_ref().clone())
+        }
         (None, Some(a)) if !a.get_ref().is_empty() => StepCommand::Args(a.get_ref().clone()),
         (Some(s), None) => return ctx.err(s.span(), "run.script: empty"),
-        (None, Some(a)) => return ctx.err(a.span(), "run.args: empty; give the program and its arguments"),
+        (None, Some(a)) => {
+            return ctx.err(
+                a.span(),
+                "run.args: empty; give the program and its arguments",
+            );
+        }
         _ => {
             return ctx.err(
                 spanned.span(),
@@ -107,14 +117,26 @@ fn resolve_one(ctx: &Ctx<'_>, spanned: &Spanned<RunSpec>) -> Result<RunStep, Rec
             );
         }
     };
-    if let Some(k) = spec.env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
-        return ctx.err(spanned.span(), format!("run.env: {k:?} is not a variable name"));
+    if let Some(k) = spec
+        .env
+        .keys()
+        .find(|k| k.is_empty() || k.contains(['=', '\0']))
+    {
+        return ctx.err(
+            spanned.span(),
+            format!("run.env: {k:?} is not a variable name"),
+        );
     }
     let workdir = match &spec.workdir {
-        Some(w) if !w.get_ref().starts_with('/') || RelPath::parse(w.get_ref().as_bytes()).is_err() => {
+        Some(w)
+            if !w.get_ref().starts_with('/') || RelPath::parse(w.get_ref().as_bytes()).is_err() =>
+        {
             return ctx.err(
                 w.span(),
-                format!("run.workdir = \"{}\": an absolute path in the image, without '..'", w.get_ref()),
+                format!(
+                    "run.workdir = \"{}\": an absolute path in the image, without '..'",
+                    w.get_ref()
+                ),
             );
         }
         w => w.as_ref().map(|w| w.get_ref().clone()),
@@ -123,7 +145,10 @@ fn resolve_one(ctx: &Ctx<'_>, spanned: &Spanned<RunSpec>) -> Result<RunStep, Rec
         Some(u) if crate::run::user::UserSpec::parse(u.get_ref()).is_none() => {
             return ctx.err(
                 u.span(),
-                format!("run.user = \"{}\": expected UID[:GID] or NAME[:GROUP]", u.get_ref()),
+                format!(
+                    "run.user = \"{}\": expected UID[:GID] or NAME[:GROUP]",
+                    u.get_ref()
+                ),
             );
         }
         u => u.as_ref().map(|u| u.get_ref().clone()),
@@ -132,7 +157,10 @@ fn resolve_one(ctx: &Ctx<'_>, spanned: &Spanned<RunSpec>) -> Result<RunStep, Rec
         None | Some((_, "none")) => StepNetwork::None,
         Some((_, "host")) => StepNetwork::Host,
         Some((n, other)) => {
-            return ctx.err(n.span(), format!("run.network = \"{other}\": one of none, host"));
+            return ctx.err(
+                n.span(),
+                format!("run.network = \"{other}\": one of none, host"),
+            );
         }
     };
     let mounts = spec
@@ -188,15 +216,6 @@ fn mount(ctx: &Ctx<'_>, m: &Spanned<String>) -> Result<StepMount, RecipeError> {
         target,
         read_only,
     })
-}
-
-/// The line of the `[[run]]` header a table's keys follow.
-fn header_line(ctx: &Ctx<'_>, key_offset: usize) -> usize {
-    let before = &ctx.text[..key_offset.min(ctx.text.len())];
-    match before.rfind("[[run]]") {
-        Some(at) => ctx.line(at),
-        None => ctx.line(key_offset),
-    }
 }
 
 #[cfg(test)]

@@ -103,11 +103,7 @@ fn drain(out: &OwnedFd, buf: &mut [u8], output: &mut dyn FnMut(&[u8])) -> bool {
 
 /// Handles the pending signals: passes each on to the init, or kills it for an ending
 /// one; returns the init's status once it has exited.
-fn take_signals(
-    pid: i32,
-    sfd: &OwnedFd,
-    ending: &mut Option<libc::c_int>,
-) -> Option<libc::c_int> {
+fn take_signals(pid: i32, sfd: &OwnedFd, ending: &mut Option<libc::c_int>) -> Option<libc::c_int> {
     let mut exited = None;
     loop {
         // SAFETY: reading whole signalfd_siginfo records into a zeroed one.

@@ -196,8 +196,7 @@ fn process_spec(
         };
         env.push(("HOME".into(), home.into()));
     }
-    let interactive =
-        console.is_some() || (!captured && rustix::termios::isatty(std::io::stdin()));
+    let interactive = console.is_some() || (!captured && rustix::termios::isatty(std::io::stdin()));
     if interactive && !env.iter().any(|(k, _)| k == "TERM") {
         env.push((
             "TERM".into(),
@@ -407,10 +406,10 @@ fn rootfs_spec(opts: &RunOptions, image: PathBuf, folder: bool) -> Result<Rootfs
     })
 }
 
-fn start(
-    opts: &RunOptions,
-    output: Option<&mut dyn FnMut(&[u8])>,
-) -> Result<Outcome, RunError> {
+/// Where a captured container's output goes.
+type OutputSink<'a> = &'a mut dyn FnMut(&[u8]);
+
+fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, RunError> {
     let t0 = std::time::Instant::now();
     let Resolved {
         image,
@@ -585,8 +584,9 @@ fn start(
     drop(go_w);
     log::debug!("container started ({:.1} ms)", ms(t0));
     let (status, timed_out) = match (out_r, output) {
-        (Some(out_r), Some(output)) => capture::wait(pid, &set, &out_r, opts.timeout, output)
-            .map_err(RunError::Start)?,
+        (Some(out_r), Some(output)) => {
+            capture::wait(pid, &set, &out_r, opts.timeout, output).map_err(RunError::Start)?
+        }
         _ if opts.timeout.is_some() => {
             capture::wait(pid, &set, &io_null()?, opts.timeout, &mut |_| {})
                 .map_err(RunError::Start)?
@@ -779,7 +779,11 @@ fn child_main(go: OwnedFd, err: OwnedFd, child: Child<'_>, old_mask: &libc::sigs
                 || libc::dup2(out.as_raw_fd(), 1) < 0
                 || libc::dup2(out.as_raw_fd(), 2) < 0
             {
-                init::fail(err_fd, 125, "setting up the container: redirecting its output");
+                init::fail(
+                    err_fd,
+                    125,
+                    "setting up the container: redirecting its output",
+                );
             }
             libc::close(null);
         }
