@@ -489,3 +489,29 @@ fn rootless_builds_run_steps_as_root_of_a_user_namespace() {
     assert!(stderr(&o).contains("Invalid argument"), "{}", stderr(&o));
     assert!(leaks(&out).is_empty(), "{:?}", leaks(&out));
 }
+
+/// The README's Debian recipe is a valid recipe: it gets as far as reading its layer (which
+/// needs a real Debian rootfs tarball and the network, so it is not built here).
+#[test]
+fn the_readme_debian_recipe_parses() {
+    let readme = fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
+    let section = readme.split("## Build steps").nth(1).unwrap();
+    let text = section
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let w = tempfile::tempdir().unwrap();
+    fs::write(w.path().join("debian-bookworm-rootfs.tar.zst"), b"").unwrap();
+    fs::create_dir_all(w.path().join("cache/apt")).unwrap();
+    let recipe = write(w.path(), "debian-tools", text);
+    let o = build(&recipe, &w.path().join("out"), &["-q"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("layer ") && err.contains("debian-bookworm-rootfs.tar.zst"),
+        "{err}"
+    );
+}
