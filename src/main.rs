@@ -39,6 +39,7 @@ fn usage<T>(message: impl Into<String>) -> Result<T> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let quiet = cli.quiet;
     interrupt::install();
     let verbose = cli.verbose.saturating_add(cli.command.verbosity());
     init_logging(if cli.quiet { 0 } else { verbose });
@@ -51,10 +52,29 @@ fn main() -> ExitCode {
                 return ExitCode::from(128 + signal as u8);
             }
             eprintln!("rootpack: {}", one_line(&e));
+            if quiet {
+                print_step_tail(&e);
+            }
             if e.downcast_ref::<Usage>().is_some() {
                 return ExitCode::from(2);
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// With `-q` a failed step's output was not shown as it came: its last lines, under the
+/// error that names the step.
+fn print_step_tail(e: &anyhow::Error) {
+    let step = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<build::BuildError>() {
+            Some(build::BuildError::Step(s)) => Some(s),
+            _ => None,
+        });
+    if let Some(s) = step {
+        for line in &s.tail {
+            eprintln!("run {}| {line}", s.number);
         }
     }
 }
@@ -428,6 +448,10 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
             MethodArg::Mount => Method::Mount,
         }),
         progress: !quiet,
+        step_output: (!quiet).then(|| {
+            std::sync::Arc::new(|n: usize, line: &str| eprintln!("run {n}| {line}"))
+                as build::steps::StepSink
+        }),
     };
     let built =
         build::build(&recipe, &opts).with_context(|| format!("building {}", path.display()))?;
@@ -742,6 +766,10 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
         userns: args.userns,
         seccomp,
         verify: !args.no_verify,
+        no_manifest: false,
+        timeout: None,
+        stage: None,
+        rootless: false,
     };
     // Like docker: 125 when the container could not be run at all.
     let outcome = match rootpack::run::run(&opts) {
@@ -752,6 +780,9 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
             return Ok(125);
         }
     };
+    if let Some(message) = &outcome.message {
+        eprintln!("rootpack: {message}");
+    }
     if let Some(notice) = &outcome.notice {
         eprintln!("rootpack: {notice}");
     }

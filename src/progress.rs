@@ -19,3 +19,18 @@ pub fn bytes_bar(total: u64, quiet: bool, message: &str) -> Option<ProgressBar> 
     bar.set_message(message.to_string());
     Some(bar)
 }
+
+/// A spinner with a message (a build step running), or `None` when it would only be noise.
+/// Lines printed through [`ProgressBar::suspend`] appear above it.
+pub fn spinner(quiet: bool, message: &str) -> Option<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_message(message.to_string());
+    bar.tick();
+    Some(bar)
+}

@@ -12,6 +12,9 @@ use crate::archive::Compression;
 use crate::archive::pack::PackFormat;
 use crate::tree::safe_path::RelPath;
 
+mod run_step;
+pub use run_step::{RunStep, StepCommand, StepMount, StepNetwork, parse_duration};
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
     #[error("{path}")]
@@ -52,6 +55,8 @@ struct RecipeFile {
     limits: LimitsSpec,
     #[serde(default)]
     output: OutputSpec,
+    #[serde(default, rename = "run")]
+    steps: Vec<Spanned<run_step::RunSpec>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +374,8 @@ pub struct Recipe {
     pub config: Config,
     pub limits: Limits,
     pub output: Output,
+    /// `[[run]]` steps, in recipe order.
+    pub steps: Vec<RunStep>,
 }
 
 /// Parses "256M", "1G", "4096", "512MiB" into bytes (binary units).
@@ -754,6 +761,8 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         }
     };
 
+    let steps = run_step::resolve(&ctx, &file.steps)?;
+
     Ok(Recipe {
         path: path.to_path_buf(),
         sha256: crate::digest::sha256_hex(&bytes),
@@ -802,6 +811,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
             tag,
             layer_zstd,
         },
+        steps,
     })
 }
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 mod stage;
+pub mod steps;
 
 use stage::TreeFor;
 
@@ -68,6 +69,8 @@ pub enum BuildError {
     },
     #[error("interrupted")]
     Interrupted,
+    #[error(transparent)]
+    Step(#[from] steps::StepError),
 }
 
 pub struct BuildOptions {
@@ -77,6 +80,9 @@ pub struct BuildOptions {
     /// Overrides the recipe's output.method.
     pub method: Option<Method>,
     pub progress: bool,
+    /// Where the lines `[[run]]` steps print go; `None`: nowhere (they are still in the
+    /// error of a step that fails).
+    pub step_output: Option<steps::StepSink>,
 }
 
 pub struct Built {
@@ -145,9 +151,12 @@ fn check_interrupt() -> Result<(), BuildError> {
 /// build must be reproducible (a source date epoch is set) or we are not root, else
 /// `mount`, which measured faster, unless the tree turns out to be one of many small files
 /// (see [`ext4::Usage::small_files`]).
-fn resolve_method(asked: Method, sde: Option<i64>) -> Method {
+fn resolve_method(asked: Method, sde: Option<i64>, steps: bool) -> Method {
     match asked {
-        Method::Auto if sde.is_some() || !rustix::process::geteuid().is_root() => Method::Populate,
+        // Steps change the tree in ways no estimate foresees: the image is sized after.
+        Method::Auto if sde.is_some() || steps || !rustix::process::geteuid().is_root() => {
+            Method::Populate
+        }
         Method::Auto => Method::Mount,
         other => other,
     }
@@ -158,7 +167,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     let t = std::time::Instant::now();
     let sde = opts.source_date_epoch.or(recipe.source_date_epoch);
     let asked = opts.method.unwrap_or(recipe.output.method);
-    let mut method = resolve_method(asked, sde);
+    let mut method = resolve_method(asked, sde, !recipe.steps.is_empty());
     let ext4 = recipe.output.format == OutputFormat::Ext4;
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).map_err(out_err(out))?;
@@ -167,6 +176,13 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         return Err(BuildError::MountNeedsRoot);
     }
     let work = TempDir::beside(&out.join(&recipe.name)).map_err(out_err(out))?;
+    let steps = steps::Steps {
+        recipe,
+        sde,
+        work: work.path(),
+        sink: opts.step_output.clone(),
+        progress: opts.progress,
+    };
     let extension = recipe.output.format.extension();
     // A folder image is OUT/NAME, run like `systemd-nspawn -D OUT/NAME`.
     let image = match recipe.output.format {
@@ -210,17 +226,32 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
             let mnt = work.path().join("mnt");
             std::fs::create_dir(&mnt).map_err(out_err(&mnt))?;
             let mut filled = None;
-            ext4::populate_by_mount(file.temp_path(), &mnt, &mut |target| {
-                filled = Some(stage::fill(
+            let mut step_failed = None;
+            let populated = ext4::populate_by_mount(file.temp_path(), &mnt, &mut |target| {
+                let f = stage::fill(
                     recipe,
                     &closures,
                     target,
                     sde,
                     opts.progress,
                     TreeFor::Itself,
-                )?);
+                    &steps,
+                );
+                match f {
+                    Ok(f) => filled = Some(f),
+                    // Said as it is, not as a failure to fill the image.
+                    Err(BuildError::Step(e)) => {
+                        step_failed = Some(e);
+                        return Err("a run step failed".into());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 Ok(())
-            })?;
+            });
+            if let Some(e) = step_failed {
+                return Err(BuildError::Step(e));
+            }
+            populated?;
             let filled = filled.ok_or(BuildError::Interrupted)?;
             log::debug!(
                 "image filled: {} files ({:.2}s)",
@@ -282,8 +313,15 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                         OutputFormat::Oci | OutputFormat::OciArchive => TreeFor::Image,
                         OutputFormat::Dir => TreeFor::Itself,
                     };
-                    let filled =
-                        stage::fill(recipe, &closures, &staging, sde, opts.progress, tree_for)?;
+                    let filled = stage::fill(
+                        recipe,
+                        &closures,
+                        &staging,
+                        sde,
+                        opts.progress,
+                        tree_for,
+                        &steps,
+                    )?;
                     log::debug!(
                         "staging tree: {} files ({:.2}s)",
                         filled.usage.files,
@@ -381,6 +419,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 sha256,
             )
         };
+    drop(steps);
     drop(work);
     log::debug!("image written and hashed ({:.2}s)", secs(t));
 
@@ -488,7 +527,8 @@ fn unchanged_dir_layer(recipe: &Recipe) -> Option<&Path> {
         && recipe.files.is_empty()
         && recipe.dirs.is_empty()
         && recipe.symlinks.is_empty()
-        && recipe.mountpoints.is_empty();
+        && recipe.mountpoints.is_empty()
+        && recipe.steps.is_empty();
     match recipe.layers.as_slice() {
         [Layer::Dir(dir)] if nothing_added => Some(dir),
         _ => None,

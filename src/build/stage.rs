@@ -216,6 +216,7 @@ pub(super) fn fill(
     sde: Option<i64>,
     progress: bool,
     tree_for: TreeFor,
+    steps: &super::steps::Steps<'_>,
 ) -> Result<Filled, BuildError> {
     let mut x = Extractor::new(Root::open(root).map_err(out_err(root))?, false);
     if tree_for == TreeFor::Populate {
@@ -224,7 +225,9 @@ pub(super) fn fill(
     let (layers, image_config, base) =
         apply_layers(recipe, &mut x, progress, tree_for == TreeFor::Image, root)?;
     inject_all(recipe, closures, &mut x, sde)?;
-    let (report, recorded) = x.finish_recorded()?;
+    let (report, mut recorded) = x.finish_recorded()?;
+    // After everything else is in place; before times are clamped and the tree measured.
+    steps.run_all(root, recorded.as_mut())?;
     if let Some(t) = sde
         && tree_for == TreeFor::Itself
     {

@@ -81,6 +81,22 @@ pub fn exit_code(status: libc::c_int) -> i32 {
     }
 }
 
+/// What the init writes on the error pipe when the command was killed by a signal (the
+/// init's own status can only say 128+N, as an exit code).
+const SIGNALED: &str = "\0killed by signal ";
+
+/// Splits the error pipe's text into the message and the signal the init reported.
+pub fn split_signal(mut message: String) -> (String, Option<i32>) {
+    match message.find(SIGNALED) {
+        Some(at) => {
+            let signal = message[at + SIGNALED.len()..].trim().parse().ok();
+            message.truncate(at);
+            (message, signal)
+        }
+        None => (message, None),
+    }
+}
+
 /// Writes a one-line error to the parent and exits with `code`. Never returns.
 pub fn fail(err_fd: RawFd, code: i32, message: &str) -> ! {
     let mut f = std::mem::ManuallyDrop::new(unsafe_file(err_fd));
@@ -269,10 +285,9 @@ pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t) ->
     let _ = security::set_non_dumpable();
     let _ = security::limit_bounding_set(0);
     let _ = security::set_capabilities(0);
-    // SAFETY: closing our copies of the error pipe and console socket; the command holds
-    // its own.
+    // SAFETY: closing our copy of the console socket; the command holds its own. The
+    // error pipe stays, to report a signal (close-on-exec: the command's copy is gone).
     unsafe {
-        libc::close(err_fd);
         if let Some(socket) = spec.console {
             libc::close(socket);
         }
@@ -303,6 +318,11 @@ pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t) ->
                     continue;
                 }
                 if pid == child {
+                    if libc::WIFSIGNALED(status) {
+                        let mut f = std::mem::ManuallyDrop::new(unsafe_file(err_fd));
+                        let text = format!("{SIGNALED}{}", libc::WTERMSIG(status));
+                        let _ = f.write_all(text.as_bytes());
+                    }
                     // Leaving kills whatever else is left in the namespace.
                     // SAFETY: exiting the init.
                     unsafe { libc::_exit(exit_code(status)) };

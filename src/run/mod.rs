@@ -8,6 +8,7 @@
 //! even if the parent is killed, and the child dies with the parent (PDEATHSIG), which
 //! tears down its namespaces, mounts and loop device.
 
+mod capture;
 pub mod cgroup;
 pub mod init;
 pub mod rootfs;
@@ -58,6 +59,18 @@ pub struct RunOptions {
     pub seccomp: seccomp::Seccomp,
     /// Check the image against its manifest's sha256 before mounting it.
     pub verify: bool,
+    /// Read no manifest beside the image (a tree being built has none yet): no config,
+    /// limits or digest from it, and nothing recorded in one afterwards.
+    pub no_manifest: bool,
+    /// Kill the container, its whole PID namespace, after this long
+    /// ([`Outcome::timed_out`]).
+    pub timeout: Option<std::time::Duration>,
+    /// Where the root is put together before `pivot_root`; default [`rootfs::STAGE`]. It
+    /// is only a mount point: the container mounts a tmpfs of its own on it.
+    pub stage: Option<PathBuf>,
+    /// Started without root: a user namespace maps only the caller's uid and gid, as
+    /// root; no cgroup and no loop device, so only a folder can be the root.
+    pub rootless: bool,
 }
 
 /// The host uid (and gid) the container's root becomes with `--userns`; the container's
@@ -86,7 +99,14 @@ pub enum RunError {
 /// How the container ended.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The command's status; 128+N when signal N killed it.
     pub exit_code: i32,
+    /// The signal that killed the command, if one did.
+    pub signal: Option<i32>,
+    /// Killed because [`RunOptions::timeout`] passed.
+    pub timed_out: bool,
+    /// Why the command could not be started (with status 126 or 127).
+    pub message: Option<String>,
     /// Killed by the memory limit: the limit in bytes.
     pub oom_limit: Option<u64>,
     /// Something the caller should hear about that did not stop the run.
@@ -120,6 +140,7 @@ fn process_spec(
     m: Option<&Manifest>,
     caps: u64,
     console: Option<RawFd>,
+    captured: bool,
 ) -> Result<ProcessSpec, RunError> {
     let config = m.map(|m| m.config.clone()).unwrap_or_default();
     let argv: Vec<String> = if let Some(entrypoint) = &opts.entrypoint {
@@ -175,7 +196,7 @@ fn process_spec(
         };
         env.push(("HOME".into(), home.into()));
     }
-    let interactive = console.is_some() || rustix::termios::isatty(std::io::stdin());
+    let interactive = console.is_some() || (!captured && rustix::termios::isatty(std::io::stdin()));
     if interactive && !env.iter().any(|(k, _)| k == "TERM") {
         env.push((
             "TERM".into(),
@@ -206,7 +227,7 @@ fn process_spec(
         user_name,
         capabilities: caps,
         console,
-        foreground: console.is_none() && in_terminal_foreground(),
+        foreground: console.is_none() && !captured && in_terminal_foreground(),
         path,
         seccomp: seccomp::filter_for(&opts.seccomp, caps).map_err(RunError::Invalid)?,
     })
@@ -292,15 +313,48 @@ fn describe(head: &[u8]) -> Option<String> {
     None
 }
 
-/// Starts the container and waits for it.
+/// Starts the container and waits for it. The command's stdin, stdout and stderr are
+/// rootpack's own.
 pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
+    start(opts, None)
+}
+
+/// Starts the container with stdin from `/dev/null` and stdout and stderr into one pipe,
+/// whose bytes go to `output` as they come, and waits for it. Nothing is printed. A
+/// SIGINT, SIGTERM or SIGHUP that reaches rootpack meanwhile kills the container and is
+/// left pending for the caller (see [`crate::interrupt`]).
+pub fn run_with_output(
+    opts: &RunOptions,
+    output: &mut dyn FnMut(&[u8]),
+) -> Result<Outcome, RunError> {
+    start(opts, Some(output))
+}
+
+/// What the container is started from, after the manifest (if any) is read and checked.
+struct Resolved {
+    image: PathBuf,
+    manifest: Option<Manifest>,
+    folder: bool,
+}
+
+fn resolve_image(opts: &RunOptions) -> Result<Resolved, RunError> {
     let t0 = std::time::Instant::now();
     let image = std::fs::canonicalize(&opts.image).map_err(|source| RunError::Image {
         path: opts.image.clone(),
         source,
     })?;
-    let manifest = manifest_for(&opts.image)?;
+    let manifest = if opts.no_manifest {
+        None
+    } else {
+        manifest_for(&opts.image)?
+    };
     let folder = check_image(&image, &opts.image, manifest.as_ref())?;
+    if opts.rootless && !folder {
+        return Err(RunError::Invalid(format!(
+            "{}: without root only a folder can be a container's root",
+            opts.image.display()
+        )));
+    }
     // A folder has no digest to check; neither has a manifest that records none.
     if opts.verify
         && !folder
@@ -314,9 +368,15 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
             ms(t0)
         );
     }
-    let caps =
-        security::capability_mask(&opts.cap_add, &opts.cap_drop).map_err(RunError::Invalid)?;
-    let rootfs = RootfsSpec {
+    Ok(Resolved {
+        image,
+        manifest,
+        folder,
+    })
+}
+
+fn rootfs_spec(opts: &RunOptions, image: PathBuf, folder: bool) -> Result<RootfsSpec, RunError> {
+    Ok(RootfsSpec {
         image,
         folder,
         writable: opts.writable,
@@ -339,7 +399,26 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
             .map(|t| image_path(t, "--tmpfs"))
             .collect::<Result<_, _>>()?,
         net_host: opts.net_host,
-    };
+        stage: opts
+            .stage
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(rootfs::STAGE)),
+    })
+}
+
+/// Where a captured container's output goes.
+type OutputSink<'a> = &'a mut dyn FnMut(&[u8]);
+
+fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, RunError> {
+    let t0 = std::time::Instant::now();
+    let Resolved {
+        image,
+        manifest,
+        folder,
+    } = resolve_image(opts)?;
+    let caps =
+        security::capability_mask(&opts.cap_add, &opts.cap_drop).map_err(RunError::Invalid)?;
+    let rootfs = rootfs_spec(opts, image, folder)?;
     let limits_from = manifest
         .as_ref()
         .map(|m| m.limits.clone())
@@ -361,7 +440,8 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         None
     };
     let console_fd = console.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
-    let spec = process_spec(opts, manifest.as_ref(), caps, console_fd)?;
+    let captured = output.is_some();
+    let spec = process_spec(opts, manifest.as_ref(), caps, console_fd, captured)?;
     log::info!(
         "running {:?} in a container from {} ({})",
         spec.argv,
@@ -373,7 +453,9 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         }
     );
 
-    std::fs::create_dir_all(rootfs::STAGE).map_err(RunError::Start)?;
+    if opts.stage.is_none() {
+        std::fs::create_dir_all(rootfs::STAGE).map_err(RunError::Start)?;
+    }
     let id = format!(
         "rootpack-{}-{}",
         std::process::id(),
@@ -381,7 +463,12 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos())
     );
-    let layout = cgroup::Layout::detect();
+    // Without root there is no cgroup to make: the PID namespace alone holds the tasks.
+    let layout = if opts.rootless {
+        cgroup::Layout::None
+    } else {
+        cgroup::Layout::detect()
+    };
     let cg = cgroup::Cgroup::create(&layout, &id, &limits).map_err(RunError::Cgroup)?;
     log::debug!(
         "cgroup {id}: memory {:?}, pids {:?}, cpus {:?} ({:.1} ms)",
@@ -394,6 +481,11 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
 
     let (go_r, go_w) = pipe().map_err(RunError::Start)?;
     let (err_r, err_w) = pipe().map_err(RunError::Start)?;
+    let out = if captured {
+        Some(pipe().map_err(RunError::Start)?)
+    } else {
+        None
+    };
     let set = init::signal_set();
     let mask = RestoreMask(init::block(&set));
     if crate::interrupt::interrupted() {
@@ -405,9 +497,11 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     if !opts.net_host {
         flags |= libc::CLONE_NEWNET;
     }
-    if opts.userns {
+    if opts.userns || opts.rootless {
         flags |= libc::CLONE_NEWUSER;
     }
+    // Read before the clone: the child must not allocate for them.
+    let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
     // SAFETY: clone without CLONE_VM behaves as fork; we are single-threaded here.
     let pid = unsafe {
         libc::syscall(
@@ -426,24 +520,37 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         drop(go_w);
         drop(err_r);
         drop(watcher);
+        let out_w = out.map(|(r, w)| {
+            drop(r);
+            w
+        });
         let child = Child {
             rootfs: &rootfs,
             spec: &spec,
             hostname: &hostname,
             layout: &layout,
             opts,
+            output: out_w,
         };
-        child_main(go_r, err_w, &child, &mask.0);
+        child_main(go_r, err_w, child, &mask.0);
     }
     let pid = pid as i32;
     log::debug!(
         "cloned pid {pid} into new namespaces: mount, uts, ipc, pid{}{} ({:.1} ms)",
         if opts.net_host { "" } else { ", net" },
-        if opts.userns { ", user" } else { "" },
+        if opts.userns || opts.rootless {
+            ", user"
+        } else {
+            ""
+        },
         ms(t0)
     );
     drop(go_r);
     drop(err_w);
+    let out_r = out.map(|(r, w)| {
+        drop(w);
+        r
+    });
     let console = console.map(|(ours, theirs)| {
         drop(theirs);
         ours
@@ -451,7 +558,10 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     // The child builds its filesystem meanwhile (in a user namespace, we mount the image
     // for it); if that already failed, the write below meets a closed pipe and the child's
     // own message says why.
-    let prepared = if opts.userns {
+    let prepared = if opts.rootless {
+        map_caller_as_root(pid, uid.as_raw(), gid.as_raw())
+            .map_err(|e| RunError::Setup(e.to_string()))
+    } else if opts.userns {
         prepare_userns(pid, &rootfs).map_err(|e| RunError::Setup(e.to_string()))
     } else {
         Ok(())
@@ -473,37 +583,40 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
     let _ = rustix::io::write(&go_w, b"1");
     drop(go_w);
     log::debug!("container started ({:.1} ms)", ms(t0));
-    let pty = console.as_ref().and_then(tty::receive_master);
-    let relay = pty.as_ref().map(|p| p.relay());
-    let status = wait_forwarding(pid, &set, pty.as_ref());
-    if let Some(relay) = relay {
-        relay.finish();
-    }
+    let (status, timed_out) = match (out_r, output) {
+        (Some(out_r), Some(output)) => {
+            capture::wait(pid, &set, &out_r, opts.timeout, output).map_err(RunError::Start)?
+        }
+        _ if opts.timeout.is_some() => {
+            capture::wait(pid, &set, &io_null()?, opts.timeout, &mut |_| {})
+                .map_err(RunError::Start)?
+        }
+        _ => {
+            let pty = console.as_ref().and_then(tty::receive_master);
+            let relay = pty.as_ref().map(|p| p.relay());
+            let status = wait_forwarding(pid, &set, pty.as_ref());
+            if let Some(relay) = relay {
+                relay.finish();
+            }
+            (status, false)
+        }
+    };
     drop(mask);
     if spec.foreground {
         tty::take_terminal_back();
     }
-    let message = read_message(err_r);
+    let (message, init_signal) = init::split_signal(read_message(err_r));
     // Only when the command itself died of SIGKILL under a memory limit: a helper process
     // killed by the OOM killer while the command went on is not the container's end.
     let oom = limits.memory.is_some() && init::exit_code(status) == 137 && cg.oom_kills() > 0;
     // Removed on drop, retrying briefly while the kernel finishes tearing down.
     drop(cg);
     drop(watcher);
-    if !message.is_empty() && status != 0 && !oom {
-        let code = init::exit_code(status);
-        if code == 125 {
-            return Err(RunError::Setup(message));
-        }
-        // 126/127: the command could not be started; say why, keep the status.
-        eprintln!("rootpack: {message}");
-    }
     let exit_code = init::exit_code(status);
-    log::debug!(
-        "container ended with status {} ({:.1} ms)",
-        init::exit_code(status),
-        ms(t0)
-    );
+    if !message.is_empty() && status != 0 && !oom && exit_code == 125 && !timed_out {
+        return Err(RunError::Setup(message));
+    }
+    log::debug!("container ended with status {exit_code} ({:.1} ms)", ms(t0));
     let notice = match &manifest {
         Some(m) if opts.writable && !folder => {
             let path = crate::manifest::path_for(&opts.image);
@@ -518,11 +631,39 @@ pub fn run(opts: &RunOptions) -> Result<Outcome, RunError> {
         }
         _ => None,
     };
+    let signal = if libc::WIFSIGNALED(status) {
+        Some(libc::WTERMSIG(status))
+    } else {
+        init_signal
+    };
     Ok(Outcome {
         exit_code: if oom { 137 } else { exit_code },
+        signal,
+        timed_out,
+        // 126/127: the command could not be started; the caller says why.
+        message: (!message.is_empty() && status != 0 && !oom).then_some(message),
         oom_limit: oom.then_some(limits.memory.unwrap_or(0)),
         notice,
     })
+}
+
+/// A pipe's read end that no one writes to, for a wait with a timeout but no output.
+fn io_null() -> Result<OwnedFd, RunError> {
+    let (r, _w) = pipe().map_err(RunError::Start)?;
+    Ok(r)
+}
+
+/// For a child in a user namespace of its own (a rootless start): the caller's uid and
+/// gid become its root, the only ids it has. Unprivileged, `setgroups` must be refused
+/// first.
+fn map_caller_as_root(pid: i32, uid: u32, gid: u32) -> io::Result<()> {
+    let write = |file: &str, text: String| {
+        std::fs::write(format!("/proc/{pid}/{file}"), text)
+            .map_err(|e| io::Error::new(e.kind(), format!("writing {file}: {e}")))
+    };
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("0 {uid} 1\n"))?;
+    write("gid_map", format!("0 {gid} 1\n"))
 }
 
 /// Milliseconds since `t`, for the verbose timings.
@@ -613,19 +754,41 @@ struct Child<'a> {
     hostname: &'a str,
     layout: &'a cgroup::Layout,
     opts: &'a RunOptions,
+    /// Where stdout and stderr go (stdin is then `/dev/null`); `None`: rootpack's own.
+    output: Option<OwnedFd>,
 }
 
 /// The cloned child: becomes the container. Never returns.
-fn child_main(go: OwnedFd, err: OwnedFd, child: &Child<'_>, old_mask: &libc::sigset_t) -> ! {
+fn child_main(go: OwnedFd, err: OwnedFd, child: Child<'_>, old_mask: &libc::sigset_t) -> ! {
     let Child {
         rootfs,
         spec,
         hostname,
         layout,
         opts,
-    } = *child;
+        output,
+    } = child;
     let err_fd = err.as_raw_fd();
     std::mem::forget(err);
+    if let Some(out) = output {
+        // SAFETY: dup2 onto the standard fds of this single-threaded child.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if null < 0
+                || libc::dup2(null, 0) < 0
+                || libc::dup2(out.as_raw_fd(), 1) < 0
+                || libc::dup2(out.as_raw_fd(), 2) < 0
+            {
+                init::fail(
+                    err_fd,
+                    125,
+                    "setting up the container: redirecting its output",
+                );
+            }
+            libc::close(null);
+        }
+        drop(out);
+    }
     // Before any path from the user or the manifest is resolved: no fd of the caller's
     // (a leaked host folder, CVE-2024-21626) survives into the container.
     let mut keep = vec![go.as_raw_fd(), err_fd];
@@ -642,7 +805,7 @@ fn child_main(go: OwnedFd, err: OwnedFd, child: &Child<'_>, old_mask: &libc::sig
         // The filesystem is built while rootpack moves us into the cgroup (a v1 move
         // waits for an RCU grace period); nothing runs in the container before both. In a
         // user namespace rootpack mounts the image for us first.
-        if !opts.userns {
+        if !opts.userns && !opts.rootless {
             rootfs::setup(rootfs)?;
         }
         let mut byte = [0u8; 1];
@@ -651,7 +814,10 @@ fn child_main(go: OwnedFd, err: OwnedFd, child: &Child<'_>, old_mask: &libc::sig
             unsafe { libc::_exit(125) };
         }
         drop(go);
-        if opts.userns {
+        if opts.rootless {
+            // Mapped now: we are the namespace's root, which owns every mount made here.
+            rootfs::setup(rootfs)?;
+        } else if opts.userns {
             // Cloned with the host's root ids, which the new namespace does not map: become
             // its root (host uid USERNS_BASE) before touching any file.
             security::switch_ids(0, 0)?;

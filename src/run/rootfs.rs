@@ -47,6 +47,9 @@ pub struct RootfsSpec {
     pub volumes: Vec<Volume>,
     pub tmpfs: Vec<RelPath>,
     pub net_host: bool,
+    /// An empty folder to assemble the root on (a tmpfs is mounted there first, inside
+    /// the container's mount namespace); usually [`STAGE`].
+    pub stage: PathBuf,
 }
 
 fn err(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
@@ -118,7 +121,7 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
     )
     .map_err(io::Error::from)
     .map_err(err("making / private"))?;
-    let stage = Path::new(STAGE);
+    let stage = spec.stage.as_path();
     mount(
         "tmpfs",
         stage,
@@ -215,7 +218,7 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
 /// The rest, inside the container's namespaces: volumes, tmpfs, /proc, /sys, /dev,
 /// `pivot_root` and the masks.
 pub fn finish(spec: &RootfsSpec) -> io::Result<()> {
-    let merged = Path::new(STAGE).join("root");
+    let merged = spec.stage.join("root");
     let root = Root::open(&merged)?;
     for v in &spec.volumes {
         let is_file = !v.host.is_dir();

@@ -1,0 +1,736 @@
+//! `[[run]]` steps: commands run inside the tree being built, in recipe order, each in a
+//! container of rootpack's own runtime ([`crate::run::run_with_output`]) whose root is the
+//! tree itself, read-write: the staging folder, or the mounted image for the mount method.
+//!
+//! Around each step the tree gets what a container needs and loses it afterwards, as if
+//! it had never been there (the folders' times put back): mount points the runtime or the
+//! step's `mounts` create (`/proc`, `/sys`, `/dev`, targets), `/etc/resolv.conf` for
+//! `network = "host"` (a copy of the host's, bound over a placeholder; a symlink there is
+//! moved aside and back), a tmpfs on `/run`, and for the whole sequence a Debian
+//! `/usr/sbin/policy-rc.d` that refuses to start services.
+//!
+//! # Security
+//!
+//! The tree is untrusted: its layers, and each step, may have put symlinks anywhere. Every
+//! path rootpack touches in it is resolved inside it (`tree::safe_path::Root`), leaves never
+//! followed; the runtime mounts on fds resolved the same way.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::io::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
+
+use super::BuildError;
+use crate::image::ext4_inodes::RecordedTree;
+use crate::recipe::{Recipe, RunStep, StepCommand, StepNetwork};
+use crate::run::{RunOptions, seccomp::Seccomp};
+use crate::tree::safe_path::{RelPath, Root};
+
+/// Receives each line a step prints: the step's number (from 1) and the line.
+pub type StepSink = Arc<dyn Fn(usize, &str) + Send + Sync>;
+
+/// How many of a failed step's last lines its error keeps.
+const TAIL_LINES: usize = 20;
+/// Longer lines are cut (a step printing without newlines must not fill the memory).
+const MAX_LINE: usize = 4096;
+const POLICY_RC_D: &[u8] =
+    b"#!/bin/sh\n# rootpack: no service starts while the image is built.\nexit 101\n";
+
+/// A step that failed: where it is in the recipe, how it ended, its last lines.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}: run step {number}: {how}", recipe.display())]
+pub struct StepError {
+    pub recipe: PathBuf,
+    pub line: usize,
+    pub number: usize,
+    pub how: String,
+    /// The step's last lines of output, oldest first.
+    pub tail: Vec<String>,
+}
+
+/// Everything the steps of one build share.
+pub(super) struct Steps<'a> {
+    pub recipe: &'a Recipe,
+    pub sde: Option<i64>,
+    /// A folder of the build's own, for the stage mount point and resolv.conf's copy.
+    pub work: &'a Path,
+    pub sink: Option<StepSink>,
+    pub progress: bool,
+}
+
+impl Steps<'_> {
+    /// Runs every step on the tree at `tree`. For a rootless ext4 build, `recorded` (what
+    /// the image's inodes will be given) is brought up to date with what the steps changed.
+    pub fn run_all(
+        &self,
+        tree: &Path,
+        recorded: Option<&mut RecordedTree>,
+    ) -> Result<(), BuildError> {
+        if self.recipe.steps.is_empty() {
+            return Ok(());
+        }
+        let t = std::time::Instant::now();
+        let out = |e| super::out_err(tree)(e);
+        let root = Root::open(tree).map_err(out)?;
+        let before = recorded.as_ref().map(|r| identities(&root, r.keys()));
+        let rootless = !rustix::process::geteuid().is_root();
+        let stage = self.work.join("step-stage");
+        std::fs::create_dir_all(&stage).map_err(out)?;
+        let mut policy = PolicyRcD::default();
+        let total = self.recipe.steps.len();
+        let mut result = Ok(());
+        for (i, step) in self.recipe.steps.iter().enumerate() {
+            if let Err(e) = super::check_interrupt() {
+                result = Err(e);
+                break;
+            }
+            if let Err(e) = policy.place(&root) {
+                result = Err(out(e));
+                break;
+            }
+            result = self.run_one(&root, step, i + 1, total, &stage, rootless);
+            if result.is_err() {
+                break;
+            }
+        }
+        let removed = policy.remove(&root).map_err(out);
+        result?;
+        removed?;
+        if let (Some(recorded), Some(before)) = (recorded, before) {
+            reconcile(&root, recorded, &before);
+        }
+        log::debug!(
+            "{total} run step(s) done ({:.2}s)",
+            t.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn run_one(
+        &self,
+        root: &Root,
+        step: &RunStep,
+        number: usize,
+        total: usize,
+        stage: &Path,
+        rootless: bool,
+    ) -> Result<(), BuildError> {
+        let recipe = self.recipe;
+        let fail = |how: String, tail: Vec<String>| {
+            BuildError::Step(StepError {
+                recipe: recipe.path.clone(),
+                line: step.line,
+                number,
+                how,
+                tail,
+            })
+        };
+        let out = |e| super::out_err(root.path())(e);
+        let mut changes = Changes::default();
+        let mut volumes = Vec::new();
+        // The runtime's own mount points, then the step's.
+        for name in ["proc", "sys", "dev"] {
+            changes.note_created(root, &rel(name)).map_err(out)?;
+        }
+        for m in &step.mounts {
+            changes.note_created(root, &m.target).map_err(out)?;
+            volumes.push((m.host.clone(), format!("/{}", m.target), m.read_only));
+        }
+        let resolv = rel("etc/resolv.conf");
+        if step.network == StepNetwork::Host {
+            let copy = self.work.join("resolv.conf");
+            // The host's, following symlinks (systemd-resolved's stub file, ...).
+            let text = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+            std::fs::write(&copy, text).map_err(|e| super::out_err(&copy)(e))?;
+            changes.move_symlink_aside(root, &resolv).map_err(out)?;
+            changes.note_created(root, &resolv).map_err(out)?;
+            volumes.push((copy, "/etc/resolv.conf".into(), false));
+        }
+        // Runtime state of the step (pid files, sockets, locks) ends with it.
+        let tmpfs = if is_real_dir(root, b"run") {
+            vec!["/run".to_string()]
+        } else {
+            Vec::new()
+        };
+        let mut env: Vec<(String, String)> = recipe
+            .config
+            .env
+            .iter()
+            .filter(|(k, _)| !step.env.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(t) = self.sde
+            && !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH")
+        {
+            env.push(("SOURCE_DATE_EPOCH".into(), t.to_string()));
+        }
+        let command = match &step.command {
+            StepCommand::Script(s) => vec!["/bin/sh".into(), "-e".into(), "-c".into(), s.clone()],
+            StepCommand::Args(a) => a.clone(),
+        };
+        let (user, user_name) = match step
+            .user
+            .as_deref()
+            .and_then(crate::run::user::UserSpec::parse)
+        {
+            Some(spec) => match spec.numeric() {
+                Some(ids) => (Some(ids), None),
+                None => (None, Some(spec)),
+            },
+            None => (None, None),
+        };
+        let opts = RunOptions {
+            image: root.path().to_path_buf(),
+            command,
+            env,
+            workdir: Some(step.workdir.clone().unwrap_or_else(|| "/".into())),
+            user,
+            user_name,
+            hostname: Some(
+                recipe
+                    .config
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(|| recipe.name.clone()),
+            ),
+            writable: true,
+            net_host: step.network == StepNetwork::Host,
+            volumes,
+            tmpfs,
+            seccomp: Seccomp::Default,
+            verify: false,
+            no_manifest: true,
+            timeout: step.timeout,
+            stage: Some(stage.to_path_buf()),
+            rootless,
+            ..RunOptions::default()
+        };
+        let bar = crate::progress::spinner(
+            !self.progress,
+            &format!("run step {number}/{total}: {}", summary(&step.command)),
+        );
+        let mut lines = Lines::new(|line: &str| {
+            if let Some(sink) = &self.sink {
+                match &bar {
+                    Some(b) => b.suspend(|| sink(number, line)),
+                    None => sink(number, line),
+                }
+            }
+            if let Some(b) = &bar {
+                b.tick();
+            }
+        });
+        log::info!(
+            "run step {number}/{total} (line {}): {}",
+            step.line,
+            summary(&step.command)
+        );
+        let outcome = crate::run::run_with_output(&opts, &mut |bytes| lines.push(bytes));
+        lines.finish();
+        let tail = lines.tail();
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let undone = changes.undo(root).map_err(out);
+        super::check_interrupt()?;
+        let outcome = outcome.map_err(|e| {
+            let e = anyhow_free_chain(&e);
+            fail(format!("could not start: {e}"), Vec::new())
+        })?;
+        undone?;
+        if outcome.timed_out {
+            let limit = step.timeout.unwrap_or_default();
+            return Err(fail(
+                format!("timed out after {}", human_duration(limit)),
+                tail,
+            ));
+        }
+        if outcome.exit_code != 0 {
+            let how = match (outcome.signal, &outcome.message) {
+                (Some(sig), _) => format!("killed by signal {sig} ({})", signal_name(sig)),
+                (None, Some(m)) => format!("exited with status {}: {m}", outcome.exit_code),
+                (None, None) => format!("exited with status {}", outcome.exit_code),
+            };
+            return Err(fail(how, tail));
+        }
+        Ok(())
+    }
+}
+
+/// A path inside the tree, from a constant.
+fn rel(s: &str) -> RelPath {
+    RelPath::parse(s.as_bytes()).unwrap_or_else(|_| unreachable!("a constant path"))
+}
+
+/// A step's command in a few words, for the progress line and the log.
+fn summary(c: &StepCommand) -> String {
+    let text = match c {
+        StepCommand::Script(s) => s
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string(),
+        StepCommand::Args(a) => a.join(" "),
+    };
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(59).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// An error and its causes, on one line.
+fn anyhow_free_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSYS => "SIGSYS",
+        _ => "signal",
+    }
+}
+
+/// Whether `name` (one component) is a folder in the tree's root, not a symlink.
+fn is_real_dir(root: &Root, name: &[u8]) -> bool {
+    rustix::fs::statat(root.fd(), name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+    })
+}
+
+/// The entry at `path` in the tree, parents resolved inside it, the leaf not followed.
+fn stat_in(root: &Root, path: &RelPath) -> io::Result<rustix::fs::Stat> {
+    match path.split_leaf() {
+        None => Ok(rustix::fs::fstat(root.fd())?),
+        Some((parent, leaf)) => {
+            let dir = root.open_dir(parent, false)?;
+            Ok(rustix::fs::statat(&dir, leaf, AtFlags::SYMLINK_NOFOLLOW)?)
+        }
+    }
+}
+
+fn parent_of(path: &RelPath) -> RelPath {
+    match path.split_leaf() {
+        Some((parent, _)) => RelPath::parse(if parent.is_empty() { b"." } else { parent })
+            .unwrap_or_else(|_| rel(".")),
+        None => rel("."),
+    }
+}
+
+fn times_of(st: &rustix::fs::Stat) -> Timestamps {
+    Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: st.st_mtime as _,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
+}
+
+/// What rootpack changes in the tree around one step, to be undone after it.
+#[derive(Default)]
+struct Changes {
+    /// Paths that did not exist: placeholders the runtime may create; removed, deepest
+    /// first, if they are still an empty folder or an empty file.
+    created: Vec<RelPath>,
+    /// A symlink moved aside (from, to), moved back afterwards.
+    moved: Vec<(RelPath, RelPath)>,
+    /// Folders whose times were taken before anything changed in them.
+    times: Vec<(RelPath, Timestamps)>,
+}
+
+impl Changes {
+    fn keep_times(&mut self, root: &Root, dir: &RelPath) -> io::Result<()> {
+        if self.times.iter().any(|(d, _)| d == dir) {
+            return Ok(());
+        }
+        let st = stat_in(root, dir)?;
+        self.times.push((dir.clone(), times_of(&st)));
+        Ok(())
+    }
+
+    /// Notes every component of `path` that is missing now (the runtime creates them).
+    fn note_created(&mut self, root: &Root, path: &RelPath) -> io::Result<()> {
+        let bytes = path.as_bytes();
+        let mut prefixes: Vec<&[u8]> = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'/')
+            .map(|(i, _)| &bytes[..i])
+            .collect();
+        prefixes.push(bytes);
+        for p in prefixes {
+            let p = RelPath::parse(p).map_err(io::Error::other)?;
+            match stat_in(root, &p) {
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.keep_times(root, &parent_of(&p))?;
+                    // Everything below the first missing component is ours too.
+                    let mut q = p.as_bytes().to_vec();
+                    self.created.push(p.clone());
+                    for c in bytes[q.len()..]
+                        .split(|b| *b == b'/')
+                        .filter(|c| !c.is_empty())
+                    {
+                        q.push(b'/');
+                        q.extend_from_slice(c);
+                        self.created
+                            .push(RelPath::parse(&q).map_err(io::Error::other)?);
+                    }
+                    return Ok(());
+                }
+                // Not a folder on the way: the runtime will say so.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a symlink at `path` aside, so that a file can be mounted there.
+    fn move_symlink_aside(&mut self, root: &Root, path: &RelPath) -> io::Result<()> {
+        let Ok(st) = stat_in(root, path) else {
+            return Ok(());
+        };
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Symlink {
+            return Ok(());
+        }
+        let Some((parent, leaf)) = path.split_leaf() else {
+            return Ok(());
+        };
+        let parent_rel = parent_of(path);
+        self.keep_times(root, &parent_rel)?;
+        let dir = root.open_dir(parent, false)?;
+        let mut aside = leaf.as_encoded_bytes().to_vec();
+        aside.splice(0..0, b".".iter().copied());
+        aside.extend_from_slice(b".rootpack-step");
+        rustix::fs::renameat(&dir, leaf, &dir, aside.as_slice())?;
+        let mut aside_path = parent.to_vec();
+        if !aside_path.is_empty() {
+            aside_path.push(b'/');
+        }
+        aside_path.extend_from_slice(&aside);
+        self.moved.push((
+            RelPath::parse(&aside_path).map_err(io::Error::other)?,
+            path.clone(),
+        ));
+        Ok(())
+    }
+
+    /// Removes what was created, moves back what was moved, puts the folders' times back.
+    /// Goes on after a failure and reports the first.
+    fn undo(&mut self, root: &Root) -> io::Result<()> {
+        let mut first = Ok(());
+        let mut keep = |r: io::Result<()>| {
+            if first.is_ok() {
+                first = r;
+            }
+        };
+        for path in self.created.drain(..).rev() {
+            keep(remove_placeholder(root, &path));
+        }
+        for (from, to) in self.moved.drain(..) {
+            keep(rename_in(root, &from, &to));
+        }
+        for (dir, times) in self.times.drain(..).rev() {
+            keep(
+                root.open_dir(dir.as_bytes(), false)
+                    .and_then(|fd| Ok(rustix::fs::futimens(&fd, &times)?)),
+            );
+        }
+        first
+    }
+}
+
+fn remove_placeholder(root: &Root, path: &RelPath) -> io::Result<()> {
+    let Some((parent, leaf)) = path.split_leaf() else {
+        return Ok(());
+    };
+    let dir = match root.open_dir(parent, false) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let Ok(st) = rustix::fs::statat(&dir, leaf, AtFlags::SYMLINK_NOFOLLOW) else {
+        return Ok(());
+    };
+    use rustix::fs::FileType;
+    let r = match FileType::from_raw_mode(st.st_mode) {
+        // Not empty: the step put something there, which stays.
+        FileType::Directory => rustix::fs::unlinkat(&dir, leaf, AtFlags::REMOVEDIR),
+        FileType::RegularFile if st.st_size == 0 => {
+            rustix::fs::unlinkat(&dir, leaf, AtFlags::empty())
+        }
+        _ => Ok(()),
+    };
+    match r {
+        Err(rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST) => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn rename_in(root: &Root, from: &RelPath, to: &RelPath) -> io::Result<()> {
+    let (Some((fp, fl)), Some((tp, tl))) = (from.split_leaf(), to.split_leaf()) else {
+        return Ok(());
+    };
+    let fdir = root.open_dir(fp, false)?;
+    let tdir = root.open_dir(tp, false)?;
+    Ok(rustix::fs::renameat(&fdir, fl, &tdir, tl)?)
+}
+
+/// Debian's `policy-rc.d` that exits 101, so package scripts start no service, while the
+/// steps run on a tree with `/usr/sbin`; only placed where none is, removed afterwards.
+#[derive(Default)]
+struct PolicyRcD {
+    placed: Option<(OwnedFd, Timestamps)>,
+}
+
+impl PolicyRcD {
+    fn place(&mut self, root: &Root) -> io::Result<()> {
+        if self.placed.is_some() {
+            return Ok(());
+        }
+        let dir = match root.open_dir(b"usr/sbin", false) {
+            Ok(d) => d,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let times = times_of(&rustix::fs::fstat(&dir)?);
+        let flags =
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&dir, "policy-rc.d", flags, Mode::from_raw_mode(0o755)) {
+            Ok(fd) => fd,
+            // The image's own: it stays, and is what package scripts see.
+            Err(rustix::io::Errno::EXIST) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut f = std::fs::File::from(fd);
+        f.write_all(POLICY_RC_D)?;
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(0o755))?;
+        self.placed = Some((dir, times));
+        Ok(())
+    }
+
+    fn remove(&mut self, _root: &Root) -> io::Result<()> {
+        let Some((dir, times)) = self.placed.take() else {
+            return Ok(());
+        };
+        // Only ours: a step may have replaced it with the image's own.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut text = Vec::new();
+        let ours = rustix::fs::openat(&dir, "policy-rc.d", flags, Mode::empty())
+            .map_err(io::Error::from)
+            .and_then(|fd| {
+                let limit = POLICY_RC_D.len() as u64 + 1;
+                std::fs::File::from(fd).take(limit).read_to_end(&mut text)
+            })
+            .is_ok_and(|_| text == POLICY_RC_D);
+        if ours {
+            rustix::fs::unlinkat(&dir, "policy-rc.d", AtFlags::empty())?;
+        }
+        rustix::fs::futimens(&dir, &times)?;
+        Ok(())
+    }
+}
+
+/// For a rootless ext4 build: each recorded entry's inode and mode before the steps.
+fn identities<'a>(
+    root: &Root,
+    paths: impl Iterator<Item = &'a Vec<u8>>,
+) -> HashMap<Vec<u8>, (u64, u32)> {
+    paths
+        .filter_map(|p| {
+            let rp = if p.is_empty() {
+                rel(".")
+            } else {
+                RelPath::parse(p).ok()?
+            };
+            let st = stat_in(root, &rp).ok()?;
+            Some((p.clone(), (st.st_ino, st.st_mode)))
+        })
+        .collect()
+}
+
+/// What the steps changed wins over what was recorded while unpacking: an entry removed
+/// or replaced (another inode) is no longer recorded, so the image gets it as the step
+/// left it (root's, as everything the steps make); a chmod by a step keeps the recorded
+/// owner and type with the step's permission bits.
+fn reconcile(root: &Root, recorded: &mut RecordedTree, before: &HashMap<Vec<u8>, (u64, u32)>) {
+    recorded.retain(|path, rec| {
+        let rp = if path.is_empty() {
+            rel(".")
+        } else {
+            match RelPath::parse(path) {
+                Ok(p) => p,
+                Err(_) => return false,
+            }
+        };
+        let Ok(now) = stat_in(root, &rp) else {
+            return false;
+        };
+        match before.get(path) {
+            Some(&(ino, mode)) if ino == now.st_ino => {
+                if mode != now.st_mode {
+                    rec.mode = (rec.mode & 0o170000) | (now.st_mode & 0o7777);
+                }
+                true
+            }
+            _ => false,
+        }
+    });
+}
+
+/// Splits a step's output into lines for the sink, keeping the last few.
+struct Lines<F: FnMut(&str)> {
+    partial: Vec<u8>,
+    tail: std::collections::VecDeque<String>,
+    emit: F,
+}
+
+impl<F: FnMut(&str)> Lines<F> {
+    fn new(emit: F) -> Self {
+        Lines {
+            partial: Vec::new(),
+            tail: std::collections::VecDeque::new(),
+            emit,
+        }
+    }
+
+    fn push(&mut self, mut bytes: &[u8]) {
+        while let Some(i) = bytes.iter().position(|b| *b == b'\n') {
+            self.extend(&bytes[..i]);
+            self.line();
+            bytes = &bytes[i + 1..];
+        }
+        self.extend(bytes);
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn line(&mut self) {
+        let text = String::from_utf8_lossy(&self.partial);
+        let text = text.strip_suffix('\r').unwrap_or(&text).to_string();
+        (self.emit)(&text);
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(text);
+        self.partial.clear();
+    }
+
+    fn finish(&mut self) {
+        if !self.partial.is_empty() {
+            self.line();
+        }
+    }
+
+    fn tail(&self) -> Vec<String> {
+        self.tail.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_cut_and_the_tail_kept() {
+        let mut seen = Vec::new();
+        let mut l = Lines::new(|s: &str| seen.push(s.to_string()));
+        l.push(b"one\ntw");
+        l.push(b"o\r\n");
+        l.push(&vec![b'x'; MAX_LINE + 10]);
+        l.push(b"\nlast");
+        l.finish();
+        let tail = l.tail();
+        drop(l);
+        assert_eq!(seen[..2], ["one", "two"]);
+        assert_eq!(seen[2].len(), MAX_LINE);
+        assert_eq!(seen[3], "last");
+        assert_eq!(tail.len(), 4);
+        let mut l = Lines::new(|_: &str| {});
+        for i in 0..50 {
+            l.push(format!("{i}\n").as_bytes());
+        }
+        assert_eq!(l.tail().first().map(String::as_str), Some("30"));
+    }
+
+    #[test]
+    fn placeholders_are_removed_and_times_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path();
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../run/x/resolv.conf", tree.join("etc/resolv.conf")).unwrap();
+        let old = filetime(tree);
+        let root = Root::open(tree).unwrap();
+        let mut c = Changes::default();
+        c.note_created(&root, &rel("var/cache/apt")).unwrap();
+        c.note_created(&root, &rel("etc")).unwrap();
+        c.move_symlink_aside(&root, &rel("etc/resolv.conf"))
+            .unwrap();
+        c.note_created(&root, &rel("etc/resolv.conf")).unwrap();
+        root.open_mount_target(&rel("var/cache/apt"), false)
+            .unwrap();
+        root.open_mount_target(&rel("etc/resolv.conf"), true)
+            .unwrap();
+        assert!(tree.join("var/cache/apt").is_dir());
+        c.undo(&root).unwrap();
+        assert!(!tree.join("var").exists());
+        assert_eq!(
+            std::fs::read_link(tree.join("etc/resolv.conf")).unwrap(),
+            Path::new("../run/x/resolv.conf")
+        );
+        assert_eq!(filetime(tree), old);
+    }
+
+    fn filetime(p: &Path) -> (i64, i64) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    }
+}
