@@ -12,7 +12,7 @@
 # Environment:
 #   ROOTPACK  binary to test (default: <repo>/target/release/rootpack)
 #   RUNS      hyperfine runs per command (default: 10)
-#   STAGES    stages to run, in order (default: "extract ls rss image run");
+#   STAGES    stages to run, in order (default: "extract ls rss image oci run");
 #             each stage NAME is a function bench_NAME below.
 set -euo pipefail
 export LC_ALL=C
@@ -20,7 +20,7 @@ export LC_ALL=C
 here=$(cd -- "$(dirname -- "$0")" && pwd)
 ROOTPACK=${ROOTPACK:-$here/../target/release/rootpack}
 RUNS=${RUNS:-10}
-STAGES=${STAGES:-extract ls rss image run}
+STAGES=${STAGES:-extract ls rss image oci run}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 [[ -x $ROOTPACK ]] || die "rootpack binary not found: $ROOTPACK (cargo build --release, or set ROOTPACK)"
@@ -165,6 +165,29 @@ image_rows() { # TREE STAGE MKFS_EXTRA: rootpack's builds and the manual peers o
 	rm -rf -- "$i" "$fs"/tree.* "$fs/nobody"
 }
 
+# Container images, on the initrd's tree: an OCI archive of it (one gzip layer, written by
+# rootpack) to an ext4 image, against umoci unpack + mke2fs -d of the same archive (as a
+# layout); and writing the archive, against tar | gzip -6 of the tree.
+bench_oci() {
+	local tree=$work/tree fs=${out%/out}
+	"$ROOTPACK" extract "$img" "$tree"
+	local kib size_mib
+	kib=$(du -sk "$tree" | cut -f1)
+	size_mib=$((kib * 13 / 10 / 1024 + 64))
+	printf 'name = "tree"\nsource_date_epoch = 1700000000\n[[layer]]\ndir = "%s"\n[output]\nformat = "oci-archive"\n' "$tree" >"$work/oci-out.toml"
+	"$ROOTPACK" build -q "$work/oci-out.toml" --out "$work/oci"
+	mkdir -p "$work/layout" && tar -xf "$work/oci/tree.oci.tar" -C "$work/layout"
+	printf 'name = "fromoci"\n[[layer]]\noci = "%s"\n' "$work/oci/tree.oci.tar" >"$work/oci-in.toml"
+	local i=$fs/img.ext4 b=$fs/bundle
+	hf oci \
+		-n "rootpack build ext4 from oci-archive" -p "rm -f $fs/fromoci.*" "$rp build -q $work/oci-in.toml --out $fs" \
+		-n "umoci unpack + mke2fs -d" -p "rm -rf $b $i" \
+		"umoci unpack --image $work/layout:tree:latest $b >/dev/null && mke2fs -q -F -t ext4 -d $b/rootfs $i ${size_mib}M && sync $i" \
+		-n "rootpack build oci-archive" -p "rm -f $fs/tree.*" "$rp build -q $work/oci-out.toml --out $fs" \
+		-n "tar | gzip -6" -p "rm -f $fs/tree.tar.gz" "tar -C $tree -cf - . | gzip -6 >$fs/tree.tar.gz && sync $fs/tree.tar.gz"
+	rm -rf -- "$tree" "$work/oci" "$work/layout" "$b" "$i" "$fs"/tree.* "$fs"/fromoci.*
+}
+
 # Start-to-exit of /bin/true on the same busybox tree: rootpack from its ext4 image
 # (attach + mount included), crun and runc on an OCI bundle, bwrap and unshare+chroot on
 # the folder. crun refuses the hybrid cgroup layout, so it runs in a mount namespace
@@ -232,6 +255,8 @@ python3 - "$work" $STAGES <<-'EOF'
 	         ("small: build / truncate path", "small: rootpack build", "small: truncate+mkfs+mount+cp"),
 	         ("small: reproducible / mke2fs -d", "small: rootpack build (reproducible)", "small: mke2fs -d"),
 	         ("small: rootless repro / mke2fs -d", "small: rootpack build (reproducible, rootless)", "small: mke2fs -d"),
+	         ("ext4 from OCI / umoci + mke2fs", "rootpack build ext4 from oci-archive", "umoci unpack + mke2fs -d"),
+	         ("oci-archive / tar | gzip -6", "rootpack build oci-archive", "tar | gzip -6"),
 	         ("rootpack run / crun", "rootpack run", "crun run"),
 	         ("seccomp filter / unconfined", "rootpack run", "rootpack run (unconfined)"),
 	         ("rootpack run / runc", "rootpack run", "runc run"),
