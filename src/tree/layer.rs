@@ -51,10 +51,8 @@ impl<'a> LayerApplier<'a> {
             }
             child.extend_from_slice(&name);
             if self.ours(&child) {
-                // This layer's own folder may still hold lower content below it.
-                if self.written.contains(&child) && !self.parents.contains(&child) {
-                    continue;
-                }
+                // Kept; but a folder of this layer's may still hold lower content below it
+                // (a file has no children: nothing happens).
                 self.make_opaque(&child)?;
             } else {
                 self.x.remove(&RelPath::parse(&child)?)?;
@@ -181,10 +179,153 @@ impl Visitor for Listing {
         if entry.kind != crate::archive::Kind::Dir {
             self.remove_below(&bytes, |_, _| false);
         }
+        // Folders on the way that no entry made, as extraction makes them.
+        let mut parent = dir;
+        while !parent.is_empty() {
+            self.written.insert(parent.to_vec());
+            if !self.entries.contains_key(parent) {
+                let mut made = entry.clone();
+                made.name = parent.to_vec();
+                made.kind = crate::archive::Kind::Dir;
+                made.mode = 0o755;
+                made.size = 0;
+                made.link_key = None;
+                self.entries.insert(parent.to_vec(), (made, layer));
+            }
+            parent = split(parent).0;
+        }
         let mut e = entry.clone();
         e.name = bytes.clone();
         self.written.insert(bytes.clone());
         self.entries.insert(bytes, (e, layer));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::Kind;
+    use crate::tree::safe_path::Root;
+
+    fn entry(name: &str, kind: Kind) -> Entry {
+        Entry {
+            name: name.as_bytes().to_vec(),
+            mode: if kind == Kind::Dir { 0o755 } else { 0o644 },
+            kind,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
+            size: 0,
+            link_key: None,
+            offset: 0,
+        }
+    }
+
+    /// Random layers over a small tree (folders, files, a name that changes type, a
+    /// whiteout or an opaque marker anywhere, before or after the layer's own entries):
+    /// the tree the applier writes is the listing the model gives.
+    #[test]
+    fn applying_layers_matches_the_whiteout_model() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for case in 0..200 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut x = Extractor::new(Root::open(dir.path()).unwrap(), false);
+            x.set_replacing_trees(true);
+            let mut model = Listing::default();
+            for _ in 0..1 + next(4) {
+                let mut layer: Vec<Entry> = Vec::new();
+                let mut whited: Vec<String> = Vec::new();
+                let t_is_dir = next(2) == 0;
+                for (path, kind) in [
+                    ("d1", Kind::Dir),
+                    ("d1/f", Kind::File),
+                    ("d1/d2", Kind::Dir),
+                    ("d1/d2/g", Kind::File),
+                    ("f0", Kind::File),
+                    ("t", if t_is_dir { Kind::Dir } else { Kind::File }),
+                    ("t/x", Kind::File),
+                ] {
+                    if path == "t/x" && !t_is_dir {
+                        continue;
+                    }
+                    // A layer never both hides a path and writes it (or below it).
+                    if whited
+                        .iter()
+                        .any(|w: &String| path == w || path.starts_with(&format!("{w}/")))
+                    {
+                        continue;
+                    }
+                    let (parent, leaf) = path.rsplit_once('/').unwrap_or(("", path));
+                    let prefix = if parent.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{parent}/")
+                    };
+                    match next(6) {
+                        0 | 1 | 2 => {
+                            if !parent.is_empty() {
+                                layer.push(entry(parent, Kind::Dir));
+                            }
+                            layer.push(entry(path, kind.clone()));
+                        }
+                        3 => {
+                            layer.push(entry(&format!("{prefix}.wh.{leaf}"), Kind::File));
+                            whited.push(path.to_string());
+                        }
+                        4 if kind == Kind::Dir => {
+                            layer.push(entry(path, Kind::Dir));
+                            layer.push(entry(&format!("{path}/.wh..wh..opq"), Kind::File));
+                        }
+                        _ => {}
+                    }
+                }
+                // Whiteouts may come anywhere in a layer.
+                if next(2) == 0 {
+                    layer.reverse();
+                    layer.sort_by_key(|e| e.name.iter().filter(|&&b| b == b'/').count());
+                }
+                let mut applier = LayerApplier::new(&mut x);
+                for e in &layer {
+                    let mut empty = std::io::empty();
+                    let mut data = EntryData::new(&mut empty, 0, false);
+                    applier.entry(e, &mut data).unwrap();
+                    let mut data = EntryData::new(&mut empty, 0, false);
+                    model.entry(e, &mut data).unwrap();
+                }
+                model.layer_end();
+            }
+            x.finish().unwrap();
+            let mut written: Vec<String> = walkdir::WalkDir::new(dir.path())
+                .min_depth(1)
+                .into_iter()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let rel = e
+                        .path()
+                        .strip_prefix(dir.path())
+                        .unwrap()
+                        .display()
+                        .to_string();
+                    format!("{rel} {}", if e.file_type().is_dir() { "d" } else { "f" })
+                })
+                .collect();
+            written.sort();
+            let mut modelled: Vec<String> = model
+                .into_entries()
+                .map(|e| {
+                    let kind = if e.kind == Kind::Dir { "d" } else { "f" };
+                    format!("{} {kind}", String::from_utf8_lossy(&e.name))
+                })
+                .collect();
+            modelled.sort();
+            assert_eq!(written, modelled, "case {case}");
+        }
     }
 }
