@@ -56,32 +56,20 @@ fn run(cli: Cli) -> Result<Option<u8>> {
             format,
             compress,
             level,
+            frame_size,
             early,
         } => {
             let (format, compression) = pack_kind(&output, format, compress)?;
             let opts = PackOptions {
-                format,
-                compression,
                 level,
                 clamp_mtime: source_date_epoch()?,
                 early,
+                frame_size: frame_size
+                    .checked_mul(1 << 20)
+                    .context("--frame-size is too large")?,
+                ..PackOptions::new(format, compression)
             };
-            let summary = ops::pack_to_file(&dir, &output, &opts)?;
-            if summary.skipped_sockets > 0 && !quiet {
-                eprintln!(
-                    "rootpack: warning: {} socket(s) left out (tar cannot store sockets)",
-                    summary.skipped_sockets
-                );
-            }
-            if cli.verbose > 0 {
-                eprintln!(
-                    "rootpack: packed {} entries, {} bytes of data into {}",
-                    summary.entries,
-                    summary.data_bytes,
-                    output.display()
-                );
-            }
-            Ok(None)
+            cmd_pack(&dir, &output, &opts, quiet).map(|()| None)
         }
         Command::Build {
             recipe,
@@ -150,6 +138,37 @@ fn cmd_extract(archive: &Path, dir: &Path, opts: ops::ExtractOptions, quiet: boo
     if !quiet {
         warn_left_out(&report);
     }
+    Ok(())
+}
+
+fn cmd_pack(dir: &Path, output: &Path, opts: &PackOptions, quiet: bool) -> Result<()> {
+    let started = std::time::Instant::now();
+    let bar = progress::bytes_bar(0, quiet, "packing");
+    let summary = ops::pack_to_file(dir, output, opts, bar.as_ref())?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if quiet {
+        return Ok(());
+    }
+    if summary.skipped_sockets > 0 {
+        eprintln!(
+            "rootpack: warning: {} socket(s) left out (tar cannot store sockets)",
+            summary.skipped_sockets
+        );
+    }
+    let frames = match summary.frames {
+        0 => String::new(),
+        1 => ", 1 frame".to_string(),
+        n => format!(", {n} frames"),
+    };
+    eprintln!(
+        "rootpack: packed {} ({} bytes, {} entries{frames}) in {:.2}s",
+        output.display(),
+        summary.written,
+        summary.entries,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -197,8 +197,13 @@ pub fn extract(
     Ok((segments, report))
 }
 
-/// Packs `dir` into `output`, atomically.
-pub fn pack_to_file(dir: &Path, output: &Path, opts: &PackOptions) -> Result<PackSummary, OpError> {
+/// Packs `dir` into `output`, atomically; `progress` follows the file data packed.
+pub fn pack_to_file(
+    dir: &Path,
+    output: &Path,
+    opts: &PackOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<PackSummary, OpError> {
     let out_err = |source| OpError::Output {
         path: output.to_path_buf(),
         source,
@@ -210,7 +215,7 @@ pub fn pack_to_file(dir: &Path, output: &Path, opts: &PackOptions) -> Result<Pac
         });
     }
     let mut out = AtomicFile::create(output).map_err(out_err)?;
-    let summary = pack(dir, out.file(), opts, &interrupted).map_err(|source| OpError::Pack {
+    let summary = pack(dir, out.file(), opts, progress, &interrupted).map_err(|source| OpError::Pack {
         path: dir.to_path_buf(),
         source,
     })?;
