@@ -114,7 +114,9 @@ impl<W: Write> Encoder<W> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.compressed.resize(MAX_COMPRESSED, 0);
+        // lz4_flex asks for more room than LZ4_compressBound; what it writes stays within.
+        let room = lz4_flex::block::get_maximum_output_size(self.pending.len());
+        self.compressed.resize(room.max(MAX_COMPRESSED), 0);
         let n = lz4_flex::block::compress_into(&self.pending, &mut self.compressed)
             .map_err(io::Error::other)?;
         self.out.write_all(&(n as u32).to_le_bytes())?;
