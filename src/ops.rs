@@ -215,10 +215,11 @@ pub fn pack_to_file(
         });
     }
     let mut out = AtomicFile::create(output).map_err(out_err)?;
-    let summary = pack(dir, out.file(), opts, progress, &interrupted).map_err(|source| OpError::Pack {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let summary =
+        pack(dir, out.file(), opts, progress, &interrupted).map_err(|source| OpError::Pack {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     out.commit().map_err(out_err)?;
     Ok(summary)
 }

@@ -912,12 +912,19 @@ fn framed_pack_is_the_same_on_one_core_and_one_frame_is_one_frame() {
         .args(["--frame-size", "1", "-o"])
         .arg(&one));
     let bytes = fs::read(&every).unwrap();
-    assert!(bytes == fs::read(&one).unwrap(), "output depends on the cores");
+    assert!(
+        bytes == fs::read(&one).unwrap(),
+        "output depends on the cores"
+    );
     // libzstd sees as many frames as we said, each with a content checksum.
     let ranges = zstd_frame_ranges(&bytes);
     assert_eq!(ranges.len() as u64, frames);
     for r in &ranges {
-        assert!(bytes[r.start + 4] & 0x04 != 0, "frame at {} has no checksum", r.start);
+        assert!(
+            bytes[r.start + 4] & 0x04 != 0,
+            "frame at {} has no checksum",
+            r.start
+        );
     }
     let single = w.join("single.cpio.zst");
     assert_eq!(pack_frames(&tree, &single, &["--frame-size", "0"]), 1);
@@ -928,7 +935,10 @@ fn framed_pack_is_the_same_on_one_core_and_one_frame_is_one_frame() {
     // The default level is zstd's own (3): the same size as the zstd program gives.
     let default = w.join("default.cpio.zst");
     pack_frames(&tree, &default, &["--frame-size", "0"]);
-    let by_zstd = pipe(Command::new("zstd").args(["-q", "-3", "-c"]), &plain(&single));
+    let by_zstd = pipe(
+        Command::new("zstd").args(["-q", "-3", "-c"]),
+        &plain(&single),
+    );
     let (ours, theirs) = (fs::read(&default).unwrap().len(), by_zstd.len());
     assert!(
         ours.abs_diff(theirs) * 100 < theirs,
@@ -988,7 +998,10 @@ fn a_corrupt_or_cut_frame_names_the_segment_the_frame_and_the_byte() {
     data.truncate(cut);
     fs::write(&bad, &data).unwrap();
     let err = fails(rootpack().arg("extract").arg(&bad).arg(&dest));
-    assert!(err.contains("segment 1 (gzip") && err.contains("frame "), "{err}");
+    assert!(
+        err.contains("segment 1 (gzip") && err.contains("frame "),
+        "{err}"
+    );
     assert!(!dest.exists());
     let left: Vec<_> = fs::read_dir(w)
         .unwrap()

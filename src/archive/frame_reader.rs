@@ -259,7 +259,9 @@ fn decode_frame(bytes: &[u8], tx: &SyncSender<Message>, pool: &Pool, stop: &Atom
                 let mut out = zstd_safe::OutBuffer::around_pos(&mut buf, start);
                 let hint = dctx
                     .decompress_stream(&mut out, &mut input)
-                    .map_err(|code| (input.pos() as u64, invalid(zstd_safe::get_error_name(code))))?;
+                    .map_err(|code| {
+                        (input.pos() as u64, invalid(zstd_safe::get_error_name(code)))
+                    })?;
                 let full = out.pos() == out.capacity();
                 if hint == 0 {
                     done = true;
@@ -272,10 +274,7 @@ fn decode_frame(bytes: &[u8], tx: &SyncSender<Message>, pool: &Pool, stop: &Atom
                     ));
                 }
             }
-            if tx
-                .send(Message::Block(buf, input.pos() as u64))
-                .is_err()
-            {
+            if tx.send(Message::Block(buf, input.pos() as u64)).is_err() {
                 return Ok(false);
             }
             if done {

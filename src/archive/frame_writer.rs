@@ -379,7 +379,9 @@ mod tests {
         (0..40u32)
             .map(|i| {
                 let len = 50_000 + (i as usize * 7919) % 300_000;
-                (0..len).map(|j| ((j as u32 * 31 + i) % 253) as u8).collect()
+                (0..len)
+                    .map(|j| ((j as u32 * 31 + i) % 253) as u8)
+                    .collect()
             })
             .collect()
     }

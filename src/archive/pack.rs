@@ -260,7 +260,10 @@ pub fn pack(
         PackFormat::Tar => write_tar(&items, w, opts, &mut summary, progress, interrupted),
     };
     if opts.compression == Compression::None {
-        let mut counted = Counting { inner: out, bytes: 0 };
+        let mut counted = Counting {
+            inner: out,
+            bytes: 0,
+        };
         write_buffered(&mut counted, entries)?;
         summary.written += counted.bytes;
         return Ok(summary);

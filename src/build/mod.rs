@@ -194,7 +194,13 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                     ..PackOptions::new(format, compression)
                 };
                 let bar = crate::progress::bytes_bar(0, !opts.progress, "packing");
-                pack(&staging, file.file(), &pack_opts, bar.as_ref(), &interrupted)?;
+                pack(
+                    &staging,
+                    file.file(),
+                    &pack_opts,
+                    bar.as_ref(),
+                    &interrupted,
+                )?;
                 if let Some(bar) = bar {
                     bar.finish_and_clear();
                 }
