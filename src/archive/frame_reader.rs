@@ -399,7 +399,13 @@ mod tests {
         let a = frame(&text, 3, true);
         let b = frame(&random, 1, false); // raw blocks
         let c = zstd::bulk::compress(&text, 19).unwrap(); // single segment, content size
-        let all = [a.clone(), b.clone(), c.clone(), b"\0\0\0\0070701".to_vec()].concat();
+        let all = [
+            a.clone(),
+            b.clone(),
+            c.clone(),
+            b"\x00\x00\x00\x00070701".to_vec(),
+        ]
+        .concat();
         let input = Input::slice(&all);
         let frames = zstd_frames(&input);
         let (la, lb, lc) = (a.len() as u64, b.len() as u64, c.len() as u64);
