@@ -93,18 +93,28 @@ fn fetch_debian_kernel() -> Result<(), String> {
     if !is_root() || !has_program("apt-get") || !has_program("dpkg") {
         return Err("no kernel in /boot, and no root with apt-get to fetch Debian's".into());
     }
-    let depends = Command::new("apt-cache")
-        .args(["depends", "linux-image-amd64"])
-        .output()
-        .map_err(|e| format!("apt-cache: {e}"))?;
-    let package = String::from_utf8_lossy(&depends.stdout)
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| {
-            p.starts_with("linux-image-") && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
-        })
-        .map(str::to_string)
-        .ok_or("apt-cache knows no linux-image-amd64 (run apt-get update)")?;
+    let package = || {
+        let depends = Command::new("apt-cache")
+            .args(["depends", "linux-image-amd64"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&depends.stdout)
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .find(|p| {
+                p.starts_with("linux-image-")
+                    && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
+            })
+            .map(str::to_string)
+    };
+    // A machine whose packages were all installed may never have fetched the lists.
+    let package = match package() {
+        Some(p) => p,
+        None => {
+            let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+            package().ok_or("apt-cache knows no linux-image-amd64 after apt-get update")?
+        }
+    };
     fs::create_dir_all(CACHE).map_err(|e| format!("{CACHE}: {e}"))?;
     let work = tempfile::tempdir_in(CACHE).map_err(|e| format!("{CACHE}: {e}"))?;
     let w = work.path();
