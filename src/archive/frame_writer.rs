@@ -76,8 +76,8 @@ pub struct FramedWriter {
     chunk: Vec<u8>,
     /// The current frame's input; `None` between frames.
     current: Option<SyncSender<Vec<u8>>>,
-    jobs: Option<SyncSender<Job>>,
-    order: Option<SyncSender<Receiver<Compressed>>>,
+    jobs: SyncSender<Job>,
+    order: SyncSender<Receiver<Compressed>>,
     frames: u64,
 }
 
@@ -133,14 +133,13 @@ impl FramedWriter {
         let (out_tx, out_rx) = mpsc::sync_channel(OUTPUT_CHUNKS);
         // The writer learns the frame's place first, then a worker gets it: frames are
         // taken in order, so the oldest unwritten frame always has a worker.
-        let order = self.order.as_ref().ok_or_else(pipeline_closed)?;
-        order.send(out_rx).map_err(|_| pipeline_closed())?;
-        let jobs = self.jobs.as_ref().ok_or_else(pipeline_closed)?;
-        jobs.send(Job {
-            input: in_rx,
-            output: out_tx,
-        })
-        .map_err(|_| pipeline_closed())?;
+        self.order.send(out_rx).map_err(|_| pipeline_closed())?;
+        self.jobs
+            .send(Job {
+                input: in_rx,
+                output: out_tx,
+            })
+            .map_err(|_| pipeline_closed())?;
         self.current = Some(in_tx);
         self.frames += 1;
         Ok(())
@@ -225,8 +224,8 @@ pub fn compress_frames<T, E>(
             in_frame: 0,
             chunk: Vec::with_capacity(CHUNK),
             current: None,
-            jobs: Some(job_tx),
-            order: Some(order_tx),
+            jobs: job_tx,
+            order: order_tx,
             frames: 0,
         };
         let produced = produce(&mut w);
