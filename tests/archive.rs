@@ -932,6 +932,18 @@ fn framed_pack_is_the_same_on_one_core_and_one_frame_is_one_frame() {
     // The same cpio inside, whatever the framing.
     let plain = |path: &Path| pipe(Command::new("zstd").arg("-dc"), &fs::read(path).unwrap());
     assert!(plain(&every) == plain(&single));
+    // tar is cut at entry ends too; GNU tar reads it through zstd.
+    let tar = w.join("framed.tar.zst");
+    assert!(pack_frames(&tree, &tar, &["--frame-size", "1"]) >= 4);
+    let listed = run(Command::new("tar").arg("--zstd").arg("-tf").arg(&tar)).stdout;
+    assert!(
+        listed.ends_with(b"usr/hard3\n"),
+        "{}",
+        String::from_utf8_lossy(&listed)
+    );
+    let dest = w.join("from-tar");
+    extract(&tar, &dest);
+    assert_same_tree(&tree, &dest, &opts());
     // The default level is zstd's own (3): the same size as the zstd program gives.
     let default = w.join("default.cpio.zst");
     pack_frames(&tree, &default, &["--frame-size", "0"]);
