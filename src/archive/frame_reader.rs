@@ -193,6 +193,9 @@ pub(super) fn read_parallel(
             let spawned = std::thread::Builder::new()
                 .name(format!("decode-{i}"))
                 .spawn_scoped(scope, move || {
+                    // One decoder per worker, reset for each frame: a fresh one would
+                    // allocate (and fault in) its window again for every frame.
+                    let mut dctx = zstd_safe::DCtx::try_create();
                     loop {
                         let next = queue.lock().ok().and_then(|mut q| q.next());
                         let Some((range, tx)) = next else { return };
@@ -200,7 +203,7 @@ pub(super) fn read_parallel(
                             return;
                         }
                         let bytes = &data[range.start as usize..range.end as usize];
-                        decode_frame(bytes, &tx, pool, stop);
+                        decode_frame(dctx.as_mut(), bytes, &tx, pool, stop);
                     }
                 });
             if let Err(e) = spawned {
@@ -242,11 +245,19 @@ pub(super) fn read_parallel(
 }
 
 /// A worker's job: decodes one frame into blocks, stopping early if the reader has gone.
-fn decode_frame(bytes: &[u8], tx: &SyncSender<Message>, pool: &Pool, stop: &AtomicBool) {
+fn decode_frame(
+    dctx: Option<&mut zstd_safe::DCtx<'static>>,
+    bytes: &[u8],
+    tx: &SyncSender<Message>,
+    pool: &Pool,
+    stop: &AtomicBool,
+) {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     let result = (|| -> Result<bool, (u64, io::Error)> {
-        let mut dctx = zstd_safe::DCtx::try_create()
-            .ok_or_else(|| (0, io::Error::other("cannot allocate a zstd decoder")))?;
+        let dctx = dctx.ok_or_else(|| (0, io::Error::other("cannot allocate a zstd decoder")))?;
+        // Whatever the last frame left (an error midway included) is forgotten.
+        dctx.reset(zstd_safe::ResetDirective::SessionAndParameters)
+            .map_err(|code| (0, invalid(zstd_safe::get_error_name(code))))?;
         // The kernel takes windows up to 2^27 (`zstd --long=27`); larger ones are refused.
         dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(27))
             .map_err(|code| (0, invalid(zstd_safe::get_error_name(code))))?;
