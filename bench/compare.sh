@@ -12,7 +12,7 @@
 # Environment:
 #   ROOTPACK  binary to test (default: <repo>/target/release/rootpack)
 #   RUNS      hyperfine runs per command (default: 10)
-#   STAGES    stages to run, in order (default: "extract ls rss image oci run");
+#   STAGES    stages to run, in order (default: "extract ls pack frames rss image oci run");
 #             each stage NAME is a function bench_NAME below.
 set -euo pipefail
 export LC_ALL=C
@@ -20,7 +20,7 @@ export LC_ALL=C
 here=$(cd -- "$(dirname -- "$0")" && pwd)
 ROOTPACK=${ROOTPACK:-$here/../target/release/rootpack}
 RUNS=${RUNS:-10}
-STAGES=${STAGES:-extract ls rss image oci run}
+STAGES=${STAGES:-extract ls pack frames rss image oci run}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 [[ -x $ROOTPACK ]] || die "rootpack binary not found: $ROOTPACK (cargo build --release, or set ROOTPACK)"
@@ -105,6 +105,46 @@ bench_ls() {
 		-n "3cpio -t" "3cpio -t $img >/dev/null"
 }
 
+# The initrd's tree, extracted once for the stages that start from a tree.
+tree_of_initrd() {
+	[[ -d $work/tree ]] || "$ROOTPACK" extract -q "$img" "$work/tree"
+	echo "$work/tree"
+}
+
+# tree -> .cpio.zst: rootpack pack (frames on every core) against the classic pipeline
+# with zstd's own threads, at level 9 (mkinitramfs's) and at the default levels (3).
+# Sizes are compared with one frame at the same level.
+bench_pack() {
+	local tree p=$out.cpio.zst c=$out.pipe.cpio.zst
+	tree=$(tree_of_initrd)
+	local pipe="cd $tree && find . | LC_ALL=C sort | cpio --quiet -o -H newc"
+	hf pack \
+		-n "rootpack pack --level 9" "$rp pack -q $tree -o $p --level 9" \
+		-n "cpio | zstd -9 -T0" "sh -c '$pipe | zstd -q -9 -T0 > $c'" \
+		-n "rootpack pack" "$rp pack -q $tree -o $p" \
+		-n "cpio | zstd -3 -T0" "sh -c '$pipe | zstd -q -3 -T0 > $c'"
+	local level
+	for level in 3 9; do
+		"$ROOTPACK" pack -q "$tree" -o "$p" --level $level
+		printf 'level %s frames\t%s\n' $level "$(stat -c %s "$p")" >>"$work/sizes.tsv"
+		"$ROOTPACK" pack -q "$tree" -o "$p" --level $level --frame-size 0
+		printf 'level %s one frame\t%s\n' $level "$(stat -c %s "$p")" >>"$work/sizes.tsv"
+	done
+	rm -f -- "$p" "$c"
+}
+
+# Reading rootpack's own pack output (default options: frames), against zstd -dc of it.
+bench_frames() {
+	local tree own=$work/own.cpio.zst
+	tree=$(tree_of_initrd)
+	"$ROOTPACK" pack -q "$tree" -o "$own"
+	hf frames \
+		-n "rootpack extract (own pack)" -p "rm -rf $out" "$rp extract $own $out" \
+		-n "rootpack ls (own pack)" "$rp ls $own >/dev/null" \
+		-n "zstd -dc (own pack)" "zstd -dc $own >/dev/null"
+	rm -rf -- "$out" "$own"
+}
+
 rss() { # NAME CMD...: record the peak RSS (KiB) of one run
 	local name=$1; shift
 	/usr/bin/time -f %M -o "$work/time.out" "$@" >/dev/null
@@ -122,8 +162,8 @@ bench_rss() { # rootpack, and 3cpio for reference (its zstd/gzip child is not
 # initrd's main segment (extracted once; 130 MB of mostly large files) and 50,000 small
 # files (200 folders of 250 files of 0-300 bytes, a distribution rootfs's shape).
 bench_image() {
-	local tree=$work/tree small=$work/small
-	"$ROOTPACK" extract "$img" "$tree"
+	local tree small=$work/small
+	tree=$(tree_of_initrd)
 	python3 - "$small" <<-'PY'
 		import os, random, sys
 		random.seed(7)
@@ -136,7 +176,7 @@ bench_image() {
 	PY
 	chmod -R a+rX "$work"
 	image_rows "$tree" image "" && image_rows "$small" image-small "-N 60000"
-	rm -rf -- "$tree" "$small"
+	rm -rf -- "$small"
 }
 
 image_rows() { # TREE STAGE MKFS_EXTRA: rootpack's builds and the manual peers on one tree
@@ -169,8 +209,8 @@ image_rows() { # TREE STAGE MKFS_EXTRA: rootpack's builds and the manual peers o
 # rootpack) to an ext4 image, against umoci unpack + mke2fs -d of the same archive (as a
 # layout); and writing the archive, against tar | gzip -6 of the tree.
 bench_oci() {
-	local tree=$work/tree fs=${out%/out}
-	"$ROOTPACK" extract "$img" "$tree"
+	local tree fs=${out%/out}
+	tree=$(tree_of_initrd)
 	local kib size_mib
 	kib=$(du -sk "$tree" | cut -f1)
 	size_mib=$((kib * 13 / 10 / 1024 + 64))
@@ -185,7 +225,7 @@ bench_oci() {
 		"umoci unpack --image $work/layout:tree:latest $b >/dev/null && mke2fs -q -F -t ext4 -d $b/rootfs $i ${size_mib}M && sync $i" \
 		-n "rootpack build oci-archive" -p "rm -f $fs/tree.*" "$rp build -q $work/oci-out.toml --out $fs" \
 		-n "tar | gzip -6" -p "rm -f $fs/tree.tar.gz" "tar -C $tree -cf - . | gzip -6 >$fs/tree.tar.gz && sync $fs/tree.tar.gz"
-	rm -rf -- "$tree" "$work/oci" "$work/layout" "$b" "$i" "$fs"/tree.* "$fs"/fromoci.*
+	rm -rf -- "$work/oci" "$work/layout" "$b" "$i" "$fs"/tree.* "$fs"/fromoci.*
 }
 
 # Start-to-exit of /bin/true on the same busybox tree: rootpack from its ext4 image
@@ -246,6 +286,10 @@ python3 - "$work" $STAGES <<-'EOF'
 	         ("rootpack / decompress floor", "rootpack extract", floor),
 	         ("rootpack ls / 3cpio -t", "rootpack ls", "3cpio -t"),
 	         ("rootpack ls / lsinitramfs", "rootpack ls", "lsinitramfs"),
+	         ("pack -9 / cpio|zstd -9 -T0", "rootpack pack --level 9", "cpio | zstd -9 -T0"),
+	         ("pack / cpio|zstd -3 -T0", "rootpack pack", "cpio | zstd -3 -T0"),
+	         ("extract own / zstd -dc own", "rootpack extract (own pack)", "zstd -dc (own pack)"),
+	         ("ls own / zstd -dc own", "rootpack ls (own pack)", "zstd -dc (own pack)"),
 	         ("rootpack build / mke2fs -d", "rootpack build", "mke2fs -d"),
 	         ("rootpack build / truncate path", "rootpack build", "truncate+mkfs+mount+cp"),
 	         ("rootpack build / dd path", "rootpack build", "dd+mkfs+mount+cp"),
@@ -265,6 +309,14 @@ python3 - "$work" $STAGES <<-'EOF'
 	for label, a, b in pairs:
 	    if a in median and b in median:
 	        print("%-28s %6.2fx (median)" % (label, median[a] / median[b]))
+	sizes = os.path.join(work, "sizes.tsv")
+	if os.path.exists(sizes):
+	    size = dict(line.rstrip("\n").split("\t") for line in open(sizes))
+	    print()
+	    for level in ("3", "9"):
+	        frames, one = size.get("level %s frames" % level), size.get("level %s one frame" % level)
+	        if frames and one:
+	            print("size at level %s: frames / one frame %6.4fx (%s / %s bytes)" % (level, int(frames) / int(one), frames, one))
 	rss = os.path.join(work, "rss.tsv")
 	if os.path.exists(rss):
 	    print()

@@ -8,6 +8,7 @@ packages=(
 	e2fsprogs util-linux mount                                   # images: mke2fs, debugfs, losetup
 	cpio busybox-static initramfs-tools-core python3 bsdutils    # test fixtures and peers
 	gzip zstd xz-utils bzip2 lz4 lzop                            # every initramfs compression
+	qemu-system-x86                                              # a kernel boots what pack writes
 )
 # Container images in and out, the peers the tests check outputs with; with their
 # recommended packages, which podman needs to run as it does on a desktop.
@@ -37,4 +38,9 @@ fi
 
 if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
 	curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt -c clippy
+fi
+
+# 3cpio, a peer reader the tests check pack's output against (not packaged in Debian 12).
+if ! command -v 3cpio >/dev/null && [[ ! -x $HOME/.cargo/bin/3cpio ]]; then
+	"$(command -v cargo || echo "$HOME/.cargo/bin/cargo")" install --locked threecpio
 fi

@@ -188,9 +188,15 @@ pub struct PackArgs {
     /// Override the compression implied by the extension.
     #[arg(short, long, value_enum)]
     pub compress: Option<CompressArg>,
-    /// Compression level (default: gzip 9, zstd 19, xz 6).
+    /// Compression level (default: the compressor program's own, as 3cpio uses:
+    /// zstd 3, gzip 6, xz 6; mkinitramfs uses zstd 9).
     #[arg(long)]
     pub level: Option<u32>,
+    /// Compress in independent frames of at least this many MiB of input, cut where
+    /// an entry ends, one per core at a time (0: one frame, one core). The output is
+    /// the same on any number of cores.
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    pub frame_size: u64,
     /// Prepend this folder as an uncompressed cpio segment (e.g. CPU microcode).
     #[arg(long, value_name = "DIR")]
     pub early: Option<PathBuf>,

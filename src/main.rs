@@ -303,11 +303,14 @@ fn cmd_pack(args: &PackArgs, quiet: bool) -> Result<()> {
     let started = Instant::now();
     let (format, compression) = pack_kind(&args.output, args.format, args.compress)?;
     let opts = PackOptions {
-        format,
-        compression,
         level: args.level,
         clamp_mtime: source_date_epoch()?,
         early: args.early.clone(),
+        frame_size: args
+            .frame_size
+            .checked_mul(1 << 20)
+            .context("--frame-size is too large")?,
+        ..PackOptions::new(format, compression)
     };
     log::info!(
         "packing {} into {} ({}, {})",
@@ -319,18 +322,30 @@ fn cmd_pack(args: &PackArgs, quiet: bool) -> Result<()> {
         },
         compression
     );
-    let summary = ops::pack_to_file(&args.dir, &args.output, &opts)?;
-    if summary.skipped_sockets > 0 && !quiet {
+    let bar = progress::bytes_bar(0, quiet, "packing");
+    let summary = ops::pack_to_file(&args.dir, &args.output, &opts, bar.as_ref())?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if quiet {
+        return Ok(());
+    }
+    if summary.skipped_sockets > 0 {
         eprintln!(
             "rootpack: warning: {} socket(s) left out (tar cannot store sockets)",
             summary.skipped_sockets
         );
     }
-    log::info!(
-        "packed {} entries, {} of data, into {} in {:.2}s",
-        summary.entries,
-        human_size(summary.data_bytes),
+    let frames = match summary.frames {
+        0 => String::new(),
+        1 => ", 1 frame".to_string(),
+        n => format!(", {n} frames"),
+    };
+    eprintln!(
+        "rootpack: packed {} ({}, {} entries{frames}) in {:.2}s",
         args.output.display(),
+        human_size(summary.written),
+        summary.entries,
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -395,8 +395,13 @@ impl Visitor for SeesRoot {
     }
 }
 
-/// Packs `dir` into `output`, atomically.
-pub fn pack_to_file(dir: &Path, output: &Path, opts: &PackOptions) -> Result<PackSummary, OpError> {
+/// Packs `dir` into `output`, atomically; `progress` follows the file data packed.
+pub fn pack_to_file(
+    dir: &Path,
+    output: &Path,
+    opts: &PackOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<PackSummary, OpError> {
     let out_err = |source| OpError::Output {
         path: output.to_path_buf(),
         source,
@@ -408,14 +413,15 @@ pub fn pack_to_file(dir: &Path, output: &Path, opts: &PackOptions) -> Result<Pac
         });
     }
     let mut out = AtomicFile::create(output).map_err(out_err)?;
-    let summary = pack(dir, out.file(), opts, &interrupted).map_err(|source| OpError::Pack {
-        // Reading the tree fails on a path of its own; writing, on the archive.
-        path: match source {
-            PackError::Write(_) => output.to_path_buf(),
-            _ => dir.to_path_buf(),
-        },
-        source,
-    })?;
+    let summary =
+        pack(dir, out.file(), opts, progress, &interrupted).map_err(|source| OpError::Pack {
+            // Reading the tree fails on a path of its own; writing, on the archive.
+            path: match source {
+                PackError::Write(_) => output.to_path_buf(),
+                _ => dir.to_path_buf(),
+            },
+            source,
+        })?;
     out.commit().map_err(out_err)?;
     Ok(summary)
 }

@@ -3,7 +3,9 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -772,4 +774,254 @@ fn cli_usage_errors_exit_2_and_completions_work() {
             .arg(&full),
     );
     assert!(err.contains("not empty"), "{err}");
+}
+
+/// `make_tree` (less its Latin-1 name) plus 48 files of 96 KiB under `many/`, between `etc/` and `usr/`: with
+/// `--frame-size 1` the archive is cut into several frames, and the hard links `etc/hard1`,
+/// `etc/hard2` and `usr/hard3` fall in different ones.
+fn make_framed_tree(root: &Path) {
+    make_tree(root);
+    // 3cpio 0.14 panics on a name that is not UTF-8; other tests cover such names.
+    fs::remove_file(root.join(OsStr::from_bytes(b"etc/caf\xe9"))).unwrap();
+    let many = root.join("many");
+    fs::create_dir(&many).unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..48 {
+        let data: Vec<u8> = (0..96 << 10)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b' ' + (x % 61) as u8
+            })
+            .collect();
+        fs::write(many.join(format!("{i:02}")), data).unwrap();
+    }
+}
+
+/// Packs `tree` into `out` with `args`, returning the frames the closing line reports.
+fn pack_frames(tree: &Path, out: &Path, args: &[&str]) -> u64 {
+    let done = run(rootpack()
+        .arg("pack")
+        .arg(tree)
+        .arg("-o")
+        .arg(out)
+        .args(args));
+    let line = String::from_utf8(done.stderr).unwrap();
+    assert!(line.starts_with("rootpack: packed "), "{line}");
+    // "rootpack: packed FILE (N bytes, M entries, K frames) in 0.12s"
+    let frames = line
+        .split(", ")
+        .find(|part| part.contains(" frame"))
+        .and_then(|part| part.split(' ').next()?.parse().ok());
+    frames.unwrap_or_else(|| panic!("no frame count in {line:?}"))
+}
+
+/// The zstd frames of a file, as byte ranges, found by libzstd.
+fn zstd_frame_ranges(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut frames = vec![];
+    let mut pos = 0;
+    while pos < data.len() {
+        let n = zstd::zstd_safe::find_frame_compressed_size(&data[pos..]).unwrap();
+        frames.push(pos..pos + n);
+        pos += n;
+    }
+    frames
+}
+
+#[test]
+fn framed_pack_is_read_by_gnu_cpio_initramfs_tools_and_3cpio() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let tree = w.join("tree");
+    make_framed_tree(&tree);
+    for (ext, decompress, name) in [
+        ("cpio.zst", "zstd -dc", "zstd"),
+        ("cpio.gz", "gzip -dc", "gzip"),
+        ("cpio.xz", "xz -dc", "xz"),
+        ("cpio.lz4", "lz4 -dc", "lz4"),
+    ] {
+        let archive = w.join(format!("framed.{ext}"));
+        let frames = pack_frames(&tree, &archive, &["--frame-size", "1"]);
+        assert!(frames >= 4, "{ext}: {frames} frames");
+        // GNU cpio through the compressor's own program.
+        let gnu = w.join(format!("gnu-{name}"));
+        fs::create_dir(&gnu).unwrap();
+        sh(
+            &gnu,
+            &format!(
+                "{decompress} < {} | cpio --quiet -idm --no-absolute-filenames",
+                archive.display()
+            ),
+        );
+        assert_same_tree(&tree, &gnu, &gnu_opts());
+        // Names are bytes (one is Latin-1).
+        let names = run(Command::new("sh").arg("-c").arg(format!(
+            "{decompress} < {} | cpio --quiet -t",
+            archive.display()
+        )))
+        .stdout;
+        assert!(names.ends_with(b"usr/hard3\n"), "{ext}");
+        // initramfs-tools.
+        let listed = run(Command::new("lsinitramfs").arg(&archive)).stdout;
+        assert!(listed == names, "{ext}: lsinitramfs");
+        let unmk = w.join(format!("unmk-{name}"));
+        run(Command::new("unmkinitramfs").arg(&archive).arg(&unmk));
+        assert_same_tree(&tree, &unmk, &gnu_opts());
+        // 3cpio.
+        let listed = run(Command::new("3cpio").arg("-t").arg(&archive)).stdout;
+        assert!(listed == names, "{ext}: 3cpio -t");
+        let three = w.join(format!("3cpio-{name}"));
+        fs::create_dir(&three).unwrap();
+        run(Command::new("3cpio")
+            .arg("-x")
+            .arg("-C")
+            .arg(&three)
+            .arg(&archive));
+        assert_same_tree(&tree, &three, &gnu_opts());
+        // Ourselves: one segment, the whole tree, names as cpio lists them.
+        let table =
+            String::from_utf8(run(rootpack().args(["ls", "--segments"]).arg(&archive)).stdout)
+                .unwrap();
+        assert_eq!(table.lines().count(), 2, "{ext}: {table}");
+        assert!(table.contains(&format!(" {name} ")), "{ext}: {table}");
+        let ours = run(rootpack().arg("ls").arg(&archive)).stdout;
+        assert!(ours == names, "{ext}: rootpack ls");
+        let dest = w.join(format!("ours-{name}"));
+        extract(&archive, &dest);
+        assert_same_tree(&tree, &dest, &opts());
+        for dir in [gnu, unmk, three, dest] {
+            fs::remove_dir_all(dir).unwrap();
+        }
+    }
+}
+
+#[test]
+fn framed_pack_is_the_same_on_one_core_and_one_frame_is_one_frame() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let tree = w.join("tree");
+    make_framed_tree(&tree);
+    let every = w.join("every.cpio.zst");
+    let frames = pack_frames(&tree, &every, &["--frame-size", "1"]);
+    assert!(frames >= 4, "{frames} frames");
+    // One core (the affinity is what std's available_parallelism reads).
+    let one = w.join("one.cpio.zst");
+    run(Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(env!("CARGO_BIN_EXE_rootpack"))
+        .arg("pack")
+        .arg(&tree)
+        .args(["--frame-size", "1", "-o"])
+        .arg(&one));
+    let bytes = fs::read(&every).unwrap();
+    assert!(
+        bytes == fs::read(&one).unwrap(),
+        "output depends on the cores"
+    );
+    // libzstd sees as many frames as we said, each with a content checksum.
+    let ranges = zstd_frame_ranges(&bytes);
+    assert_eq!(ranges.len() as u64, frames);
+    for r in &ranges {
+        assert!(
+            bytes[r.start + 4] & 0x04 != 0,
+            "frame at {} has no checksum",
+            r.start
+        );
+    }
+    let single = w.join("single.cpio.zst");
+    assert_eq!(pack_frames(&tree, &single, &["--frame-size", "0"]), 1);
+    assert_eq!(zstd_frame_ranges(&fs::read(&single).unwrap()).len(), 1);
+    // The same cpio inside, whatever the framing.
+    let plain = |path: &Path| pipe(Command::new("zstd").arg("-dc"), &fs::read(path).unwrap());
+    assert!(plain(&every) == plain(&single));
+    // tar is cut at entry ends too; GNU tar reads it through zstd.
+    let tar = w.join("framed.tar.zst");
+    assert!(pack_frames(&tree, &tar, &["--frame-size", "1"]) >= 4);
+    let listed = run(Command::new("tar").arg("--zstd").arg("-tf").arg(&tar)).stdout;
+    assert!(
+        listed.ends_with(b"usr/hard3\n"),
+        "{}",
+        String::from_utf8_lossy(&listed)
+    );
+    let dest = w.join("from-tar");
+    extract(&tar, &dest);
+    assert_same_tree(&tree, &dest, &opts());
+    // The default level is zstd's own (3): the same size as the zstd program gives.
+    let default = w.join("default.cpio.zst");
+    pack_frames(&tree, &default, &["--frame-size", "0"]);
+    let by_zstd = pipe(
+        Command::new("zstd").args(["-q", "-3", "-c"]),
+        &plain(&single),
+    );
+    let (ours, theirs) = (fs::read(&default).unwrap().len(), by_zstd.len());
+    assert!(
+        ours.abs_diff(theirs) * 100 < theirs,
+        "default level: {ours} bytes, zstd -3: {theirs}"
+    );
+}
+
+#[test]
+fn a_corrupt_or_cut_frame_names_the_segment_the_frame_and_the_byte() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let tree = w.join("tree");
+    make_framed_tree(&tree);
+    let good = w.join("good.cpio.zst");
+    pack_frames(&tree, &good, &["--frame-size", "1"]);
+    let bytes = fs::read(&good).unwrap();
+    let frames = zstd_frame_ranges(&bytes);
+    assert!(frames.len() >= 4);
+    let dest = w.join("out");
+    let bad = w.join("bad.cpio.zst");
+    let check = |data: &[u8], frame: usize, what: &str| {
+        fs::write(&bad, data).unwrap();
+        let want = format!("frame {frame} at byte {}", frames[frame - 1].start);
+        for cmd in ["ls", "extract"] {
+            let mut command = rootpack();
+            command.arg(cmd).arg(&bad);
+            if cmd == "extract" {
+                command.arg(&dest);
+            }
+            let err = fails(&mut command);
+            assert!(
+                err.contains("segment 1 (zstd at byte 0)") && err.contains(&want),
+                "{what}, {cmd}: {err}"
+            );
+            assert!(!dest.exists(), "{what}: {cmd} left {}", dest.display());
+        }
+    };
+    // Garbage in the middle of frame 3.
+    let mut corrupt = bytes.clone();
+    let mid = (frames[2].start + frames[2].end) / 2;
+    for b in &mut corrupt[mid..mid + 64] {
+        *b ^= 0x55;
+    }
+    check(&corrupt, 3, "corrupt");
+    // Cut inside frame 4.
+    let cut = (frames[3].start + frames[3].end) / 2;
+    check(&bytes[..cut], 4, "cut");
+    // Frame 2's content checksum (its last 4 bytes) wrong.
+    let mut sum = bytes.clone();
+    sum[frames[1].end - 1] ^= 1;
+    check(&sum, 2, "checksum");
+    // Frames decode only as a whole: gzip members are numbered too.
+    let gz = w.join("good.cpio.gz");
+    pack_frames(&tree, &gz, &["--frame-size", "1"]);
+    let mut data = fs::read(&gz).unwrap();
+    let cut = data.len() - 1000;
+    data.truncate(cut);
+    fs::write(&bad, &data).unwrap();
+    let err = fails(rootpack().arg("extract").arg(&bad).arg(&dest));
+    assert!(
+        err.contains("segment 1 (gzip") && err.contains("frame "),
+        "{err}"
+    );
+    assert!(!dest.exists());
+    let left: Vec<_> = fs::read_dir(w)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("rootpack-tmp"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -62,3 +62,48 @@ fn extract_of_a_500_mb_archive_stays_under_64_mib() {
         fs::remove_dir_all(&dest).unwrap();
     }
 }
+
+/// Runs `rootpack ARGS` and returns its peak RSS in KiB, for commands given as strings.
+fn peak_rss_of(args: &[&std::path::Path]) -> i64 {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|p| p.as_os_str()).collect();
+    peak_rss_kib(&args)
+}
+
+#[test]
+fn pack_and_parallel_extract_of_500_mb_in_frames_stay_bounded() {
+    use std::path::Path;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let tree = w.join("tree");
+    fs::create_dir(&tree).unwrap();
+    // 100 files of 5 MB, and one of 100 MB (a frame far past the frame size).
+    sh(
+        &tree,
+        "head -c 5000000 /dev/urandom > seed && for i in $(seq 100); do cp seed f$i; done && \
+         for i in $(seq 20); do cat seed; done > big && rm seed",
+    );
+    let archive = w.join("frames.cpio.zst");
+    let kib = peak_rss_of(&[
+        Path::new("pack"),
+        &tree,
+        Path::new("-q"),
+        Path::new("-o"),
+        &archive,
+    ]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    // Workers + 2 frames of 8 MiB in flight, and a zstd context per worker.
+    let cap = 64 * 1024 + cores * 16 * 1024;
+    assert!(kib < cap, "pack: peak RSS {kib} KiB (cap {cap})");
+    eprintln!("pack: peak RSS {kib} KiB");
+    let dest = w.join("out");
+    let kib = peak_rss_of(&[Path::new("extract"), &archive, &dest]);
+    assert_eq!(fs::metadata(dest.join("big")).unwrap().len(), 100_000_000);
+    assert_eq!(fs::metadata(dest.join("f100")).unwrap().len(), 5_000_000);
+    // Per decoding worker: its frame's blocks and the compressed pages it has read ahead.
+    let cap = 32 * 1024 + cores * 16 * 1024;
+    assert!(
+        kib < cap,
+        "parallel extract: peak RSS {kib} KiB (cap {cap})"
+    );
+    eprintln!("parallel extract: peak RSS {kib} KiB");
+}

@@ -163,18 +163,22 @@ pub enum Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
-    /// `level` None picks each format's default (gzip 9, zstd 19, xz 6: archives are
-    /// written once and read at every boot).
+    /// `level` None picks each compressor program's own default (gzip 6, zstd 3, xz 6),
+    /// which is what 3cpio gives (it runs the programs without a level);
+    /// `mkinitramfs` passes zstd `-9`.
     pub fn new(compression: Compression, out: W, level: Option<u32>) -> io::Result<Encoder<W>> {
         Ok(match compression {
             Compression::None => Encoder::None(out),
             Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
                 out,
-                flate2::Compression::new(level.unwrap_or(9).min(9)),
+                flate2::Compression::new(level.unwrap_or(6).min(9)),
             )),
             Compression::Zstd => {
-                let level = level.map_or(19, |l| l.min(22) as i32);
-                Encoder::Zstd(zstd::stream::write::Encoder::new(out, level)?)
+                let level = level.map_or(3, |l| l.clamp(1, 22) as i32);
+                let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+                // As the zstd program does: every frame carries its content checksum.
+                enc.include_checksum(true)?;
+                Encoder::Zstd(enc)
             }
             Compression::Xz => {
                 // The kernel's xz decoder verifies CRC32 only (scripts/xz_wrap.sh).

@@ -384,6 +384,11 @@ impl<W: Write> NewcWriter<W> {
         self.pad(4)
     }
 
+    /// The output, to mark where an entry ends.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Writes the trailer and pads the archive to `block` bytes (GNU cpio uses 512).
     pub fn finish(mut self, block: u64) -> io::Result<W> {
         let trailer = NewcHeader {

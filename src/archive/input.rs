@@ -24,6 +24,8 @@ const MEMORY_CHUNK: usize = 2 << 20;
 pub struct Mapping {
     ptr: *mut std::ffi::c_void,
     len: usize,
+    /// The file mapped, for reads that should not fault pages in (headers far ahead).
+    file: File,
 }
 
 // SAFETY: the mapping is read-only and owned; sharing the pointer across threads only
@@ -38,6 +40,7 @@ impl Mapping {
         if len == 0 {
             return None;
         }
+        let file = file.try_clone().ok()?;
         use rustix::mm::{MapFlags, ProtFlags};
         // SAFETY: a fresh private read-only mapping; if the file is truncated while we
         // read it, access past the new end raises SIGBUS, as for every mmap reader.
@@ -47,14 +50,19 @@ impl Mapping {
                 len,
                 ProtFlags::READ,
                 MapFlags::PRIVATE,
-                file,
+                &file,
                 0,
             )
         }
         .ok()?;
         // SAFETY: advice on our own mapping.
         let _ = unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::Sequential) };
-        Some(Mapping { ptr, len })
+        Some(Mapping { ptr, len, file })
+    }
+
+    /// Reads from the file at `offset` without touching the mapping.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -157,6 +165,14 @@ impl<'a> Input<'a> {
         let pos = self.pos as usize;
         match &self.source {
             Source::Memory { data, .. } => Some(&data[pos.checked_sub(n)?..pos]),
+            Source::Buffered { .. } => None,
+        }
+    }
+
+    /// All the input's bytes and the mapping they come from, when the input is in memory.
+    pub fn memory(&self) -> Option<(&'a [u8], Option<&'a Mapping>)> {
+        match &self.source {
+            Source::Memory { data, map, .. } => Some((data, *map)),
             Source::Buffered { .. } => None,
         }
     }

@@ -114,7 +114,7 @@ impl<W: Write> Encoder<W> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        // lz4_flex wants room for its own bound, a little above LZ4_compressBound.
+        // lz4_flex asks for more room than LZ4_compressBound; what it writes stays within.
         let room = lz4_flex::block::get_maximum_output_size(self.pending.len());
         self.compressed.resize(room.max(MAX_COMPRESSED), 0);
         let n = lz4_flex::block::compress_into(&self.pending, &mut self.compressed)

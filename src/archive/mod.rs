@@ -5,6 +5,8 @@
 
 pub mod compression;
 pub mod cpio;
+mod frame_reader;
+pub mod frame_writer;
 mod input;
 mod lz4_legacy;
 mod lzop;
@@ -238,12 +240,16 @@ pub enum ReadError {
         actual: u32,
     },
     #[error(
-        "segment {index} ({compression} at byte {offset}): corrupt compressed data near byte {at}"
+        "segment {index} ({compression} at byte {offset}), frame {frame} at byte {frame_offset}: \
+         corrupt compressed data near byte {at}"
     )]
     Decompress {
         index: usize,
         compression: Compression,
         offset: u64,
+        /// 1-based: the frame (zstd), member (gzip) or stream (xz) of the segment.
+        frame: usize,
+        frame_offset: u64,
         at: u64,
         source: io::Error,
     },

@@ -2,9 +2,13 @@
 //! zero padding, then either an uncompressed cpio archive or a compressed stream holding
 //! one or more archives, until the end of the file.
 //!
-//! Compressed streams are decoded on a second thread and handed over in 1 MiB blocks
-//! through a bounded channel, so decompression and writing files overlap on two cores
-//! while memory stays flat (a few blocks in flight, whatever the archive size).
+//! A compressed segment is a run of back-to-back compressed streams of one kind (zstd
+//! frames, gzip members, xz streams), decoded as one stream, as the compressor programs and
+//! the kernel do: `rootpack pack` cuts its output into such frames at entry ends. One
+//! stream is decoded on a second thread and handed over in 1 MiB blocks through a bounded
+//! channel, so decompression and writing files overlap on two cores while memory stays
+//! flat (a few blocks in flight, whatever the archive size). Several zstd frames in memory
+//! are decoded on every core ([`super::frame_reader`]).
 
 use std::fs::File;
 use std::io::{self, BufRead};
@@ -14,6 +18,7 @@ use indicatif::ProgressBar;
 
 use super::compression::{ContentChecksum, decoder, read_full};
 use super::cpio::{self, Counted};
+use super::frame_reader::{read_parallel, zstd_frames};
 use super::input::{Input, Mapping};
 use super::{
     Compression, Format, ReadError, Segment, Visitor, display_name, read_buffered, skip_zeros, tar,
@@ -112,7 +117,7 @@ pub fn read_archive(
 /// Reads the archives in one (decompressed) stream. With `single`, stops after the first
 /// cpio trailer (an uncompressed segment: what follows is the next segment); otherwise reads
 /// every archive until the stream ends, as the kernel does inside a compressed segment.
-fn read_stream(
+pub(super) fn read_stream(
     stream: &mut dyn BufRead,
     mut segment: Segment,
     single: bool,
@@ -156,14 +161,18 @@ fn read_compressed(
     visitor: &mut dyn Visitor,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<(Segment, u64, u64), ReadError> {
+    let mut checksum = None;
+    if segment.compression == Compression::Zstd && input.in_memory() {
+        let frames = zstd_frames(input);
+        if frames.len() > 1 {
+            return read_parallel(input, frames, segment, visitor, interrupted);
+        }
+        // The trailer of one mapped zstd frame can be read back once decoded, so its
+        // checksum is verified on this thread.
+        checksum = ContentChecksum::of_zstd_frame(input.peek(5)?);
+    }
     let (tx, rx) = mpsc::sync_channel(BLOCKS_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = mpsc::channel();
-    // The trailer of a mapped zstd frame can be read back once decoded, so its checksum
-    // is verified on this thread.
-    let checksum = match segment.compression {
-        Compression::Zstd if input.in_memory() => ContentChecksum::of_zstd_frame(input.peek(5)?),
-        _ => None,
-    };
     let caller_checks = checksum.is_some();
     let stream_input = &mut *input;
     let (parsed, decoded, checksum) = std::thread::scope(|scope| {
@@ -200,48 +209,93 @@ fn read_compressed(
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })?;
-    let corrupt = |at, source| ReadError::Decompress {
+    let corrupt = |f: StreamFailure| ReadError::Decompress {
         index: segment.index,
         compression: segment.compression,
         offset: segment.offset,
-        at,
-        source,
+        frame: f.frame,
+        frame_offset: f.frame_offset,
+        at: f.at,
+        source: f.source,
     };
     // A corrupt stream explains whatever the parser saw after it.
-    decoded.map_err(|(at, e)| corrupt(at, e))?;
+    decoded.map_err(corrupt)?;
     let parsed = parsed?;
     if let Some(sum) = checksum {
         // The frame ended just after its 4-byte trailer, still in memory.
         let trailer = input.just_consumed(4).unwrap_or_default();
-        sum.verify(trailer)
-            .map_err(|e| corrupt(input.position(), e))?;
+        sum.verify(trailer).map_err(|source| {
+            corrupt(StreamFailure {
+                frame: 1,
+                frame_offset: segment.offset,
+                at: input.position(),
+                source,
+            })
+        })?;
     }
     Ok(parsed)
 }
 
-/// The decoder thread: fills blocks until the stream ends or the reader goes away.
-/// With `caller_checks`, a zstd decoder leaves the content checksum to the reader.
-/// On failure, returns the compressed position reached and the error.
+/// Where decoding a segment failed: which of its streams, and the input position reached.
+struct StreamFailure {
+    /// 1-based.
+    frame: usize,
+    frame_offset: u64,
+    at: u64,
+    source: io::Error,
+}
+
+/// The decoder thread: fills blocks until the segment's streams end or the reader goes
+/// away. A stream directly followed by another of the same kind goes on into it (a zstd
+/// frame, gzip member or xz stream that `pack` cut at an entry end). With
+/// `caller_checks`, a zstd decoder leaves the content checksum to the reader (one frame).
 fn decode_blocks(
     input: &mut Input<'_>,
     compression: Compression,
     caller_checks: bool,
     tx: SyncSender<Vec<u8>>,
     recycle: Receiver<Vec<u8>>,
-) -> Result<(), (u64, io::Error)> {
-    let result = (|| {
-        let mut dec = decoder(compression, input, caller_checks)?;
-        loop {
-            let mut buf = recycle.try_recv().unwrap_or_default();
-            buf.resize(BLOCK, 0);
-            let n = read_full(&mut dec, &mut buf)?;
-            buf.truncate(n);
-            if n == 0 || tx.send(buf).is_err() || n < BLOCK {
-                return Ok(());
+) -> Result<(), StreamFailure> {
+    for frame in 1.. {
+        let frame_offset = input.position();
+        let decoded = (|| {
+            let mut dec = decoder(compression, input, caller_checks)?;
+            loop {
+                let mut buf = recycle.try_recv().unwrap_or_default();
+                buf.resize(BLOCK, 0);
+                let n = read_full(&mut dec, &mut buf)?;
+                buf.truncate(n);
+                if n > 0 && tx.send(buf).is_err() {
+                    return Ok(false);
+                }
+                if n < BLOCK {
+                    return Ok(true);
+                }
             }
+        })();
+        let fail = |input: &Input<'_>, source| StreamFailure {
+            frame,
+            frame_offset,
+            at: input.position(),
+            source,
+        };
+        match decoded {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => return Err(fail(input, e)),
         }
-    })();
-    result.map_err(|e| (input.position(), e))
+        let at = input.position();
+        let next = input.peek(6).map_err(|source| StreamFailure {
+            frame,
+            frame_offset,
+            at,
+            source,
+        })?;
+        if caller_checks || Compression::detect(next) != Some(compression) {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 struct ChannelReader {

@@ -356,14 +356,15 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 }
                 OutputFormat::Archive(format, compression) => {
                     let mut file = AtomicFile::create(&image).map_err(out_err(&image))?;
-                    let opts = PackOptions {
-                        format,
-                        compression,
-                        level: None,
+                    let pack_opts = PackOptions {
                         clamp_mtime: sde,
-                        early: None,
+                        ..PackOptions::new(format, compression)
                     };
-                    pack(&tree, file.file(), &opts, &interrupted)?;
+                    let bar = crate::progress::bytes_bar(0, !opts.progress, "packing");
+                    pack(&tree, file.file(), &pack_opts, bar.as_ref(), &interrupted)?;
+                    if let Some(bar) = bar {
+                        bar.finish_and_clear();
+                    }
                     commit_hashing(file, &image)?
                 }
                 OutputFormat::Dir => {

@@ -269,7 +269,7 @@ mod tests {
                         format!("{parent}/")
                     };
                     match next(6) {
-                        0 | 1 | 2 => {
+                        0..=2 => {
                             if !parent.is_empty() {
                                 layer.push(entry(parent, Kind::Dir));
                             }

@@ -219,13 +219,13 @@ impl Blobs {
         let compressed = Hashing::new(io::BufWriter::with_capacity(1 << 20, file));
         let mut uncompressed = Hashing::new(ParallelCompressor::new(compressed, opts.compression));
         let pack_opts = PackOptions {
-            format: PackFormat::Tar,
-            compression: crate::archive::compression::Compression::None,
-            level: None,
             clamp_mtime: opts.clamp_mtime,
-            early: None,
+            ..PackOptions::new(
+                PackFormat::Tar,
+                crate::archive::compression::Compression::None,
+            )
         };
-        pack(tree, &mut uncompressed, &pack_opts, interrupted)?;
+        pack(tree, &mut uncompressed, &pack_opts, None, interrupted)?;
         let diff_id = uncompressed.digest();
         let compressed = uncompressed.inner.finish().map_err(io_at(&temp))?;
         let (digest, size) = (compressed.digest(), compressed.size);
