@@ -63,6 +63,11 @@ impl AtomicFile {
         &mut self.file
     }
 
+    /// Flushes to disk, to be committed later.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
     /// Flushes to disk and renames over the target.
     pub fn commit(mut self) -> io::Result<()> {
         self.file.sync_all()?;
@@ -73,6 +78,25 @@ impl AtomicFile {
         }
         Ok(())
     }
+}
+
+/// Commits two files as nearly at once as renames allow: both are flushed first, then
+/// renamed one right after the other (an image and its manifest: only a kill in the
+/// microseconds between the two renames can separate them), then the folder is flushed.
+pub fn commit_together(mut first: AtomicFile, mut second: AtomicFile) -> io::Result<()> {
+    first.file.sync_all()?;
+    second.file.sync_all()?;
+    std::fs::rename(&first.temp, &first.target)?;
+    first.committed = true;
+    std::fs::rename(&second.temp, &second.target)?;
+    second.committed = true;
+    for dir in [&first.target, &second.target]
+        .into_iter()
+        .filter_map(|t| t.parent().filter(|d| !d.as_os_str().is_empty()))
+    {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl Drop for AtomicFile {
