@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -124,5 +125,57 @@ fn lzop_archives_of_every_level_extract_as_cpio_wrote_them() {
                 "lzop {level}: {name} differs"
             );
         }
+    }
+}
+
+/// Found by the pack/extract property (tests/properties.rs): a top-level file named
+/// `TRAILER!!!` was packed under that exact name, which ends a cpio archive for every
+/// reader (the kernel's too), so it and everything after it were lost.
+#[test]
+fn a_file_named_like_the_cpio_trailer_survives_pack_and_extract() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("TRAILER!!!"), "not the end\n").unwrap();
+    fs::write(tree.join("after"), "still here\n").unwrap();
+    let archive = work.path().join("a.cpio.gz");
+    run(rootpack()
+        .args(["pack", "-q", "-o"])
+        .arg(&archive)
+        .arg(&tree));
+    let out = work.path().join("out");
+    run(rootpack().args(["extract", "-q"]).arg(&archive).arg(&out));
+    assert_eq!(
+        fs::read_to_string(out.join("TRAILER!!!")).unwrap(),
+        "not the end\n"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("after")).unwrap(),
+        "still here\n"
+    );
+}
+
+/// Found by the same property: tar symlink targets went through the tar crate's path
+/// clean-up, so `a/.`, `a//b` and `dir/` came back as `a`, `a/b` and `dir`.
+#[test]
+fn tar_symlink_targets_are_kept_byte_for_byte() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    let targets = ["a/.", "a//b", "dir/", "./x", "../../up", "/abs//olute/"];
+    for (i, t) in targets.iter().enumerate() {
+        std::os::unix::fs::symlink(t, tree.join(format!("l{i}"))).unwrap();
+    }
+    let archive = work.path().join("a.tar");
+    run(rootpack()
+        .args(["pack", "-q", "-o"])
+        .arg(&archive)
+        .arg(&tree));
+    let out = work.path().join("out");
+    run(rootpack().args(["extract", "-q"]).arg(&archive).arg(&out));
+    for (i, t) in targets.iter().enumerate() {
+        // As bytes: `Path` equality would take "a//b" and "a/b" for one path.
+        let link = fs::read_link(out.join(format!("l{i}"))).unwrap();
+        assert_eq!(link.as_os_str().as_bytes(), t.as_bytes(), "l{i}");
     }
 }
