@@ -167,13 +167,17 @@ fn pair(out: &Path, name: &str) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     (image, fs::read(out.join(format!("{name}.json"))).ok())
 }
 
-/// `inspect` of the image named `name`: the manifest and the image agree.
-fn assert_inspect_matches(out: &Path, name: &str, context: &str) {
-    let o = rootpack()
+fn inspect(out: &Path, name: &str) -> Output {
+    rootpack()
         .arg("inspect")
         .arg(out.join(format!("{name}.json")))
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `inspect` of the image named `name`: the manifest and the image agree.
+fn assert_inspect_matches(out: &Path, name: &str, context: &str) {
+    let o = inspect(out, name);
     assert!(
         o.status.success(),
         "{context}: inspect: {}{}",
@@ -412,6 +416,12 @@ fn kill_9_at_random_moments_of_50_builds() {
             killed += 1;
         }
         // The previous pair or the new one, never a mix; leftovers wait for the next build.
+        // A build killed while committing has its two renames finished by a child process
+        // of its own (so that the kill cannot separate them): give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !inspect(&out, &name).status.success() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_inspect_matches(&out, &name, &context);
         let now = pair(&out, &name);
         let m = manifest_of(&out, &name).unwrap();
