@@ -42,10 +42,27 @@ impl Work {
     }
 }
 
+/// Unmounts `dir`, retrying while a just-detached loop device still holds a file in it,
+/// then lazily.
+fn unmount(dir: &Path) {
+    for _ in 0..50 {
+        let done = Command::new("umount")
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if done {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("umount").arg("-l").arg(dir).status();
+}
+
 impl Drop for Work {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = Command::new("umount").arg(self.dir.path()).status();
+            unmount(self.dir.path());
         }
     }
 }
@@ -79,7 +96,7 @@ impl LoopFs {
 
 impl Drop for LoopFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
+        unmount(&self.mnt);
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
     }
 }
