@@ -179,3 +179,25 @@ fn tar_symlink_targets_are_kept_byte_for_byte() {
         assert_eq!(link.as_os_str().as_bytes(), t.as_bytes(), "l{i}");
     }
 }
+
+/// A tar header the crate rejects was reported at the segment's start ("byte 0") only;
+/// the message now names the header's own offset.
+#[test]
+fn a_bad_tar_header_is_reported_at_its_offset() {
+    let work = tempfile::tempdir().unwrap();
+    fs::write(work.path().join("a"), "a\n").unwrap();
+    fs::write(work.path().join("b"), "b\n").unwrap();
+    sh(work.path(), "tar --format=ustar -cf t.tar a b");
+    let mut bytes = fs::read(work.path().join("t.tar")).unwrap();
+    // The second header (after a's header and one data block): break its checksum.
+    bytes[1024 + 148..1024 + 156].copy_from_slice(b"0000000\0");
+    let bad = work.path().join("bad.tar");
+    fs::write(&bad, bytes).unwrap();
+    let o = rootpack().arg("ls").arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("byte 1024: tar header: archive header checksum mismatch"),
+        "{}",
+        stderr(&o)
+    );
+}
