@@ -63,6 +63,11 @@ impl AtomicFile {
         &mut self.file
     }
 
+    /// Flushes to disk, to be committed later.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
     /// Flushes to disk and renames over the target.
     pub fn commit(mut self) -> io::Result<()> {
         self.file.sync_all()?;
@@ -73,6 +78,76 @@ impl AtomicFile {
         }
         Ok(())
     }
+}
+
+/// Commits two files together (an image and its manifest): both are flushed, then renamed
+/// one right after the other by a child process, which a `kill -9` of rootpack between
+/// the two renames does not stop, so the pair is never separated. Then the folder is
+/// flushed.
+pub fn commit_together(mut first: AtomicFile, mut second: AtomicFile) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    first.file.sync_all()?;
+    second.file.sync_all()?;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+    };
+    let names = [
+        c(&first.temp)?,
+        c(&first.target)?,
+        c(&second.temp)?,
+        c(&second.target)?,
+    ];
+    // SAFETY: the child only makes system calls (rename, _exit), which are safe after
+    // fork in a threaded process; the strings were allocated before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above. The exit code says which rename failed, and why.
+        unsafe {
+            let errno = || *libc::__errno_location() & 0x7f;
+            if libc::rename(names[0].as_ptr(), names[1].as_ptr()) != 0 {
+                libc::_exit(errno());
+            }
+            if libc::rename(names[2].as_ptr(), names[3].as_ptr()) != 0 {
+                libc::_exit(0x80 | errno());
+            }
+            libc::_exit(0);
+        }
+    }
+    if pid < 0 {
+        // No process to be had: rename here, as close together as we can.
+        std::fs::rename(&first.temp, &first.target)?;
+        first.committed = true;
+        std::fs::rename(&second.temp, &second.target)?;
+        second.committed = true;
+    } else {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            0x7f
+        };
+        if code != 0 {
+            first.committed = code & 0x80 != 0;
+            return Err(io::Error::from_raw_os_error(code & 0x7f));
+        }
+        first.committed = true;
+        second.committed = true;
+    }
+    for dir in [&first.target, &second.target]
+        .into_iter()
+        .filter_map(|t| t.parent().filter(|d| !d.as_os_str().is_empty()))
+    {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl Drop for AtomicFile {

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     let quiet = cli.quiet;
     interrupt::install();
     let verbose = cli.verbose.saturating_add(cli.command.verbosity());
-    init_logging(if cli.quiet { 0 } else { verbose });
+    init_logging(if cli.quiet { None } else { Some(verbose) });
     match run(cli) {
         Ok(Some(code)) => ExitCode::from(code),
         Ok(None) => ExitCode::SUCCESS,
@@ -96,8 +96,10 @@ fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
-/// `-v` says what is done, `-vv` adds tools, mounts, namespaces and timings, `-vvv` all.
-fn init_logging(verbose: u8) {
+/// Warnings always (what the user should know that is not an error, such as a build
+/// waiting for another), unless quiet; `-v` says what is done, `-vv` adds tools, mounts,
+/// namespaces and timings, `-vvv` all.
+fn init_logging(verbose: Option<u8>) {
     struct Stderr;
     impl log::Log for Stderr {
         fn enabled(&self, _: &log::Metadata<'_>) -> bool {
@@ -110,10 +112,11 @@ fn init_logging(verbose: u8) {
     }
     static LOGGER: Stderr = Stderr;
     let level = match verbose {
-        0 => log::LevelFilter::Off,
-        1 => log::LevelFilter::Info,
-        2 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
+        None => log::LevelFilter::Off,
+        Some(0) => log::LevelFilter::Warn,
+        Some(1) => log::LevelFilter::Info,
+        Some(2) => log::LevelFilter::Debug,
+        Some(_) => log::LevelFilter::Trace,
     };
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);

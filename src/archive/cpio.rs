@@ -343,6 +343,17 @@ impl<W: Write> NewcWriter<W> {
     /// Writes one entry; `data` must yield exactly `h.filesize` bytes, or this fails rather
     /// than write an archive that lies about its sizes.
     pub fn append(&mut self, h: &NewcHeader, name: &[u8], data: &mut dyn Read) -> io::Result<()> {
+        // A file named like the trailer would end the archive for every reader, the
+        // kernel's included, and lose what follows: "./" names the same file.
+        let name: &[u8] = if name == TRAILER {
+            b"./TRAILER!!!"
+        } else {
+            name
+        };
+        self.append_raw(h, name, data)
+    }
+
+    fn append_raw(&mut self, h: &NewcHeader, name: &[u8], data: &mut dyn Read) -> io::Result<()> {
         if name.len() + 1 > MAX_NAME || name.contains(&0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -395,7 +406,7 @@ impl<W: Write> NewcWriter<W> {
             nlink: 1,
             ..Default::default()
         };
-        self.append(&trailer, TRAILER, &mut io::empty())?;
+        self.append_raw(&trailer, TRAILER, &mut io::empty())?;
         self.pad(block)?;
         Ok(self.out)
     }

@@ -420,7 +420,16 @@ fn write_tar(
         } else if ft.is_symlink() {
             h.set_entry_type(EntryType::Symlink);
             let target = std::fs::read_link(&it.path).map_err(read_err)?;
-            builder.append_link(&mut h, path, target)
+            // Byte for byte: the crate's `set_link_name` rewrites a target as a path
+            // ("a/." -> "a", "a//b" -> "a/b", "a/" -> "a"). Longer ones go into a GNU long
+            // link entry, which it writes unchanged.
+            let bytes = target.as_os_str().as_bytes();
+            if bytes.len() < 100 {
+                h.set_link_name_literal(bytes).map_err(read_err)?;
+                builder.append_data(&mut h, path, io::empty())
+            } else {
+                builder.append_link(&mut h, path, target)
+            }
         } else if ft.is_file() {
             h.set_entry_type(EntryType::Regular);
             h.set_size(it.meta.len());

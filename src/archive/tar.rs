@@ -38,12 +38,20 @@ pub(crate) fn read_entries(
     let mut count = 0;
     let mut buf = vec![0u8; 256 << 10];
     let mut ext = Extensions::default();
+    // Where the next header starts, for an error the crate reports without a place.
+    let mut next = 0u64;
     for item in archive.entries().map_err(ReadError::Tar)?.raw(true) {
         if interrupted() {
             return Err(ReadError::Interrupted);
         }
-        let mut item = item.map_err(ReadError::Tar)?;
+        let mut item = item.map_err(|e| ReadError::Malformed {
+            offset: next,
+            what: format!("tar header: {e}"),
+        })?;
         let offset = item.raw_header_position();
+        next = item
+            .raw_file_position()
+            .saturating_add(item.size().div_ceil(512).saturating_mul(512));
         match item.header().entry_type() {
             T::GNULongName => {
                 ext.name = Some(read_long_name(&mut item, offset, "long name")?);
@@ -105,7 +113,11 @@ fn read_extension<R: Read>(
         });
     }
     let mut data = Vec::with_capacity(size as usize);
-    item.read_to_end(&mut data).map_err(ReadError::Tar)?;
+    item.read_to_end(&mut data)
+        .map_err(|e| ReadError::Malformed {
+            offset,
+            what: format!("{what}: {e}"),
+        })?;
     if data.len() as u64 != size {
         return Err(ReadError::Malformed {
             offset,

@@ -171,6 +171,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     let ext4 = recipe.output.format == OutputFormat::Ext4;
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).map_err(out_err(out))?;
+    let _lock = OutputLock::take(out, &recipe.name)?;
     let cleaned = crate::cleanup::remove_stale(out).map_err(out_err(out))?;
     if ext4 && method == Method::Mount && !rustix::process::geteuid().is_root() {
         return Err(BuildError::MountNeedsRoot);
@@ -214,7 +215,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         planned = Some((closures, usage));
     }
 
-    let (layers, image_config, report, usage, sha256) =
+    let (layers, image_config, report, usage, (sha256, pending)) =
         if let Some((closures, usage)) = planned.take_if(|_| method == Method::Mount) {
             // The mounted image is the staging tree: the data is written once.
             let file = AtomicFile::create(&image).map_err(out_err(&image))?;
@@ -258,7 +259,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                 filled.usage.files,
                 secs(t)
             );
-            let sha256 = commit_hashing(file, &image)?;
+            let sha256 = sync_hashing(file, &image)?;
             (
                 filled.layers,
                 filled.image_config,
@@ -352,7 +353,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                         sde,
                     )?;
                     check_interrupt()?;
-                    commit_hashing(file, &image)?
+                    sync_hashing(file, &image)?
                 }
                 OutputFormat::Archive(format, compression) => {
                     let mut file = AtomicFile::create(&image).map_err(out_err(&image))?;
@@ -365,11 +366,11 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                     if let Some(bar) = bar {
                         bar.finish_and_clear();
                     }
-                    commit_hashing(file, &image)?
+                    sync_hashing(file, &image)?
                 }
                 OutputFormat::Dir => {
                     swap_into_place(&tree, &image, work.path())?;
-                    String::new()
+                    (String::new(), None)
                 }
                 OutputFormat::Oci | OutputFormat::OciArchive => {
                     let layout = work.path().join("layout");
@@ -404,11 +405,11 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
                     check_interrupt()?;
                     if recipe.output.format == OutputFormat::Oci {
                         swap_into_place(&layout, &image, work.path())?;
-                        String::new()
+                        (String::new(), None)
                     } else {
                         let mut file = AtomicFile::create(&image).map_err(out_err(&image))?;
                         oci::write::archive_layout(&layout, file.file(), sde.unwrap_or(0))?;
-                        commit_hashing(file, &image)?
+                        sync_hashing(file, &image)?
                     }
                 }
             };
@@ -427,7 +428,12 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     let size = match recipe.output.format {
         OutputFormat::Dir => usage.blocks * 4096,
         OutputFormat::Oci => crate::fsutil::tree_size(&image).map_err(out_err(&image))?,
-        _ => std::fs::metadata(&image).map_err(out_err(&image))?.len(),
+        _ => match &pending {
+            Some(file) => std::fs::metadata(file.temp_path()),
+            None => std::fs::metadata(&image),
+        }
+        .map_err(out_err(&image))?
+        .len(),
     };
     let manifest = Manifest {
         name: recipe.name.clone(),
@@ -455,9 +461,14 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         },
     };
     let manifest_path = crate::manifest::path_for(&image);
-    manifest
-        .write(&manifest_path)
+    let mut manifest_file = AtomicFile::create(&manifest_path).map_err(out_err(&manifest_path))?;
+    io::Write::write_all(manifest_file.file(), manifest.to_json().as_bytes())
         .map_err(out_err(&manifest_path))?;
+    match pending {
+        Some(image_file) => crate::fsutil::commit_together(image_file, manifest_file),
+        None => manifest_file.commit(),
+    }
+    .map_err(out_err(&image))?;
     Ok(Built {
         image,
         manifest_path,
@@ -518,6 +529,62 @@ fn image_options(
         },
         history: format!("rootpack build {}", recipe.name),
         clamp_mtime: sde,
+    }
+}
+
+/// `OUT/.NAME.lock`, locked (`flock`) for the whole build: builds of one output wait for
+/// each other, so the image and the manifest left are those of one build. The file is
+/// removed when the build ends, still locked; a waiter that then holds a removed file
+/// tries again on the one now there.
+struct OutputLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl OutputLock {
+    fn take(out: &Path, name: &str) -> Result<OutputLock, BuildError> {
+        use rustix::fs::FlockOperation;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let path = out.join(format!(".{name}.lock"));
+        let mut said = false;
+        loop {
+            let file = File::options()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(out_err(&path))?;
+            // Polled rather than blocking, so Ctrl-C still ends a waiting build.
+            while let Err(e) = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                if e != rustix::io::Errno::WOULDBLOCK && e != rustix::io::Errno::INTR {
+                    return Err(out_err(&path)(e.into()));
+                }
+                if !said {
+                    log::warn!(
+                        "waiting for another build of {name} in {} to finish",
+                        out.display()
+                    );
+                    said = true;
+                }
+                check_interrupt()?;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let held = file.metadata().map_err(out_err(&path))?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(OutputLock { path, _file: file });
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        // Before the file is closed, so no other build holds the name meanwhile.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -598,25 +665,29 @@ fn mkfs_options(
     })
 }
 
-/// Renames the finished image into place after fsync, hashing it on a second thread
-/// meanwhile (the hash reads the page cache while the disk writes).
-fn commit_hashing(file: AtomicFile, image: &Path) -> Result<String, BuildError> {
+/// Syncs the finished image to disk, hashing it on a second thread meanwhile (the hash
+/// reads the page cache while the disk writes); it is renamed into place later, with its
+/// manifest.
+fn sync_hashing(
+    file: AtomicFile,
+    image: &Path,
+) -> Result<(String, Option<AtomicFile>), BuildError> {
     let reader = File::open(file.temp_path()).map_err(out_err(image))?;
-    let (committed, digest) = std::thread::scope(|scope| {
-        // If no thread can be had, the closure runs here, after the commit.
+    let (synced, digest) = std::thread::scope(|scope| {
+        // If no thread can be had, the closure runs here, after the sync.
         let hashing = std::thread::Builder::new()
             .spawn_scoped(scope, || crate::digest::digest_reader(&reader));
-        let committed = file.commit();
+        let synced = file.sync();
         let digest = match hashing {
             Ok(h) => h
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("hashing thread panicked"))),
             Err(_) => crate::digest::digest_reader(&reader),
         };
-        (committed, digest)
+        (synced, digest)
     });
-    committed.map_err(out_err(image))?;
-    Ok(digest.map_err(out_err(image))?.1)
+    synced.map_err(out_err(image))?;
+    Ok((digest.map_err(out_err(image))?.1, Some(file)))
 }
 
 /// A UUID-formatted value derived from the build inputs, so two builds of the same recipe
