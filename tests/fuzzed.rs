@@ -73,7 +73,8 @@ fn an_lzo_reference_before_the_block_start_is_reported() {
     let o = rootpack().arg("ls").arg(&input).output().unwrap();
     let err = stderr(&o);
     assert!(
-        err.contains("segment 1 (lzop at byte 0): corrupt compressed data")
+        err.contains("segment 1 (lzop at byte 0)")
+            && err.contains("corrupt compressed data")
             && err.contains("lookbehind overrun"),
         "{err}"
     );
