@@ -24,24 +24,6 @@ fn build(recipe: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
         .args(extra))
 }
 
-/// Loop devices backed by files below `dir`, and mounts below it.
-fn leaks(dir: &Path) -> Vec<String> {
-    let dir = fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
-    let mut found = loop_devices(|b| b.starts_with(&dir));
-    for line in fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
-        let target = line.split(' ').nth(4).unwrap();
-        if target.starts_with(&format!("{}/", dir.display())) {
-            found.push(format!("mount {target}"));
-        }
-    }
-    for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().contains("rootpack-tmp") {
-            found.push(format!("temp {}", e.path().display()));
-        }
-    }
-    found
-}
-
 /// A read-only mount of an image, undone on drop.
 struct Mounted(tempfile::TempDir);
 
@@ -127,7 +109,7 @@ fn hello_builds_with_both_methods_and_runs_in_chroot() {
             .nodes,
         );
         drop(m);
-        assert!(leaks(&out).is_empty(), "{:?}", leaks(&out));
+        assert!(build_leaks(&out).is_empty(), "{:?}", build_leaks(&out));
     }
     // Both methods give the same tree, down to metadata.
     assert!(trees[0] == trees[1], "populate and mount trees differ");
@@ -422,7 +404,7 @@ fn failures_leave_nothing_behind_and_keep_the_previous_image() {
             err.contains("mke2fs failed") && err.contains("no space on device"),
             "{err}"
         );
-        assert!(leaks(&out).is_empty(), "{:?}", leaks(&out));
+        assert!(build_leaks(&out).is_empty(), "{:?}", build_leaks(&out));
         assert_eq!(fs::read(out.join("busybox.ext4")).unwrap(), previous);
     }
 
@@ -441,7 +423,7 @@ fn failures_leave_nothing_behind_and_keep_the_previous_image() {
         .output()
         .unwrap();
     let err = String::from_utf8(o.stderr).unwrap();
-    let left = leaks(&small);
+    let left = build_leaks(&small);
     let kept = fs::read(small.join("busybox.ext4")).unwrap();
     run(Command::new("umount").arg(&small));
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -516,9 +498,9 @@ fn interrupts_and_kill_9_leave_nothing_behind() {
                     assert_eq!(fs::read(out.join("big.ext4")).unwrap(), b"previous");
                 }
                 assert!(
-                    leaks(&out).is_empty(),
+                    build_leaks(&out).is_empty(),
                     "{method} {signal} {delay_ms}ms: {:?}",
-                    leaks(&out)
+                    build_leaks(&out)
                 );
             }
         }
@@ -538,7 +520,7 @@ fn interrupts_and_kill_9_leave_nothing_behind() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !leaks(&out).iter().any(|l| l.starts_with("mount"))
+    while !build_leaks(&out).iter().any(|l| l.starts_with("mount"))
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -546,7 +528,7 @@ fn interrupts_and_kill_9_leave_nothing_behind() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
-        !leaks(&out).is_empty(),
+        !build_leaks(&out).is_empty(),
         "kill -9 left nothing: the test did not hit the copy"
     );
     // A planted symlink with a temporary's name is only unlinked, never followed.
@@ -557,6 +539,6 @@ fn interrupts_and_kill_9_leave_nothing_behind() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("left by an interrupted build"));
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
     assert!(fs::symlink_metadata(out.join(".evil.rootpack-tmp-999999999")).is_err());
-    assert!(leaks(&out).is_empty(), "{:?}", leaks(&out));
+    assert!(build_leaks(&out).is_empty(), "{:?}", build_leaks(&out));
     fsck(&out.join("big.ext4"));
 }

@@ -49,24 +49,6 @@ fn debugfs(image: &Path, request: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Loop devices backed by files below `dir`, mounts below it, temporaries in it.
-fn leaks(dir: &Path) -> Vec<String> {
-    let dir = fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
-    let mut found = loop_devices(|b| b.starts_with(&dir));
-    for line in fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
-        let target = line.split(' ').nth(4).unwrap();
-        if target.starts_with(&format!("{}/", dir.display())) {
-            found.push(format!("mount {target}"));
-        }
-    }
-    for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().contains("rootpack-tmp") {
-            found.push(format!("temp {}", e.path().display()));
-        }
-    }
-    found
-}
-
 #[test]
 fn changes_land_in_the_image_and_the_machinery_does_not() {
     if !require_root() {
@@ -109,7 +91,7 @@ fn changes_land_in_the_image_and_the_machinery_does_not() {
             2,
             "{run_dir}"
         );
-        assert!(leaks(&out).is_empty(), "{:?}", leaks(&out));
+        assert!(build_leaks(&out).is_empty(), "{:?}", build_leaks(&out));
         // And the image runs as the user the steps made.
         let o = container(
             &image,
@@ -167,7 +149,7 @@ fn mounts_and_host_network_leave_nothing_in_the_image() {
         assert!(!debugfs(&image, "ls /run").contains("daemon.pid"));
         assert_eq!(fs::read_to_string(cache.join("out")).unwrap(), "written\n");
         fs::remove_file(cache.join("out")).unwrap();
-        assert!(leaks(&out).is_empty(), "{:?}", leaks(&out));
+        assert!(build_leaks(&out).is_empty(), "{:?}", build_leaks(&out));
     }
     // A folder image: the tree itself.
     let dir_text = text.replace("name = \"mounts\"", "name = \"mountsdir\"")
@@ -311,7 +293,11 @@ fn a_failing_step_names_its_line_and_leaves_nothing() {
         assert!(err.contains("run 2| last words"), "{err}");
         assert!(err.contains("run 2| first line"), "{err}");
         assert_eq!(err.contains("run 1| fine"), !quiet, "{err}");
-        assert!(leaks(&out).is_empty(), "{method}: {:?}", leaks(&out));
+        assert!(
+            build_leaks(&out).is_empty(),
+            "{method}: {:?}",
+            build_leaks(&out)
+        );
         assert_eq!(
             fs::read(out.join("fail.ext4")).unwrap(),
             previous,
@@ -334,7 +320,7 @@ fn a_failing_step_names_its_line_and_leaves_nothing() {
         stderr(&o)
     );
     assert!(processes(&["sleep", "319"]).is_empty());
-    assert!(leaks(&out).is_empty(), "{:?}", leaks(&out));
+    assert!(build_leaks(&out).is_empty(), "{:?}", build_leaks(&out));
 }
 
 #[test]
@@ -487,7 +473,7 @@ fn rootless_builds_run_steps_as_root_of_a_user_namespace() {
         stderr(&o)
     );
     assert!(stderr(&o).contains("Invalid argument"), "{}", stderr(&o));
-    assert!(leaks(&out).is_empty(), "{:?}", leaks(&out));
+    assert!(build_leaks(&out).is_empty(), "{:?}", build_leaks(&out));
 }
 
 /// The README's Debian recipe is a valid recipe: it gets as far as reading its layer (which

@@ -391,3 +391,22 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Loop devices backed by files below `dir`, mounts below it, temporaries in it: what a
+/// build must not leave.
+pub fn build_leaks(dir: &Path) -> Vec<String> {
+    let dir = fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
+    let mut found = loop_devices(|b| b.starts_with(&dir));
+    for line in fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
+        let target = line.split(' ').nth(4).unwrap();
+        if target.starts_with(&format!("{}/", dir.display())) {
+            found.push(format!("mount {target}"));
+        }
+    }
+    for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().contains("rootpack-tmp") {
+            found.push(format!("temp {}", e.path().display()));
+        }
+    }
+    found
+}
