@@ -201,16 +201,14 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         Kind::Fifo => "fifo",
         Kind::Socket => "socket",
     };
-    let mut v = serde_json::json!({
-        "name": text(&e.name),
-        "type": kind,
-        "mode": format!("{:04o}", e.mode & 0o7777),
-        "uid": e.uid,
-        "gid": e.gid,
-        "size": e.size,
-        "mtime": e.mtime,
-    });
-    let map = v.as_object_mut().expect("a JSON object");
+    let mut map = serde_json::Map::new();
+    map.insert("name".into(), text(&e.name).into());
+    map.insert("type".into(), kind.into());
+    map.insert("mode".into(), format!("{:04o}", e.mode & 0o7777).into());
+    map.insert("uid".into(), e.uid.into());
+    map.insert("gid".into(), e.gid.into());
+    map.insert("size".into(), e.size.into());
+    map.insert("mtime".into(), e.mtime.into());
     match &e.kind {
         Kind::Symlink(t) | Kind::HardLink(t) => {
             map.insert("target".into(), text(t).into());
@@ -221,7 +219,7 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         }
         _ => {}
     }
-    v
+    serde_json::Value::Object(map)
 }
 
 /// `-rwsr-xr-x 0:0 12345 2024-01-02 03:04:05`

@@ -172,7 +172,8 @@ pub fn open(path: &Path, sel: &Selector) -> Result<Image, OciError> {
     let mut image = Image {
         source,
         path: path.to_path_buf(),
-        digest: Digest::from_hex(&"0".repeat(64)).expect("a valid digest"),
+        // Set by load_manifest or load_docker before the image is returned.
+        digest: Digest::of(b""),
         config: ImageConfig::default(),
         layers: Vec::new(),
     };

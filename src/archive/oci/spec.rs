@@ -32,6 +32,16 @@ impl Digest {
         Digest::parse(&format!("sha256:{hex}"))
     }
 
+    /// The digest of a finished sha256 (always 64 hex digits).
+    pub fn of_hash(hash: &[u8]) -> Digest {
+        Digest(crate::digest::hex(hash))
+    }
+
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(crate::digest::sha256_hex(bytes))
+    }
+
     pub fn hex(&self) -> &str {
         &self.0
     }

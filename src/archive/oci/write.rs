@@ -178,8 +178,7 @@ impl<W> Hashing<W> {
         }
     }
     fn digest(&self) -> Digest {
-        Digest::from_hex(&crate::digest::hex(&self.hasher.clone().finalize()))
-            .expect("sha256 in hex is a digest")
+        Digest::of_hash(&self.hasher.clone().finalize())
     }
 }
 
@@ -200,7 +199,7 @@ impl Blobs {
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(Digest, u64), WriteError> {
-        let digest = Digest::from_hex(&crate::digest::sha256_hex(bytes)).expect("hex");
+        let digest = Digest::of(bytes);
         let path = self.dir.join(digest.hex());
         std::fs::write(&path, bytes).map_err(io_at(&path))?;
         self.written.push((digest.clone(), bytes.len() as u64));
@@ -241,8 +240,8 @@ impl Blobs {
     }
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("image documents serialize")
+fn json<T: serde::Serialize>(value: &T, layout: &Path) -> Result<Vec<u8>, WriteError> {
+    serde_json::to_vec(value).map_err(|e| io_at(layout)(io::Error::other(e)))
 }
 
 /// Copies a base image's layer blobs byte for byte (checked again on the way: the file may
@@ -333,7 +332,7 @@ pub fn write_layout(
             history
         },
     };
-    let (config_digest, config_size) = blobs.put(&json(&config))?;
+    let (config_digest, config_size) = blobs.put(&json(&config, layout)?)?;
     let media = match opts.compression {
         Compression::Gzip => spec::LAYER_GZIP,
         Compression::Zstd => spec::LAYER_ZSTD,
@@ -350,7 +349,7 @@ pub fn write_layout(
         config: descriptor(spec::CONFIG, &config_digest, config_size),
         layers,
     };
-    let (manifest_digest, manifest_size) = blobs.put(&json(&manifest))?;
+    let (manifest_digest, manifest_size) = blobs.put(&json(&manifest, layout)?)?;
     let mut named = descriptor(spec::MANIFEST, &manifest_digest, manifest_size);
     named.platform = Some(Platform {
         architecture: arch,
@@ -371,14 +370,14 @@ pub fn write_layout(
         std::fs::write(&path, bytes).map_err(io_at(&path))
     };
     write("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    write("index.json", &json(&index))?;
+    write("index.json", &json(&index, layout)?)?;
     // Docker's manifest.json beside the layout: `docker load` takes the archive too.
     let docker = vec![DockerEntry {
         config: config_digest.blob_path(),
         repo_tags: Some(vec![opts.tag.clone()]),
         layers: docker_layers,
     }];
-    write("manifest.json", &json(&docker))?;
+    write("manifest.json", &json(&docker, layout)?)?;
     Ok(Written {
         manifest: manifest_digest,
         layer,
