@@ -542,7 +542,7 @@ pub fn docker_default() -> Profile {
 
 #[cfg(test)]
 mod tests {
-    use super::super::profile::{Cond, Excludes, Includes};
+    use super::super::profile::{Cond, Conditions};
     use super::*;
     use crate::run::security::{DEFAULT_CAPS, cap_number};
 
@@ -656,8 +656,8 @@ mod tests {
             let rule = rule.unwrap_or_else(|| panic!("{name} in no rule"));
             assert_eq!(rule.action, Action::Allow, "{name}");
             assert!(rule.args.is_empty(), "{name}");
-            assert_eq!(rule.includes, Includes::default(), "{name}");
-            assert_eq!(rule.excludes, Excludes::default(), "{name}");
+            assert_eq!(rule.includes, Conditions::default(), "{name}");
+            assert_eq!(rule.excludes, Conditions::default(), "{name}");
         }
     }
 

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::profile::{Action, Cond, Excludes, Includes, Op, Profile, Rule};
+use super::profile::{Action, Cond, Conditions, Op, Profile, Rule};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,12 +100,12 @@ fn rule(s: Syscall) -> Result<Rule, String> {
         names,
         action: action(&s.action, s.errno_ret)?,
         args,
-        includes: Includes {
+        includes: Conditions {
             caps: caps(&s.includes.caps)?,
             arches: s.includes.arches,
             min_kernel: kernel(s.includes.min_kernel.as_deref())?,
         },
-        excludes: Excludes {
+        excludes: Conditions {
             caps: caps(&s.excludes.caps)?,
             arches: s.excludes.arches,
             min_kernel: kernel(s.excludes.min_kernel.as_deref())?,

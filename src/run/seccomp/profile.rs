@@ -42,20 +42,13 @@ pub struct Cond {
     pub low32: bool,
 }
 
-/// When a rule applies: every listed capability present, one of the listed architectures
-/// (none listed: any), and at least this kernel version.
+/// Capabilities, architectures and a kernel version a rule depends on. As `includes`,
+/// the rule applies with every listed capability, on one of the listed architectures (none
+/// listed: any), from this kernel on; as `excludes`, it does not apply with any listed
+/// capability, on a listed architecture, or from this kernel on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Includes {
+pub struct Conditions {
     /// Capability numbers.
-    pub caps: Vec<u32>,
-    pub arches: Vec<String>,
-    pub min_kernel: Option<(u32, u32)>,
-}
-
-/// When a rule does not apply: any listed capability present, one of the listed
-/// architectures, or at least this kernel version.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Excludes {
     pub caps: Vec<u32>,
     pub arches: Vec<String>,
     pub min_kernel: Option<(u32, u32)>,
@@ -68,8 +61,8 @@ pub struct Rule {
     pub names: Vec<String>,
     pub action: Action,
     pub args: Vec<Cond>,
-    pub includes: Includes,
-    pub excludes: Excludes,
+    pub includes: Conditions,
+    pub excludes: Conditions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,8 +79,8 @@ impl Rule {
             names: names.iter().map(|n| n.to_string()).collect(),
             action,
             args: Vec::new(),
-            includes: Includes::default(),
-            excludes: Excludes::default(),
+            includes: Conditions::default(),
+            excludes: Conditions::default(),
         }
     }
 
