@@ -206,18 +206,10 @@ fn assert_inspect_matches(out: &Path, name: &str, context: &str) {
 /// What must not outlive a build: temporaries, lock files, mounts and loop devices below
 /// `dir`.
 fn leftovers(dir: &Path) -> Vec<String> {
-    let dir = fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
-    let mut found = loop_devices(|b| b.starts_with(&dir));
-    for line in fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
-        let target = line.split(' ').nth(4).unwrap();
-        if target.starts_with(&format!("{}/", dir.display())) {
-            found.push(format!("mount {target}"));
-        }
-    }
-    for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.contains("rootpack-tmp") || name.ends_with(".lock") {
-            found.push(format!("left {}", e.path().display()));
+    let mut found = build_leaks(dir);
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".lock") {
+            found.push(format!("lock {}", e.path().display()));
         }
     }
     found
@@ -463,26 +455,6 @@ fn kill_9_at_random_moments_of_50_builds() {
         assert_inspect_matches(&out, &format!("k{f}"), "after the kills");
     }
     assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
-}
-
-/// Loop devices backed by `image`, and rootpack cgroups whose process is gone.
-fn run_leaks(image: &Path) -> Vec<String> {
-    let mut found = loop_devices(|b| b == image);
-    for entry in walkdir::WalkDir::new("/sys/fs/cgroup")
-        .max_depth(4)
-        .into_iter()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name
-            .strip_prefix("rootpack-")
-            .and_then(|r| r.split('-').next())
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            found.push(format!("cgroup {}", entry.path().display()));
-        }
-    }
-    found
 }
 
 fn survivors(marker: &str) -> usize {

@@ -25,32 +25,12 @@ fn mountinfo() -> Vec<String> {
     v
 }
 
-/// Loop devices backed by `image`, and rootpack cgroups of processes that are gone.
-fn leaks(image: &Path) -> Vec<String> {
-    let mut found = leaks_now(image);
-    for entry in walkdir::WalkDir::new("/sys/fs/cgroup")
-        .max_depth(4)
-        .into_iter()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name
-            .strip_prefix("rootpack-")
-            .and_then(|r| r.split('-').next())
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            found.push(format!("cgroup {}", entry.path().display()));
-        }
-    }
-    found
-}
-
 fn wait_for_no_leaks(image: &Path) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !leaks(image).is_empty() && Instant::now() < deadline {
+    while !run_leaks(image).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(leaks(image).is_empty(), "{:?}", leaks(image));
+    assert!(run_leaks(image).is_empty(), "{:?}", run_leaks(image));
 }
 
 #[test]

@@ -410,3 +410,23 @@ pub fn build_leaks(dir: &Path) -> Vec<String> {
     }
     found
 }
+
+/// Loop devices backed by `image`, and rootpack cgroups whose process is gone.
+pub fn run_leaks(image: &Path) -> Vec<String> {
+    let mut found = loop_devices(|b| b == image);
+    for entry in walkdir::WalkDir::new("/sys/fs/cgroup")
+        .max_depth(4)
+        .into_iter()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix("rootpack-")
+            .and_then(|r| r.split('-').next())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            found.push(format!("cgroup {}", entry.path().display()));
+        }
+    }
+    found
+}
