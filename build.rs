@@ -1,6 +1,7 @@
 //! Names the git commit in `rootpack --version` when built from a checkout: sets
 //! `ROOTPACK_GIT` to " (git abc1234)", or to "" where git or the repository is absent (a
-//! source tarball, a vendored crate).
+//! source tarball, a vendored crate). Compiles the container's init, `src/run/pid1.c`, into
+//! a small static program that the binary carries (see `run::init`).
 
 use std::process::Command;
 
@@ -21,8 +22,42 @@ fn watch(path: Option<String>) {
     }
 }
 
+/// The freestanding init: no libc, no loader, a few kilobytes.
+fn compile_pid1() {
+    const SOURCE: &str = "src/run/pid1.c";
+    println!("cargo:rerun-if-changed={SOURCE}");
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("pid1");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args([
+            "-static",
+            "-nostdlib",
+            "-ffreestanding",
+            "-fno-stack-protector",
+            "-fno-asynchronous-unwind-tables",
+            "-fno-pie",
+            "-no-pie",
+            "-Os",
+            "-Wall",
+            "-Werror",
+            "-Wl,--build-id=none",
+            "-s",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(SOURCE)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        other => panic!(
+            "compiling {SOURCE} with {cc} failed ({other:?}): install a C compiler (build-essential)"
+        ),
+    }
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    compile_pid1();
     let suffix = match git(&["rev-parse", "--short", "HEAD"]) {
         Some(commit) => {
             // Rebuild when HEAD moves: HEAD itself, the branch it names, packed refs.

@@ -217,6 +217,15 @@ pub struct BuildArgs {
     /// Override the recipe's output.method for ext4 images.
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
+    /// Build a recipe from an untrusted source (an outside pull request): every host path
+    /// it names must be inside its own folder or an --allow folder (programs and their
+    /// libraries also in the system's folders), step mounts are read-only, and steps get
+    /// no host network.
+    #[arg(long)]
+    pub untrusted: bool,
+    /// With --untrusted: a host folder the recipe may also read (repeatable).
+    #[arg(long, value_name = "DIR", requires = "untrusted")]
+    pub allow: Vec<PathBuf>,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
@@ -342,7 +351,14 @@ pub struct RunArgs {
     /// Docker's default one; no-new-privileges is always on.
     #[arg(long, value_name = "OPT", value_parser = parse_security_opt)]
     pub security_opt: Vec<SecurityOpt>,
-    /// Run even if the image does not match its manifest's sha256.
+    /// A resource limit, as Docker takes it (repeatable): NAME=SOFT[:HARD] with NAME one
+    /// of core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss,
+    /// rtprio, rttime, sigpending, stack, and `unlimited` for no limit. Open files default
+    /// to 1024 soft, 524288 hard (or the caller's hard limit, when it cannot be raised).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]", value_parser = rootpack::run::rlimit::Ulimit::parse)]
+    pub ulimit: Vec<rootpack::run::rlimit::Ulimit>,
+    /// Run even if the image does not match its manifest's sha256, or other users than
+    /// the caller and root can write it.
     #[arg(long)]
     pub no_verify: bool,
     /// Say what is being done: mounts, namespaces, timings (repeat for more). `-v` is a

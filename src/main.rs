@@ -455,7 +455,10 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
 fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
     let started = Instant::now();
     let path = &args.recipe;
-    let recipe = recipe::load(path)?;
+    let mut recipe = recipe::load(path)?;
+    if args.untrusted {
+        recipe::confine::Confinement::new(&recipe, &args.allow)?.apply(&mut recipe)?;
+    }
     prepare_out_dir(&args.out)?;
     let opts = build::BuildOptions {
         out_dir: args.out.clone(),
@@ -781,6 +784,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
         cap_drop: args.cap_drop,
         no_init: args.no_init,
         tty: args.tty,
+        ulimits: args.ulimit,
         userns: args.userns,
         seccomp,
         verify: !args.no_verify,

@@ -12,6 +12,7 @@ use crate::archive::Compression;
 use crate::archive::pack::PackFormat;
 use crate::tree::safe_path::RelPath;
 
+pub mod confine;
 mod run_step;
 pub use run_step::{RunStep, StepCommand, StepMount, StepNetwork, parse_duration};
 

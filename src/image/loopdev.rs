@@ -73,6 +73,12 @@ impl Loop {
             .write(!read_only)
             .custom_flags(libc::O_CLOEXEC)
             .open(file)?;
+        Loop::attach_file(&backing, read_only)
+    }
+
+    /// Attaches the open `backing` file (opened for writing unless `read_only`): the very
+    /// file a caller has checked, whatever its path names by now.
+    pub fn attach_file(backing: &File, read_only: bool) -> io::Result<Loop> {
         let control = File::options()
             .read(true)
             .write(true)

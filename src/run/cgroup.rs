@@ -142,6 +142,9 @@ fn cpu_quota(cpus: f64) -> u64 {
 #[derive(Debug)]
 pub struct Cgroup {
     dirs: Vec<PathBuf>,
+    /// Where Docker's device allow list goes ([`super::devices`]), once the container's
+    /// root is built (the loop device and its mount must open first).
+    devices: Option<DeviceGroup>,
     /// Where memory.events (v2) or memory.oom_control (v1) lives.
     memory: Option<PathBuf>,
 }
@@ -164,6 +167,7 @@ impl Cgroup {
     pub fn create(layout: &Layout, name: &str, limits: &Limits) -> io::Result<Cgroup> {
         let mut cg = Cgroup {
             dirs: Vec::new(),
+            devices: None,
             memory: None,
         };
         match layout {
@@ -215,6 +219,9 @@ impl Cgroup {
                         }
                         cg.memory = Some(dir.join("memory.oom_control"));
                     }
+                    if h.has("devices") {
+                        cg.devices = Some(DeviceGroup::V1(dir.clone()));
+                    }
                     if h.has("pids")
                         && let Some(p) = limits.pids
                     {
@@ -246,6 +253,13 @@ impl Cgroup {
                 let dir = parent.join(name);
                 make_dir(&dir)?;
                 cg.dirs.push(dir.clone());
+                cg.devices = match super::devices::load_v2() {
+                    Ok(prog) => Some(DeviceGroup::V2(dir.clone(), prog)),
+                    Err(e) => {
+                        log::info!("no device cgroup ({e}): every mount stays nodev");
+                        None
+                    }
+                };
                 if let Some(m) = limits.memory {
                     write(&dir.join("memory.max"), &m.to_string())?;
                     let _ = write(&dir.join("memory.swap.max"), "0");
@@ -273,6 +287,21 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Whether [`Cgroup::limit_devices`] will let only Docker's allowed devices open.
+    pub fn limits_devices(&self) -> bool {
+        self.devices.is_some()
+    }
+
+    /// Puts the device allow list in force. Called once the container's root is built:
+    /// from then on not even the loop device opens in the group.
+    pub fn limit_devices(&self) -> io::Result<()> {
+        match &self.devices {
+            Some(DeviceGroup::V1(dir)) => super::devices::apply_v1(dir),
+            Some(DeviceGroup::V2(dir, prog)) => super::devices::attach_v2(dir, prog),
+            None => Ok(()),
+        }
+    }
+
     /// Folders to remove, for a cleaner that outlives us.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
@@ -289,6 +318,15 @@ impl Cgroup {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// A group to put the device allow list on: a v1 `devices` group, or a v2 group and the
+/// loaded program. Where the host has neither (no BPF for cgroups), the container's
+/// mounts stay `nodev` instead, which is as safe but lets no node be made.
+#[derive(Debug)]
+enum DeviceGroup {
+    V1(PathBuf),
+    V2(PathBuf, std::os::unix::io::OwnedFd),
 }
 
 /// Shows the container its own groups at `/sys/fs/cgroup`, read-only, as Docker does:

@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 use std::io::{self, Write};
-use std::os::unix::io::RawFd;
+use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 
 use super::seccomp::Filter;
 use super::security;
@@ -28,8 +28,6 @@ pub struct ProcessSpec {
     pub capabilities: u64,
     /// `-t`: the socket to send a new pty's master through (see [`super::tty`]).
     pub console: Option<RawFd>,
-    /// Stdin is a terminal we share: put the command in its own, foreground, group.
-    pub foreground: bool,
     /// PATH to search when argv[0] has no slash.
     pub path: String,
     /// Loaded right before `execve`; `None` when unconfined.
@@ -140,18 +138,10 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
             fail(err_fd, 125, &format!("preparing the command: {e}"));
         }
     };
-    // SAFETY: process-state syscalls in a freshly forked, single-threaded child.
-    unsafe {
-        if let Some(socket) = spec.console {
-            if let Err(e) = super::tty::attach_console(socket) {
-                fail(err_fd, 125, &format!("allocating a terminal: {e}"));
-            }
-        } else if spec.foreground {
-            libc::setpgid(0, 0);
-            // Taking the terminal from the background would stop us with SIGTTOU.
-            libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-            libc::tcsetpgrp(0, libc::getpid());
-        }
+    if let Some(socket) = spec.console
+        && let Err(e) = super::tty::attach_console(socket)
+    {
+        fail(err_fd, 125, &format!("allocating a terminal: {e}"));
     }
     if let Err(e) = enter_workdir(&spec.workdir) {
         fail(err_fd, 125, &format!("workdir /{}: {e}", spec.workdir));
@@ -265,10 +255,42 @@ fn enter_workdir(workdir: &RelPath) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs as PID 1: starts the command, forwards signals, reaps, and exits with the
-/// command's status. Never returns.
-pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t) -> ! {
-    let set = signal_set();
+/// The name PID 1 runs under in the container (`ps`, `/proc/1/cmdline`).
+pub const INIT_NAME: &str = "rootpack-init";
+
+/// The init proper, `pid1.c` compiled by the build script: static and freestanding.
+const PID1: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pid1"));
+
+/// The init as a sealed in-memory file (no write, grow or shrink, and no more seals), for
+/// [`run_init`] to execute: made in rootpack before the clone, a few kilobytes.
+pub fn sealed_init() -> io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fd = rustix::fs::memfd_create(INIT_NAME, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(PID1)?;
+    rustix::fs::fcntl_add_seals(
+        &file,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+    )?;
+    Ok(file.into())
+}
+
+/// Runs as PID 1: starts the command, then replaces itself with the sealed init `exe`
+/// ([`sealed_init`]), which forwards signals, reaps, and exits with the command's status
+/// (see `pid1.c`). Never returns.
+///
+/// # Security
+///
+/// A process cloned from rootpack shows rootpack's host binary as `/proc/1/exe`; a
+/// container with CAP_SYS_PTRACE could open it and rewrite the host's rootpack once it is
+/// no longer running (CVE-2019-5736, runc's binary). After the exec, `/proc/1/exe` is a
+/// sealed memfd that exists nowhere else. The command waits at a gate (a pipe that the
+/// exec closes) so that nothing in the container runs before that.
+pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t, exe: &OwnedFd) -> ! {
+    let (gate_r, gate_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => fail(err_fd, 125, &format!("starting the command: {e}")),
+    };
     // SAFETY: fork in a single-threaded process.
     let child = unsafe { libc::fork() };
     if child < 0 {
@@ -279,61 +301,49 @@ pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t) ->
         );
     }
     if child == 0 {
+        drop(gate_w);
+        let mut byte = [0u8; 1];
+        // EOF: the init has become the sealed copy (or died, and so will we).
+        while let Err(rustix::io::Errno::INTR) = rustix::io::read(&gate_r, &mut byte) {}
+        drop(gate_r);
         exec_command(spec, err_fd, old_mask);
     }
-    // The init keeps nothing the container could use against the host.
-    let _ = security::set_non_dumpable();
+    drop(gate_r);
+    // SAFETY: closing our copy of the console socket; the command holds its own.
+    if let Some(socket) = spec.console {
+        unsafe { libc::close(socket) };
+    }
+    // The init keeps nothing the container could use: after the exec it holds no
+    // capability (an exec as root gets only what the bounding set keeps).
     let _ = security::limit_bounding_set(0);
-    let _ = security::set_capabilities(0);
-    // SAFETY: closing our copy of the console socket; the command holds its own. The
-    // error pipe stays, to report a signal (close-on-exec: the command's copy is gone).
-    unsafe {
-        if let Some(socket) = spec.console {
-            libc::close(socket);
-        }
-    }
-    loop {
-        // SAFETY: sigwaitinfo on a blocked set with a valid siginfo buffer.
-        let sig = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::sigwaitinfo(&set, &mut info)
+    let exec = || -> io::Result<()> {
+        // The error pipe stays open across the exec, to report a signal.
+        rustix::io::fcntl_setfd(
+            unsafe { std::os::unix::io::BorrowedFd::borrow_raw(err_fd) },
+            rustix::io::FdFlags::empty(),
+        )?;
+        let argv = [
+            CString::new(INIT_NAME)?,
+            CString::new(child.to_string())?,
+            CString::new(err_fd.to_string())?,
+        ];
+        let argv = null_terminated(&argv);
+        let envp = [std::ptr::null::<libc::c_char>()];
+        // SAFETY: execveat with NUL-terminated arrays that outlive the call.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                exe.as_raw_fd(),
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
         };
-        if sig == libc::SIGCHLD {
-            loop {
-                let mut status = 0;
-                // SAFETY: reaping any child without blocking.
-                let pid =
-                    unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::WUNTRACED) };
-                if pid == child && libc::WIFSTOPPED(status) {
-                    // Ctrl-Z stopped the command's group, which owns the terminal: nobody
-                    // outside could take the terminal back, so it goes on.
-                    let job_stop = matches!(
-                        libc::WSTOPSIG(status),
-                        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
-                    );
-                    if spec.foreground && job_stop {
-                        // SAFETY: signalling our own child's group.
-                        unsafe { libc::kill(-child, libc::SIGCONT) };
-                    }
-                    continue;
-                }
-                if pid == child {
-                    if libc::WIFSIGNALED(status) {
-                        let mut f = std::mem::ManuallyDrop::new(unsafe_file(err_fd));
-                        let text = format!("{SIGNALED}{}", libc::WTERMSIG(status));
-                        let _ = f.write_all(text.as_bytes());
-                    }
-                    // Leaving kills whatever else is left in the namespace.
-                    // SAFETY: exiting the init.
-                    unsafe { libc::_exit(exit_code(status)) };
-                }
-                if pid <= 0 {
-                    break;
-                }
-            }
-        } else if sig > 0 {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child, sig) };
-        }
-    }
+        Err(io::Error::last_os_error())
+    };
+    let e = exec().unwrap_err();
+    // SAFETY: the command must not start outside the sealed init.
+    unsafe { libc::kill(child, libc::SIGKILL) };
+    fail(err_fd, 125, &format!("starting the container's init: {e}"))
 }

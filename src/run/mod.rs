@@ -10,10 +10,13 @@
 
 mod capture;
 pub mod cgroup;
+pub mod devices;
 pub mod init;
+pub mod rlimit;
 pub mod rootfs;
 pub mod seccomp;
 pub mod security;
+mod stdio;
 mod tty;
 pub mod user;
 pub mod verify;
@@ -54,6 +57,8 @@ pub struct RunOptions {
     pub cap_drop: Vec<String>,
     pub no_init: bool,
     pub tty: bool,
+    /// `--ulimit`s, over the default open-files limit ([`rlimit::DEFAULT_NOFILE`]).
+    pub ulimits: Vec<rlimit::Ulimit>,
     /// A user namespace: root in the container is [`USERNS_BASE`] outside.
     pub userns: bool,
     pub seccomp: seccomp::Seccomp,
@@ -227,7 +232,6 @@ fn process_spec(
         user_name,
         capabilities: caps,
         console,
-        foreground: console.is_none() && !captured && in_terminal_foreground(),
         path,
         seccomp: seccomp::filter_for(&opts.seccomp, caps).map_err(RunError::Invalid)?,
     })
@@ -243,14 +247,6 @@ fn workdir(s: &str) -> Result<RelPath, RunError> {
     }
 }
 
-/// Whether stdin is a terminal whose foreground group is ours: only then may the command
-/// take it (a run started in the background must leave the shell its terminal).
-fn in_terminal_foreground() -> bool {
-    let stdin = std::io::stdin();
-    rustix::termios::isatty(&stdin)
-        && rustix::termios::tcgetpgrp(&stdin).ok() == Some(rustix::process::getpgrp())
-}
-
 pub use crate::recipe::parse_uid_gid as parse_user;
 
 fn image_path(s: &str, what: &str) -> Result<RelPath, RunError> {
@@ -262,28 +258,41 @@ fn image_path(s: &str, what: &str) -> Result<RelPath, RunError> {
     }
 }
 
-/// What `run` can start from: an ext4 image, or a folder. Anything else is refused with
-/// what it is, before any mount is tried (the kernel would only say EINVAL).
-fn check_image(image: &Path, shown: &Path, m: Option<&Manifest>) -> Result<bool, RunError> {
+/// What `run` can start from: an ext4 image, opened here once (read-write for
+/// `--writable`), or a folder (`None`). Anything else is refused with what it is, before
+/// any mount is tried (the kernel would only say EINVAL).
+fn open_image(
+    image: &Path,
+    shown: &Path,
+    writable: bool,
+    m: Option<&Manifest>,
+) -> Result<Option<std::fs::File>, RunError> {
     const ACCEPTS: &str = "run takes an ext4 image or an image folder (output.format = \"ext4\" \
         or \"dir\" in the recipe)";
-    if image.is_dir() {
-        return Ok(true);
+    let image_err = |source| RunError::Image {
+        path: shown.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(image).map_err(image_err)?;
+    let kind = file.metadata().map_err(image_err)?.file_type();
+    if kind.is_dir() {
+        return Ok(None);
     }
-    let what = if !image.is_file() {
+    let what = if !kind.is_file() {
         "not a regular file".to_string()
     } else {
         let mut head = vec![0u8; 1082];
-        let n = std::fs::File::open(image)
-            .and_then(|f| crate::archive::compression::read_full(&mut &f, &mut head))
-            .map_err(|source| RunError::Image {
-                path: shown.to_path_buf(),
-                source,
-            })?;
+        let n = crate::archive::compression::read_full(&mut &file, &mut head).map_err(image_err)?;
         head.truncate(n);
         // The ext4 superblock starts at byte 1024; its magic is at offset 56.
         if head.get(1080..1082) == Some(&[0x53, 0xef][..]) {
-            return Ok(false);
+            if !writable {
+                return Ok(Some(file));
+            }
+            // The same inode, for writing: not whatever the path names by now.
+            let fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+            let rw = std::fs::File::options().read(true).write(true).open(fd);
+            return rw.map(Some).map_err(image_err);
         }
         match (m.map(|m| m.format.as_str()), describe(&head)) {
             (Some(f), _) if f != "ext4" => format!("a {f} archive (its manifest says so)"),
@@ -333,52 +342,60 @@ pub fn run_with_output(
 /// What the container is started from, after the manifest (if any) is read and checked.
 struct Resolved {
     image: PathBuf,
+    /// The image file, opened once (`None` for a folder).
+    file: Option<std::fs::File>,
     manifest: Option<Manifest>,
-    folder: bool,
 }
 
 fn resolve_image(opts: &RunOptions) -> Result<Resolved, RunError> {
     let t0 = std::time::Instant::now();
-    let image = std::fs::canonicalize(&opts.image).map_err(|source| RunError::Image {
+    let image_err = |source| RunError::Image {
         path: opts.image.clone(),
         source,
-    })?;
+    };
+    let image = std::fs::canonicalize(&opts.image).map_err(image_err)?;
     let manifest = if opts.no_manifest {
         None
     } else {
         manifest_for(&opts.image)?
     };
-    let folder = check_image(&image, &opts.image, manifest.as_ref())?;
-    if opts.rootless && !folder {
+    let file = open_image(&image, &opts.image, opts.writable, manifest.as_ref())?;
+    if opts.rootless && file.is_some() {
         return Err(RunError::Invalid(format!(
             "{}: without root only a folder can be a container's root",
             opts.image.display()
         )));
     }
-    // A folder has no digest to check; neither has a manifest that records none.
-    if opts.verify
-        && !folder
-        && let Some(m) = manifest.as_ref().filter(|m| !m.sha256.is_empty())
-    {
-        let state = Path::new(verify::STATE_DIR);
-        verify::verify(&image, m.size, &m.sha256, state).map_err(RunError::Verify)?;
-        log::debug!(
-            "verified {} against its manifest ({:.1} ms)",
-            opts.image.display(),
-            ms(t0)
-        );
+    if let (Some(file), true) = (&file, opts.verify) {
+        verify::check_writers(&image, file).map_err(RunError::Verify)?;
+        // A manifest that records no digest has nothing to check against.
+        if let Some(m) = manifest.as_ref().filter(|m| !m.sha256.is_empty()) {
+            let state = Path::new(verify::STATE_DIR);
+            verify::verify(&opts.image, file, m.size, &m.sha256, state)
+                .map_err(RunError::Verify)?;
+            log::debug!(
+                "verified {} against its manifest ({:.1} ms)",
+                opts.image.display(),
+                ms(t0)
+            );
+        }
     }
     Ok(Resolved {
         image,
+        file,
         manifest,
-        folder,
     })
 }
 
-fn rootfs_spec(opts: &RunOptions, image: PathBuf, folder: bool) -> Result<RootfsSpec, RunError> {
+fn rootfs_spec(
+    opts: &RunOptions,
+    image: PathBuf,
+    file: Option<std::fs::File>,
+) -> Result<RootfsSpec, RunError> {
     Ok(RootfsSpec {
         image,
-        folder,
+        folder: file.is_none(),
+        image_file: file.map(std::sync::Arc::new),
         writable: opts.writable,
         volumes: opts
             .volumes
@@ -399,6 +416,7 @@ fn rootfs_spec(opts: &RunOptions, image: PathBuf, folder: bool) -> Result<Rootfs
             .map(|t| image_path(t, "--tmpfs"))
             .collect::<Result<_, _>>()?,
         net_host: opts.net_host,
+        devices: false,
         stage: opts
             .stage
             .clone()
@@ -413,12 +431,13 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     let t0 = std::time::Instant::now();
     let Resolved {
         image,
+        file,
         manifest,
-        folder,
     } = resolve_image(opts)?;
+    let folder = file.is_none();
     let caps =
         security::capability_mask(&opts.cap_add, &opts.cap_drop).map_err(RunError::Invalid)?;
-    let rootfs = rootfs_spec(opts, image, folder)?;
+    let mut rootfs = rootfs_spec(opts, image, file)?;
     let limits_from = manifest
         .as_ref()
         .map(|m| m.limits.clone())
@@ -477,14 +496,23 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         limits.cpus,
         ms(t0)
     );
+    // A user namespace can make no node, and its mounts are nodev whatever we ask.
+    rootfs.devices = cg.limits_devices() && !opts.userns && !opts.rootless;
     let watcher = spawn_cgroup_watcher(cg.dirs()).map_err(RunError::Start)?;
 
     let (go_r, go_w) = pipe().map_err(RunError::Start)?;
+    let (ready_r, ready_w) = pipe().map_err(RunError::Start)?;
     let (err_r, err_w) = pipe().map_err(RunError::Start)?;
-    let out = if captured {
-        Some(pipe().map_err(RunError::Start)?)
+    let (out_r, stdio) = if captured {
+        let (r, w) = pipe().map_err(RunError::Start)?;
+        (Some(r), stdio::Stdio::captured(w))
     } else {
-        None
+        (None, stdio::Stdio::inherit())
+    };
+    let stdio = stdio.map_err(|e| RunError::Setup(format!("setting up stdio: {e}")))?;
+    let init_exe = match opts.no_init {
+        true => None,
+        false => Some(init::sealed_init().map_err(RunError::Start)?),
     };
     let set = init::signal_set();
     let mask = RestoreMask(init::block(&set));
@@ -518,19 +546,19 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     }
     if pid == 0 {
         drop(go_w);
+        drop(ready_r);
         drop(err_r);
         drop(watcher);
-        let out_w = out.map(|(r, w)| {
-            drop(r);
-            w
-        });
+        drop(out_r);
         let child = Child {
             rootfs: &rootfs,
             spec: &spec,
             hostname: &hostname,
             layout: &layout,
             opts,
-            output: out_w,
+            stdio: &stdio,
+            init_exe,
+            ready: ready_w,
         };
         child_main(go_r, err_w, child, &mask.0);
     }
@@ -546,11 +574,8 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         ms(t0)
     );
     drop(go_r);
+    drop(ready_w);
     drop(err_w);
-    let out_r = out.map(|(r, w)| {
-        drop(w);
-        r
-    });
     let console = console.map(|(ours, theirs)| {
         drop(theirs);
         ours
@@ -566,7 +591,20 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     } else {
         Ok(())
     };
-    let started = prepared.and_then(|()| cg.add(pid as u32).map_err(RunError::Cgroup));
+    let started = prepared
+        .and_then(|()| cg.add(pid as u32).map_err(RunError::Cgroup))
+        .and_then(|()| {
+            // The child's root is built (its loop device and mounts opened): only now may
+            // the device allow list shut the group's devices.
+            let mut byte = [0u8; 1];
+            let built =
+                opts.userns || opts.rootless || rustix::io::read(&ready_r, &mut byte) == Ok(1);
+            if !built {
+                return Err(RunError::Setup("setting up the container".into()));
+            }
+            cg.limit_devices()
+                .map_err(|e| RunError::Setup(format!("setting the device cgroup: {e}")))
+        });
     if let Err(e) = started {
         // SAFETY: killing and reaping our own child.
         unsafe {
@@ -580,6 +618,9 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
             RunError::Setup(message)
         });
     }
+    // Threads only now: entering the child's mount namespace above needs a process of
+    // one thread.
+    let relays = stdio.start();
     let _ = rustix::io::write(&go_w, b"1");
     drop(go_w);
     log::debug!("container started ({:.1} ms)", ms(t0));
@@ -601,10 +642,8 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
             (status, false)
         }
     };
+    relays.finish();
     drop(mask);
-    if spec.foreground {
-        tty::take_terminal_back();
-    }
     let (message, init_signal) = init::split_signal(read_message(err_r));
     // Only when the command itself died of SIGKILL under a memory limit: a helper process
     // killed by the OOM killer while the command went on is not the container's end.
@@ -754,8 +793,11 @@ struct Child<'a> {
     hostname: &'a str,
     layout: &'a cgroup::Layout,
     opts: &'a RunOptions,
-    /// Where stdout and stderr go (stdin is then `/dev/null`); `None`: rootpack's own.
-    output: Option<OwnedFd>,
+    stdio: &'a stdio::Stdio,
+    /// The sealed init (`None` with `--no-init`).
+    init_exe: Option<OwnedFd>,
+    /// Written to once the root is built, before the device cgroup closes.
+    ready: OwnedFd,
 }
 
 /// The cloned child: becomes the container. Never returns.
@@ -766,48 +808,42 @@ fn child_main(go: OwnedFd, err: OwnedFd, child: Child<'_>, old_mask: &libc::sigs
         hostname,
         layout,
         opts,
-        output,
+        stdio,
+        init_exe,
+        ready,
     } = child;
     let err_fd = err.as_raw_fd();
     std::mem::forget(err);
-    if let Some(out) = output {
-        // SAFETY: dup2 onto the standard fds of this single-threaded child.
-        unsafe {
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-            if null < 0
-                || libc::dup2(null, 0) < 0
-                || libc::dup2(out.as_raw_fd(), 1) < 0
-                || libc::dup2(out.as_raw_fd(), 2) < 0
-            {
-                init::fail(
-                    err_fd,
-                    125,
-                    "setting up the container: redirecting its output",
-                );
-            }
-            libc::close(null);
-        }
-        drop(out);
+    if stdio.install().is_err() {
+        init::fail(
+            err_fd,
+            125,
+            "setting up the container: its stdin, stdout and stderr",
+        );
     }
     // Before any path from the user or the manifest is resolved: no fd of the caller's
     // (a leaked host folder, CVE-2024-21626) survives into the container.
     let mut keep = vec![go.as_raw_fd(), err_fd];
     keep.extend(spec.console);
+    keep.extend(init_exe.as_ref().map(|e| e.as_raw_fd()));
+    keep.push(ready.as_raw_fd());
+    keep.extend(rootfs.image_file.as_ref().map(|f| f.as_raw_fd()));
     security::close_fds_except(&keep);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> io::Result<()> {
         security::die_with_parent();
-        if spec.console.is_none() && !spec.foreground {
-            // Out of rootpack's process group: a Ctrl-C on a terminal we do not own would
-            // otherwise reach the container directly as well as through rootpack.
-            // SAFETY: setpgid on ourselves.
-            unsafe { libc::setpgid(0, 0) };
-        }
+        // A new session, without a controlling terminal: `/dev/tty` opens nothing, and a
+        // terminal on its stdin is not its own to type into (TIOCSTI needs the caller's
+        // controlling terminal, CVE-2017-5226). Ctrl-C reaches rootpack, which forwards
+        // it; `-t` gives the command a terminal of its own.
+        rustix::process::setsid().map_err(io::Error::from)?;
         // The filesystem is built while rootpack moves us into the cgroup (a v1 move
         // waits for an RCU grace period); nothing runs in the container before both. In a
         // user namespace rootpack mounts the image for us first.
         if !opts.userns && !opts.rootless {
             rootfs::setup(rootfs)?;
+            rustix::io::write(&ready, b"1")?;
         }
+        drop(ready);
         let mut byte = [0u8; 1];
         if rustix::io::read(&go, &mut byte)? == 0 {
             // SAFETY: the parent is gone; leave quietly.
@@ -834,17 +870,17 @@ fn child_main(go: OwnedFd, err: OwnedFd, child: Child<'_>, old_mask: &libc::sigs
             rootfs::loopback_up()
                 .map_err(|e| io::Error::new(e.kind(), format!("bringing lo up: {e}")))?;
         }
-        Ok(())
+        rlimit::apply(&opts.ulimits)
     }));
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => init::fail(err_fd, 125, &format!("setting up the container: {e}")),
         Err(_) => init::fail(err_fd, 125, "setting up the container: internal error"),
     }
-    if opts.no_init {
-        init::exec_command(spec, err_fd, old_mask);
+    match init_exe {
+        Some(exe) => init::run_init(spec, err_fd, old_mask, &exe),
+        None => init::exec_command(spec, err_fd, old_mask),
     }
-    init::run_init(spec, err_fd, old_mask);
 }
 
 /// A process outside the container that removes its cgroup once the container is gone,

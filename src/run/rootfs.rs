@@ -41,12 +41,20 @@ pub struct Volume {
 #[derive(Debug, Clone)]
 pub struct RootfsSpec {
     pub image: PathBuf,
+    /// The image file, opened once: checked, then attached as it is (see
+    /// [`super::verify`]). `None` for a folder.
+    pub image_file: Option<std::sync::Arc<std::fs::File>>,
     /// `image` is a folder (like `systemd-nspawn -D`): bound instead of loop-mounted.
     pub folder: bool,
     pub writable: bool,
     pub volumes: Vec<Volume>,
     pub tmpfs: Vec<RelPath>,
     pub net_host: bool,
+    /// A device cgroup is in force (see [`super::devices`]): the image and `/dev` may
+    /// hold device nodes, which open only as it allows, and `/dev`'s nodes are made, not
+    /// bound from the host. Without it (a user namespace, no cgroup), everything the
+    /// container can write is `nodev`.
+    pub devices: bool,
     /// An empty folder to assemble the root on (a tmpfs is mounted there first, inside
     /// the container's mount namespace); usually [`STAGE`].
     pub stage: PathBuf,
@@ -144,7 +152,7 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
     let lo = if spec.folder {
         // The host folder, bound read-only (all its mounts) unless --writable; the same
         // overlay goes on top as for an image file.
-        let attrs = ATTR_NODEV | if spec.writable { 0 } else { ATTR_RDONLY };
+        let attrs = nodev_attr(spec) | if spec.writable { 0 } else { ATTR_RDONLY };
         attach_copy(&spec.image, &open_path(&image)?, attrs, None)
             .map_err(err(format!("binding {}", spec.image.display())))?;
         log::debug!(
@@ -154,7 +162,11 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
         );
         None
     } else {
-        let lo = Loop::attach(&spec.image, !spec.writable)
+        let file = spec
+            .image_file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the image file is not open"))?;
+        let lo = Loop::attach_file(file, !spec.writable)
             .map_err(err(format!("attaching {}", spec.image.display())))?;
         let device = lo.path().to_string_lossy().into_owned();
         log::debug!(
@@ -167,9 +179,9 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
             }
         );
         let access = if spec.writable {
-            MountFlags::NODEV
+            nodev(spec)
         } else {
-            MountFlags::RDONLY | MountFlags::NODEV
+            MountFlags::RDONLY | nodev(spec)
         };
         mount(&device, &image, "ext4", access, None)?;
         Some(lo)
@@ -202,13 +214,7 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
             upper.display(),
             work.display()
         );
-        mount(
-            "overlay",
-            &merged,
-            "overlay",
-            MountFlags::NODEV,
-            Some(&options),
-        )?;
+        mount("overlay", &merged, "overlay", nodev(spec), Some(&options))?;
     }
     // The mount holds the device now; autoclear frees it when the namespace goes.
     drop(lo);
@@ -268,27 +274,75 @@ pub fn finish(spec: &RootfsSpec) -> io::Result<()> {
         &root,
         "dev",
         "tmpfs",
-        MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::NODEV,
+        MountFlags::NOSUID | MountFlags::NOEXEC | nodev(spec),
         Some("mode=755,size=65536k"),
     )?;
-    populate_dev(&merged.join("dev"))?;
+    populate_dev(&merged.join("dev"), spec.devices)?;
 
     log::debug!("pivot_root into {}", merged.display());
     pivot(&merged)?;
     mask_proc()
 }
 
+/// `nodev`, unless a device cgroup decides which nodes open.
+fn nodev(spec: &RootfsSpec) -> MountFlags {
+    if spec.devices {
+        MountFlags::empty()
+    } else {
+        MountFlags::NODEV
+    }
+}
+
+fn nodev_attr(spec: &RootfsSpec) -> u64 {
+    if spec.devices { 0 } else { ATTR_NODEV }
+}
+
+/// The nodes every program expects, as (name, major, minor).
+const NODES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
 /// The device nodes, ptys and links every program expects. The folder is our fresh tmpfs,
 /// so plain paths are safe here.
-fn populate_dev(dev: &Path) -> io::Result<()> {
-    // Bound from the host rather than made: /dev is nodev (see the volumes), and a user
-    // namespace cannot mknod anyway.
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+fn populate_dev(dev: &Path, make: bool) -> io::Result<()> {
+    for &(name, major, minor) in NODES {
         let path = dev.join(name);
-        std::fs::File::create(&path)?;
-        rustix::mount::mount_bind(Path::new("/dev").join(name).as_path(), &path)
+        if make {
+            // The container's own nodes, as runc makes them: what it does to them stays
+            // in its /dev.
+            use rustix::fs::{FileType, Mode};
+            let mode = Mode::from_raw_mode(0o666);
+            let device = rustix::fs::makedev(major, minor);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &path,
+                FileType::CharacterDevice,
+                mode,
+                device,
+            )
             .map_err(io::Error::from)
-            .map_err(err(format!("binding /dev/{name}")))?;
+            .map_err(err(format!("making /dev/{name}")))?;
+            rustix::fs::chmod(&path, mode).map_err(io::Error::from)?;
+            continue;
+        }
+        // Without a device cgroup, bound from the host rather than made: /dev is nodev
+        // (see the volumes), and a user namespace cannot mknod anyway. Read-only binds:
+        // the device still reads and writes, but its inode, the host's, cannot be
+        // chmod'ed, chown'ed or touched from here (a plain bind let a container make the
+        // host's /dev/null mode 000).
+        std::fs::File::create(&path)?;
+        attach_copy(
+            &Path::new("/dev").join(name),
+            &open_path(&path)?,
+            ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC,
+            None,
+        )
+        .map_err(err(format!("binding /dev/{name}")))?;
     }
     std::fs::create_dir(dev.join("pts"))?;
     mount(
@@ -299,6 +353,15 @@ fn populate_dev(dev: &Path) -> io::Result<()> {
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )?;
     std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx"))?;
+    // POSIX message queues of the container's own IPC namespace, as Docker mounts them.
+    std::fs::create_dir(dev.join("mqueue"))?;
+    mount(
+        "mqueue",
+        &dev.join("mqueue"),
+        "mqueue",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )?;
     std::fs::create_dir(dev.join("shm"))?;
     mount(
         "shm",
@@ -328,7 +391,17 @@ const ATTR_IDMAP: u64 = 0x0010_0000;
 /// of them (a plain remount would change only the top one), seen through `userns`'s id
 /// mapping if given: open_tree + mount_setattr(AT_RECURSIVE) + move_mount (Linux 5.12).
 fn attach_copy(src: &Path, dst: &OwnedFd, attrs: u64, userns: Option<&OwnedFd>) -> io::Result<()> {
-    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+    use rustix::mount::MoveMountFlags;
+    let tree = detached_copy(src, attrs, userns)?;
+    let both_fds =
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
+    rustix::mount::move_mount(tree, c"", dst, c"", both_fds)?;
+    Ok(())
+}
+
+/// A recursive copy of the mounts at `src`, not attached anywhere, with `attrs` set.
+fn detached_copy(src: &Path, attrs: u64, userns: Option<&OwnedFd>) -> io::Result<OwnedFd> {
+    use rustix::mount::OpenTreeFlags;
     let tree = rustix::mount::open_tree(
         rustix::fs::CWD,
         src,
@@ -363,10 +436,7 @@ fn attach_copy(src: &Path, dst: &OwnedFd, attrs: u64, userns: Option<&OwnedFd>) 
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    let both_fds =
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
-    rustix::mount::move_mount(tree, c"", dst, c"", both_fds)?;
-    Ok(())
+    Ok(tree)
 }
 
 /// An `O_PATH` handle on a place we trust (our staging tmpfs, the kernel's /proc).

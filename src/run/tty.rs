@@ -1,5 +1,4 @@
-//! `-t`: a pseudo-terminal for the command, relayed to ours in raw mode; and handing the
-//! terminal back after a command that took the foreground.
+//! `-t`: a pseudo-terminal for the command, relayed to ours in raw mode.
 
 //! The pty comes from the container's own devpts instance (so `tty` and `ttyname` work
 //! inside), opened by the command's process before exec; its master is passed to us over
@@ -272,16 +271,5 @@ impl Drop for RawMode {
             // SAFETY: restoring the saved attributes.
             unsafe { libc::tcsetattr(0, libc::TCSANOW, t) };
         }
-    }
-}
-
-/// After a command that made itself the terminal's foreground group, makes ours the
-/// foreground again (with SIGTTOU ignored, as a shell does).
-pub fn take_terminal_back() {
-    // SAFETY: signal disposition and tcsetpgrp on stdin.
-    unsafe {
-        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-        libc::tcsetpgrp(0, libc::getpgrp());
-        libc::signal(libc::SIGTTOU, old);
     }
 }

@@ -3,6 +3,15 @@
 //! image's device, inode, size, mtime and ctime, in a root-only state folder, so only the
 //! first run after a change pays for reading the image. Rewriting the image and its
 //! manifest together is out of scope: this is integrity, not a signature.
+//!
+//! # Security
+//!
+//! The file checked is the file mounted: `run` opens the image once, hashes through that
+//! fd and attaches the loop device to the same fd, so a path swapped after the check
+//! changes nothing. Blocks rewritten in place after the check would; so an image that a
+//! user other than the caller and root can write (through its mode, its owner, or a folder
+//! on its path they could rename it in) is refused before any check, unless
+//! `--no-verify` says the caller accepts it.
 
 use std::fs::File;
 use std::io;
@@ -16,6 +25,10 @@ pub const STATE_DIR: &str = "/var/lib/rootpack/verified";
 pub enum VerifyError {
     #[error("{path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(
+        "{path}: other users can write {what}, so it could change between its check and its mount (chmod go-w, or --no-verify runs it anyway)"
+    )]
+    Writable { path: PathBuf, what: String },
     #[error(
         "{path}: sha256 mismatch: the image is not the one its manifest describes (--no-verify runs it anyway)"
     )]
@@ -34,21 +47,67 @@ fn fingerprint(m: &std::fs::Metadata) -> String {
     )
 }
 
-/// Checks `image` against `sha256` (hex), unless a check of this very file version has
-/// passed before (recorded under `state`).
-pub fn verify(image: &Path, size: u64, sha256: &str, state: &Path) -> Result<(), VerifyError> {
+/// Refuses `image` (a canonical path, opened as `file`) when a user other than the caller
+/// and root could write it, or replace it through a folder on its path. A folder with
+/// the sticky bit (`/tmp`) lets others add files but not rename or remove ours.
+pub fn check_writers(image: &Path, file: &File) -> Result<(), VerifyError> {
+    let caller = rustix::process::geteuid().as_raw();
+    let foreign = |m: &std::fs::Metadata, sticky_ok: bool| {
+        let writable = m.mode() & 0o022 != 0 && !(sticky_ok && m.mode() & 0o1000 != 0);
+        writable || (m.uid() != caller && m.uid() != 0)
+    };
+    let refuse = |what: String| VerifyError::Writable {
+        path: image.to_path_buf(),
+        what,
+    };
+    let meta = file.metadata().map_err(|source| VerifyError::Read {
+        path: image.to_path_buf(),
+        source,
+    })?;
+    if foreign(&meta, false) {
+        return Err(refuse(format!(
+            "it (owner {}, mode {:04o})",
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    for dir in image.ancestors().skip(1) {
+        let m = std::fs::metadata(dir).map_err(|source| VerifyError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if foreign(&m, true) {
+            return Err(refuse(format!(
+                "the folder {} on its path (owner {}, mode {:04o})",
+                dir.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `file` (the image at `image`) against `sha256` (hex), unless a check of this
+/// very file version has passed before (recorded under `state`).
+pub fn verify(
+    image: &Path,
+    file: &File,
+    size: u64,
+    sha256: &str,
+    state: &Path,
+) -> Result<(), VerifyError> {
     let read_err = |source| VerifyError::Read {
         path: image.to_path_buf(),
         source,
     };
-    let file = File::open(image).map_err(read_err)?;
     let before = file.metadata().map_err(read_err)?;
     let record = state.join(format!("{:x}-{}", before.dev(), before.ino()));
     let entry = format!("{} {sha256}\n", fingerprint(&before));
     if std::fs::read_to_string(&record).is_ok_and(|r| r == entry) {
         return Ok(());
     }
-    let (got_size, got) = crate::digest::digest_reader(&file).map_err(read_err)?;
+    let (got_size, got) = crate::digest::digest_reader(file).map_err(read_err)?;
     if got != sha256 || got_size != size {
         return Err(VerifyError::Mismatch {
             path: image.to_path_buf(),
@@ -132,14 +191,15 @@ mod tests {
         let state = dir.path().join("state");
         std::fs::write(&image, b"image bytes").unwrap();
         let (size, sha) = crate::digest::digest_file(&image).unwrap();
-        verify(&image, size, &sha, &state).unwrap();
+        let check = || verify(&image, &File::open(&image).unwrap(), size, &sha, &state);
+        check().unwrap();
         assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1);
         // Same size, new bytes, new mtime: checked again, and refused.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&image, b"image byteZ").unwrap();
-        let err = verify(&image, size, &sha, &state).unwrap_err();
+        let err = check().unwrap_err();
         assert!(err.to_string().contains("sha256 mismatch"), "{err}");
         // A remembered entry for another version is not trusted either.
-        assert!(verify(&image, size, &sha, &state).is_err());
+        assert!(check().is_err());
     }
 }

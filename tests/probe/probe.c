@@ -1,7 +1,7 @@
 /* A static probe run inside containers by the tests: it tries system calls a container
  * must not be able to make and prints one line per call, "NAME OK" or "NAME ERRNO-NAME".
  * Usage: probe calls | probe thread | probe int80 | probe addkey session|user | probe readkey ID
- * | probe revokekey ID */
+ * | probe revokekey ID | probe tiocsti TEXT | probe openexe | probe mq | probe x32 */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/keyctl.h>
@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <mqueue.h>
+#include <sys/ioctl.h>
 #include <sys/personality.h>
 #include <sys/quota.h>
 #include <sys/socket.h>
@@ -64,10 +67,48 @@ int main(int argc, char **argv) {
         return e != 0;
     }
     if (!strcmp(mode, "int80")) {
-        /* getpid through the i386 entry point. */
+        /* getpid and unshare(CLONE_NEWUSER) through the i386 entry point, with i386's
+         * numbers: the filter must apply its rules there too. */
         long r;
         __asm__ volatile("int $0x80" : "=a"(r) : "a"(20) : "memory");
-        printf("int80 returned %ld\n", r);
+        printf("int80_getpid %s\n", r > 0 ? "OK" : "FAILED");
+        __asm__ volatile("int $0x80" : "=a"(r) : "a"(310), "b"(CLONE_NEWUSER) : "memory");
+        printf("int80_unshare %s\n", r == -EPERM ? "EPERM" : r == 0 ? "OK" : "OTHER");
+        return 0;
+    }
+    if (!strcmp(mode, "x32")) {
+        /* getpid with the x32 bit set: still a foreign ABI. */
+        long r = syscall(0x40000000 | SYS_getpid);
+        printf("x32 returned %ld\n", r);
+        return 0;
+    }
+    if (!strcmp(mode, "tiocsti") && argc > 2) {
+        /* Push TEXT into the input of the controlling terminal, then of stdin. */
+        int tty = open("/dev/tty", O_RDWR);
+        if (tty < 0) {
+            report("open_tty", tty);
+        } else {
+            long r = 0;
+            for (const char *c = argv[2]; *c && r >= 0; c++)
+                r = ioctl(tty, TIOCSTI, c);
+            report("tiocsti_tty", r);
+        }
+        long r = 0;
+        for (const char *c = argv[2]; *c && r >= 0; c++)
+            r = ioctl(0, TIOCSTI, c);
+        report("tiocsti_stdin", r);
+        return 0;
+    }
+    if (!strcmp(mode, "openexe")) {
+        report("open_init_exe", open("/proc/1/exe", O_WRONLY));
+        return 0;
+    }
+    if (!strcmp(mode, "mq")) {
+        struct mq_attr attr = {.mq_maxmsg = 4, .mq_msgsize = 16};
+        mqd_t q = mq_open("/probe", O_CREAT | O_RDWR, 0600, &attr);
+        report("mq_open", q);
+        if (q >= 0)
+            report("mq_send", mq_send(q, "x", 1, 0));
         return 0;
     }
     if (!strcmp(mode, "addkey") && argc > 2) {

@@ -1,7 +1,7 @@
 //! Classic BPF for seccomp, generated from resolved rules.
 //!
-//! The program checks the architecture (a foreign ABI is killed: i386 calls through
-//! `int 0x80` and x32 calls carry other numbers than the native ones), answers ENOSYS for
+//! The program checks the architecture (x86_64, and i386 with its own numbers and rules,
+//! as Docker allows it; x32 calls and any other architecture are killed), answers ENOSYS for
 //! numbers above the highest the profile knows (as runc does, so that a newer libc falls
 //! back to an older call instead of seeing EPERM), then finds the call's number by binary
 //! search over ranges of numbers that share one outcome: a handful of jumps per call,
@@ -19,7 +19,8 @@ pub enum Outcome {
     Rules(Vec<(Vec<Cond>, Action)>, Action),
 }
 
-const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+pub const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+pub const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 const X32_BIT: u32 = 0x4000_0000;
 
 const OFF_NR: u32 = 0;
@@ -133,33 +134,64 @@ impl Asm {
     }
 }
 
-/// Compiles `outcomes` (by call number, all at most `max_nr`) into a filter. Numbers not
-/// listed get `default`; numbers above `max_nr` get ENOSYS unless `default` allows.
+/// One architecture's part of a filter: its calls' outcomes by number, all at most
+/// `max_nr`.
+pub struct ArchPart<'a> {
+    pub arch: u32,
+    pub outcomes: &'a std::collections::BTreeMap<u32, Outcome>,
+    pub max_nr: u32,
+}
+
+/// Compiles a filter for x86_64 alone (the tests' form of [`compile_arches`]).
+#[cfg(test)]
 pub fn compile(
     outcomes: &std::collections::BTreeMap<u32, Outcome>,
     default: Action,
     max_nr: u32,
 ) -> Result<Vec<Insn>, String> {
+    let native = ArchPart {
+        arch: AUDIT_ARCH_X86_64,
+        outcomes,
+        max_nr,
+    };
+    compile_arches(&[native], default)
+}
+
+/// Compiles `parts` into one filter: a call of any other architecture (and an x32 call,
+/// which reports x86_64 with bit 30 of its number set) kills the process. Numbers not
+/// listed get `default`; numbers above a part's `max_nr` get ENOSYS unless `default`
+/// allows.
+pub fn compile_arches(parts: &[ArchPart<'_>], default: Action) -> Result<Vec<Insn>, String> {
     let mut a = Asm::default();
     let kill = ret_value(Action::KillProcess);
-    let native = a.label();
+    let starts: Vec<usize> = parts.iter().map(|_| a.label()).collect();
     a.put(Item::Ld(OFF_ARCH));
-    a.jump(JEQ_K, AUDIT_ARCH_X86_64, To::Label(native), To::Next);
-    a.put(Item::Ret(kill));
-    a.put(Item::Label(native));
-    a.put(Item::Ld(OFF_NR));
-    let not_x32 = a.label();
-    a.jump(JGE_K, X32_BIT, To::Next, To::Label(not_x32));
-    a.put(Item::Ret(kill));
-    a.put(Item::Label(not_x32));
-    if !matches!(default, Action::Allow | Action::Log) {
-        let known = a.label();
-        a.jump(JGT_K, max_nr, To::Next, To::Label(known));
-        a.put(Item::Ret(ret_value(Action::Errno(libc::ENOSYS as u16))));
-        a.put(Item::Label(known));
+    for (part, start) in parts.iter().zip(&starts) {
+        // A short test over one long jump: the part's code may be far.
+        let other = a.label();
+        a.jump(JEQ_K, part.arch, To::Next, To::Label(other));
+        a.put(Item::Ja(*start));
+        a.put(Item::Label(other));
     }
-    let ranges = ranges(outcomes, default, max_nr);
-    search(&mut a, &ranges);
+    a.put(Item::Ret(kill));
+    for (part, start) in parts.iter().zip(starts) {
+        a.put(Item::Label(start));
+        a.put(Item::Ld(OFF_NR));
+        if part.arch == AUDIT_ARCH_X86_64 {
+            let not_x32 = a.label();
+            a.jump(JGE_K, X32_BIT, To::Next, To::Label(not_x32));
+            a.put(Item::Ret(kill));
+            a.put(Item::Label(not_x32));
+        }
+        if !matches!(default, Action::Allow | Action::Log) {
+            let known = a.label();
+            a.jump(JGT_K, part.max_nr, To::Next, To::Label(known));
+            a.put(Item::Ret(ret_value(Action::Errno(libc::ENOSYS as u16))));
+            a.put(Item::Label(known));
+        }
+        let ranges = ranges(part.outcomes, default, part.max_nr);
+        search(&mut a, &ranges);
+    }
     a.finish()
 }
 

@@ -36,6 +36,23 @@ fn socket_of(domain: u32) -> Rule {
     Rule::allow(&["socket"]).with_int_arg(0, Op::Eq, domain)
 }
 
+/// Ours, added to Docker's: no typing into a terminal's input (TIOCSTI, and TIOCLINUX,
+/// whose subcommands paste a selection), which a command could use on a terminal it was
+/// given to have its text run by the caller's shell (CVE-2017-5226). The request is an
+/// `unsigned int`: compared over 32 bits.
+pub fn terminal_injection() -> Vec<Rule> {
+    [libc::TIOCSTI, libc::TIOCLINUX]
+        .into_iter()
+        .map(|request| {
+            Rule::new(Action::Errno(libc::EPERM as u16), &["ioctl"]).with_int_arg(
+                1,
+                Op::Eq,
+                request as u32,
+            )
+        })
+        .collect()
+}
+
 /// Docker's default profile.
 pub fn docker_default() -> Profile {
     Profile {

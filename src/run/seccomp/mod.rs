@@ -14,8 +14,12 @@
 //! - The kernel keyring (`keyctl`, `add_key`, `request_key`), `perf_event_open`,
 //!   `quotactl`, `kcmp`, `bpf`, module loading and the rest of Docker's refusals.
 //! - `socket(AF_VSOCK)` (not isolated by network namespaces) and `socket(AF_ALG)`.
-//! - Only the native x86_64 ABI: a process making an i386 (`int 0x80`) or x32 call is
-//!   killed, which also closes socketcall-style ways around the argument rules.
+//! - The x86_64 ABI, and i386 (32-bit programs, `int 0x80`) with the same profile resolved
+//!   for "x86" and its own numbers, as Docker allows it. i386 reaches sockets through
+//!   `socketcall`, whose arguments sit in memory: there the address-family rule cannot
+//!   apply, as under Docker. An x32 call, or any other architecture's, kills the process.
+//! - `ioctl(TIOCSTI)` and `ioctl(TIOCLINUX)`, which push characters into a terminal's
+//!   input, are refused with EPERM (CVE-2017-5226; Docker leaves this to the kernel).
 //! - Conditions within one rule are ANDed, rules for one call ORed; an unknown system
 //!   call name in a profile is an error, never silently skipped (a typo would weaken it).
 
@@ -24,6 +28,7 @@ pub mod default;
 pub mod docker;
 pub mod profile;
 mod syscalls;
+mod syscalls_i386;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -92,7 +97,11 @@ impl Filter {
 pub fn filter_for(choice: &Seccomp, caps: u64) -> Result<Option<Filter>, String> {
     let profile = match choice {
         Seccomp::Unconfined => return Ok(None),
-        Seccomp::Default => default::docker_default(),
+        Seccomp::Default => {
+            let mut p = default::docker_default();
+            p.rules.extend(default::terminal_injection());
+            p
+        }
         Seccomp::File(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("seccomp profile {}: {e}", path.display()))?;
@@ -110,58 +119,123 @@ pub fn filter_for(choice: &Seccomp, caps: u64) -> Result<Option<Filter>, String>
 }
 
 /// Resolves `profile` for these capabilities and kernel, and compiles it.
+///
+/// As libseccomp does, a call's rules with conditions are tried first, in order, and its
+/// first rule without conditions decides when none matches (the profile's default when it
+/// has none): `ioctl` allowed, but refused for TIOCSTI.
 pub fn compile(profile: &Profile, caps: u64, kernel: (u32, u32)) -> Result<Filter, String> {
-    let mut outcomes: BTreeMap<u32, Outcome> = BTreeMap::new();
-    for rule in profile.rules.iter().filter(|r| applies(r, caps, kernel)) {
-        for name in &rule.names {
-            let Some(nr) = number(name) else {
-                if FOREIGN.contains(&name.as_str()) {
-                    continue;
-                }
-                return Err(format!("unknown system call {name:?}"));
-            };
-            let entry = outcomes
-                .entry(nr)
-                .or_insert_with(|| Outcome::Rules(Vec::new(), profile.default));
-            // An unconditional rule decides the call; the first one wins.
-            if let Outcome::Rules(rules, _) = entry {
-                if rule.args.is_empty() {
-                    *entry = Outcome::Always(rule.action);
-                } else {
-                    rules.push((rule.args.clone(), rule.action));
-                }
+    for name in profile.rules.iter().flat_map(|r| &r.names) {
+        let known = [Abi::X86_64, Abi::I386]
+            .iter()
+            .any(|abi| abi.number(name).is_some());
+        if !known && !FOREIGN.contains(&name.as_str()) {
+            return Err(format!("unknown system call {name:?}"));
+        }
+    }
+    let native = resolve(profile, caps, kernel, Abi::X86_64);
+    let i386 = resolve(profile, caps, kernel, Abi::I386);
+    let parts = [
+        bpf::ArchPart {
+            arch: bpf::AUDIT_ARCH_X86_64,
+            outcomes: &native,
+            max_nr: Abi::X86_64.max_nr(),
+        },
+        bpf::ArchPart {
+            arch: bpf::AUDIT_ARCH_I386,
+            outcomes: &i386,
+            max_nr: Abi::I386.max_nr(),
+        },
+    ];
+    bpf::compile_arches(&parts, profile.default).map(Filter)
+}
+
+/// The two ABIs a container's programs may use: x86_64, and i386 (`int 0x80`, 32-bit
+/// programs), whose calls have their own numbers. x32 is refused, as Docker refuses it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Abi {
+    X86_64,
+    I386,
+}
+
+impl Abi {
+    fn table(self) -> &'static [(&'static str, u32)] {
+        match self {
+            Abi::X86_64 => syscalls::X86_64,
+            Abi::I386 => syscalls_i386::I386,
+        }
+    }
+
+    fn number(self, name: &str) -> Option<u32> {
+        let table = self.table();
+        table
+            .binary_search_by(|(n, _)| n.as_bytes().cmp(name.as_bytes()))
+            .ok()
+            .map(|i| table[i].1)
+    }
+
+    fn max_nr(self) -> u32 {
+        self.table().iter().map(|(_, n)| *n).max().unwrap_or(0)
+    }
+
+    /// Profile names for it (moby's and libseccomp's).
+    fn names(self) -> &'static [&'static str] {
+        match self {
+            Abi::X86_64 => &["amd64", "x86_64", "SCMP_ARCH_X86_64"],
+            Abi::I386 => &["x86", "i386", "SCMP_ARCH_X86"],
+        }
+    }
+}
+
+/// The outcome of each call `abi` numbers, under these capabilities and kernel. As
+/// libseccomp does, a call's rules with conditions are tried first, in order, and its
+/// first rule without conditions decides when none matches (the profile's default when it
+/// has none): `ioctl` allowed, but refused for TIOCSTI.
+fn resolve(profile: &Profile, caps: u64, kernel: (u32, u32), abi: Abi) -> BTreeMap<u32, Outcome> {
+    type Conditional = Vec<(Vec<profile::Cond>, profile::Action)>;
+    let mut calls: BTreeMap<u32, (Conditional, Option<profile::Action>)> = BTreeMap::new();
+    for rule in profile
+        .rules
+        .iter()
+        .filter(|r| applies(r, caps, kernel, abi))
+    {
+        // A name the ABI does not have (arch_prctl on i386) is no call of it.
+        for nr in rule.names.iter().filter_map(|n| abi.number(n)) {
+            let (conditional, fallback) = calls.entry(nr).or_default();
+            if rule.args.is_empty() {
+                fallback.get_or_insert(rule.action);
+            } else {
+                conditional.push((rule.args.clone(), rule.action));
             }
         }
     }
-    let max_nr = syscalls::X86_64.iter().map(|(_, n)| *n).max().unwrap_or(0);
-    bpf::compile(&outcomes, profile.default, max_nr).map(Filter)
+    calls
+        .into_iter()
+        .map(|(nr, (conditional, fallback))| {
+            let fallback = fallback.unwrap_or(profile.default);
+            let outcome = if conditional.iter().all(|(_, a)| *a == fallback) {
+                Outcome::Always(fallback)
+            } else {
+                Outcome::Rules(conditional, fallback)
+            };
+            (nr, outcome)
+        })
+        .collect()
 }
 
-const NATIVE_ARCHES: &[&str] = &["amd64", "x86_64", "SCMP_ARCH_X86_64"];
-
-fn applies(rule: &Rule, caps: u64, kernel: (u32, u32)) -> bool {
+fn applies(rule: &Rule, caps: u64, kernel: (u32, u32), abi: Abi) -> bool {
     let has = |c: &u32| *c < 64 && caps & (1 << c) != 0;
-    let native = |arches: &[String]| arches.iter().any(|a| NATIVE_ARCHES.contains(&a.as_str()));
+    let ours = |arches: &[String]| arches.iter().any(|a| abi.names().contains(&a.as_str()));
     let inc = &rule.includes;
     let exc = &rule.excludes;
     inc.caps.iter().all(has)
-        && (inc.arches.is_empty() || native(&inc.arches))
+        && (inc.arches.is_empty() || ours(&inc.arches))
         && inc.min_kernel.is_none_or(|v| kernel >= v)
         && !exc.caps.iter().any(has)
-        && !native(&exc.arches)
+        && !ours(&exc.arches)
         && exc.min_kernel.is_none_or(|v| kernel < v)
 }
 
-fn number(name: &str) -> Option<u32> {
-    let table = syscalls::X86_64;
-    table
-        .binary_search_by(|(n, _)| n.as_bytes().cmp(name.as_bytes()))
-        .ok()
-        .map(|i| table[i].1)
-}
-
-/// Calls that exist only on other architectures or ABIs: profiles name them, x86_64
-/// has no number for them, and they are skipped rather than refused as unknown.
+/// Names of other architectures' calls, skipped in a profile.
 const FOREIGN: &[&str] = &[
     "_llseek",
     "_newselect",
@@ -311,6 +385,10 @@ mod tests {
     const ALLOW: u32 = 0x7fff_0000;
     const X86_64: u32 = 0xC000_003E;
 
+    fn number(name: &str) -> Option<u32> {
+        Abi::X86_64.number(name)
+    }
+
     fn call(f: &Filter, name: &str, args: [u64; 6]) -> u32 {
         bpf::interpret(&f.0, X86_64, number(name).unwrap(), args)
     }
@@ -371,6 +449,44 @@ mod tests {
         assert_eq!(persona(0x0040000), EPERM, "ADDR_NO_RANDOMIZE");
         // Beyond the table: ENOSYS, for libc fallbacks.
         assert_eq!(bpf::interpret(&f.0, X86_64, 1000, [0; 6]), ENOSYS);
+    }
+
+    #[test]
+    fn i386_calls_get_the_profile_for_x86_under_their_own_numbers() {
+        let caps = capability_mask(&[], &[]).unwrap();
+        let f = compile(&default::docker_default(), caps, (6, 1)).unwrap();
+        const I386: u32 = bpf::AUDIT_ARCH_I386;
+        let i386 =
+            |name: &str, args| bpf::interpret(&f.0, I386, Abi::I386.number(name).unwrap(), args);
+        assert_eq!(i386("getpid", [0; 6]), ALLOW);
+        assert_eq!(i386("socketcall", [0; 6]), ALLOW);
+        assert_eq!(i386("keyctl", [0; 6]), EPERM);
+        assert_eq!(i386("unshare", [0; 6]), EPERM);
+        let newuser = libc::CLONE_NEWUSER as u64;
+        assert_eq!(i386("clone", [newuser, 0, 0, 0, 0, 0]), EPERM);
+        assert_eq!(i386("clone", [0, 0, 0, 0, 0, 0]), ALLOW);
+        // i386 numbers are not x86_64's: 20 is getpid there, writev here.
+        assert_eq!(Abi::I386.number("getpid"), Some(20));
+        assert_eq!(bpf::interpret(&f.0, I386, 5000, [0; 6]), ENOSYS);
+        // x32, and any other architecture, are killed.
+        let kill = 0x8000_0000;
+        assert_eq!(bpf::interpret(&f.0, X86_64, 0x4000_0027, [0; 6]), kill);
+        assert_eq!(bpf::interpret(&f.0, 0xC000_00B7, 172, [0; 6]), kill);
+    }
+
+    #[test]
+    fn terminal_injection_is_refused_and_other_ioctls_pass() {
+        let caps = capability_mask(&["SYS_ADMIN".into()], &[]).unwrap();
+        let mut profile = default::docker_default();
+        profile.rules.extend(default::terminal_injection());
+        let f = compile(&profile, caps, (6, 1)).unwrap();
+        let ioctl = |request: u64| call(&f, "ioctl", [0, request, 0, 0, 0, 0]);
+        assert_eq!(ioctl(libc::TIOCSTI), EPERM);
+        assert_eq!(ioctl(libc::TIOCLINUX), EPERM);
+        // The request is 32 bits: high bits do not get around the rule.
+        assert_eq!(ioctl(0xffff_ffff_0000_0000 | libc::TIOCSTI), EPERM);
+        assert_eq!(ioctl(libc::TIOCGWINSZ), ALLOW);
+        assert_eq!(ioctl(libc::FIONREAD), ALLOW);
     }
 
     #[test]
