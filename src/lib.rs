@@ -12,6 +12,5 @@ pub mod manifest;
 pub mod ops;
 pub mod progress;
 pub mod recipe;
-pub mod recipe_hints;
 pub mod run;
 pub mod tree;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Ctx, RecipeError};
+use super::RecipeError;
+use super::context::Ctx;
 use crate::tree::safe_path::RelPath;
 
 /// One `[[run]]` table as written.
