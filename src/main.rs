@@ -592,7 +592,10 @@ fn print_manifest(m: &manifest::Manifest, image: &Path, folder: bool) {
         row("layer", &format!("{} {}{digest}", l.kind, l.path));
     }
     if let Some(t) = m.build.source_date_epoch {
-        row("epoch", &format!("{t} ({} UTC)", ops::format_utc(t)));
+        row(
+            "epoch",
+            &format!("{t} ({} UTC)", rootpack::time_format::format_utc(t)),
+        );
     }
     row("files", &m.build.files.to_string());
     let c = &m.config;
@@ -730,17 +733,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
         env.extend(read_env_file(file)?);
     }
     env.extend(args.env.iter().cloned());
-    let (user, user_name) = match args
-        .user
-        .as_deref()
-        .and_then(rootpack::run::user::UserSpec::parse)
-    {
-        Some(spec) => match spec.numeric() {
-            Some(ids) => (Some(ids), None),
-            None => (None, Some(spec)),
-        },
-        None => (None, None),
-    };
+    let (user, user_name) = rootpack::ids::split_user(args.user.as_deref());
     let mut seccomp = rootpack::run::seccomp::Seccomp::Default;
     for opt in &args.security_opt {
         match opt {

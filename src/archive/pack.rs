@@ -100,7 +100,7 @@ struct Item {
 
 fn walk(dir: &Path) -> Result<Vec<Item>, PackError> {
     let mut items = Vec::new();
-    for item in crate::tree::walk_named(dir) {
+    for item in crate::walk::walk_named(dir) {
         let (name, entry) = item.map_err(|(path, source)| PackError::Walk { path, source })?;
         let meta = entry.metadata().map_err(|e| PackError::Walk {
             path: entry.path().to_path_buf(),

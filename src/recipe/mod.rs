@@ -107,12 +107,6 @@ fn context<'a>(path: &'a Path, text: &'a str) -> Result<Ctx<'a>, RecipeError> {
     })
 }
 
-/// `UID[:GID]`, numeric; the gid defaults to the uid.
-pub fn parse_uid_gid(s: &str) -> Option<(u32, u32)> {
-    let (u, g) = s.split_once(':').unwrap_or((s, s));
-    Some((u.parse().ok()?, g.parse().ok()?))
-}
-
 /// Looks a program up in `PATH`, as a shell would.
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());

@@ -143,7 +143,7 @@ fn resolve_one(ctx: &Ctx<'_>, spanned: &Spanned<RunSpec>) -> Result<RunStep, Rec
         w => w.as_ref().map(|w| w.get_ref().clone()),
     };
     let user = match &spec.user {
-        Some(u) if crate::run::user::UserSpec::parse(u.get_ref()).is_none() => {
+        Some(u) if crate::ids::UserSpec::parse(u.get_ref()).is_none() => {
             return ctx.err(
                 u.span(),
                 format!(

@@ -221,7 +221,7 @@ pub(super) fn limits(ctx: &Ctx<'_>, spec: &LimitsSpec) -> Result<Limits, RecipeE
 /// `[config]`: the user must be one `run --user` takes.
 pub(super) fn config(ctx: &Ctx<'_>, spec: ConfigSpec) -> Result<Config, RecipeError> {
     if let Some(u) = &spec.user
-        && crate::run::user::UserSpec::parse(u.get_ref()).is_none()
+        && crate::ids::UserSpec::parse(u.get_ref()).is_none()
     {
         return ctx.err(
             u.span(),

@@ -1,66 +1,11 @@
 //! The recipe as the build uses it: every path checked, every value parsed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::RunStep;
-use crate::archive::Compression;
-use crate::archive::pack::PackFormat;
+pub use crate::format::OutputFormat;
+pub use crate::manifest::{Config, Limits};
 use crate::tree::safe_path::RelPath;
-
-/// Defaults for `run`, recorded in the manifest.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub entrypoint: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cmd: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workdir: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-}
-
-impl Config {
-    /// `self` over `base`, key by key; env and labels merged by name.
-    pub fn over(&self, base: &Config) -> Config {
-        let mut env = base.env.clone();
-        env.extend(self.env.clone());
-        let mut labels = base.labels.clone();
-        labels.extend(self.labels.clone());
-        let pick =
-            |a: &Vec<String>, b: &Vec<String>| if a.is_empty() { b.clone() } else { a.clone() };
-        Config {
-            entrypoint: pick(&self.entrypoint, &base.entrypoint),
-            cmd: pick(&self.cmd, &base.cmd),
-            env,
-            workdir: self.workdir.clone().or_else(|| base.workdir.clone()),
-            hostname: self.hostname.clone().or_else(|| base.hostname.clone()),
-            user: self.user.clone().or_else(|| base.user.clone()),
-            labels,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-pub struct Limits {
-    /// Bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pids: Option<u64>,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layer {
@@ -127,75 +72,6 @@ pub struct DirItem {
 pub struct SymlinkItem {
     pub path: RelPath,
     pub target: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
-    Ext4,
-    Archive(PackFormat, Compression),
-    Dir,
-    /// An OCI image layout folder, `NAME.oci`.
-    Oci,
-    /// The layout as a tar with Docker's manifest.json, `NAME.oci.tar`.
-    OciArchive,
-}
-
-impl OutputFormat {
-    /// Every format a recipe may ask for: the one list names, extensions and the
-    /// manifest's path come from.
-    pub const ALL: [OutputFormat; 13] = {
-        use Compression as C;
-        use PackFormat::{Cpio, Tar};
-        [
-            OutputFormat::Ext4,
-            OutputFormat::Archive(Cpio, C::None),
-            OutputFormat::Archive(Cpio, C::Gzip),
-            OutputFormat::Archive(Cpio, C::Zstd),
-            OutputFormat::Archive(Cpio, C::Xz),
-            OutputFormat::Archive(Cpio, C::Lz4),
-            OutputFormat::Archive(Tar, C::None),
-            OutputFormat::Archive(Tar, C::Gzip),
-            OutputFormat::Archive(Tar, C::Zstd),
-            OutputFormat::Archive(Tar, C::Xz),
-            OutputFormat::Dir,
-            OutputFormat::Oci,
-            OutputFormat::OciArchive,
-        ]
-    };
-
-    /// The image file's extension: `ext4`, `cpio.zst`, ...
-    pub fn extension(&self) -> String {
-        match self {
-            OutputFormat::Ext4 => "ext4".into(),
-            OutputFormat::Dir => "d".into(),
-            OutputFormat::Oci => "oci".into(),
-            OutputFormat::OciArchive => "oci.tar".into(),
-            OutputFormat::Archive(f, c) => {
-                let base = match f {
-                    PackFormat::Cpio => "cpio",
-                    PackFormat::Tar => "tar",
-                };
-                match c {
-                    Compression::None => base.into(),
-                    Compression::Gzip => format!("{base}.gz"),
-                    Compression::Zstd => format!("{base}.zst"),
-                    Compression::Xz => format!("{base}.xz"),
-                    Compression::Lz4 => format!("{base}.lz4"),
-                    // Not in ALL: no recipe can ask for these.
-                    other => format!("{base}.{other}"),
-                }
-            }
-        }
-    }
-
-    /// The name `output.format` takes: the extension, but `dir` for a folder.
-    pub fn name(&self) -> String {
-        match self {
-            OutputFormat::Dir => "dir".into(),
-            OutputFormat::OciArchive => "oci-archive".into(),
-            other => other.extension(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

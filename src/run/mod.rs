@@ -251,7 +251,7 @@ fn in_terminal_foreground() -> bool {
         && rustix::termios::tcgetpgrp(&stdin).ok() == Some(rustix::process::getpgrp())
 }
 
-pub use crate::recipe::parse_uid_gid as parse_user;
+pub use crate::ids::parse_uid_gid as parse_user;
 
 fn image_path(s: &str, what: &str) -> Result<RelPath, RunError> {
     match RelPath::parse(s.as_bytes()) {

@@ -307,7 +307,7 @@ pub fn write_layout(
     // RFC 3339, as the spec asks: "2023-11-14T22:13:20Z".
     let created = format!(
         "{}Z",
-        crate::ops::format_utc(opts.created).replacen(' ', "T", 1)
+        crate::time_format::format_utc(opts.created).replacen(' ', "T", 1)
     );
     let (os, arch) = super::host_platform();
     let config = ImageConfig {
