@@ -2,7 +2,7 @@
 //! archives they are made of.
 
 pub mod archive;
-pub mod build;
+pub mod builder;
 pub mod cleanup;
 pub mod digest;
 pub mod format;

@@ -19,7 +19,7 @@ use cli::{
 use rootpack::archive::Compression;
 use rootpack::archive::pack::{PackFormat, PackOptions};
 use rootpack::recipe::Method;
-use rootpack::{build, interrupt, manifest, ops, progress, recipe};
+use rootpack::{builder, interrupt, manifest, ops, progress, recipe};
 
 /// A mistake in how rootpack was called: exit 2, like clap's own usage errors.
 #[derive(Debug)]
@@ -68,8 +68,8 @@ fn main() -> ExitCode {
 fn print_step_tail(e: &anyhow::Error) {
     let step = e
         .chain()
-        .find_map(|c| match c.downcast_ref::<build::BuildError>() {
-            Some(build::BuildError::Step(s)) => Some(s),
+        .find_map(|c| match c.downcast_ref::<builder::BuildError>() {
+            Some(builder::BuildError::Step(s)) => Some(s),
             _ => None,
         });
     if let Some(s) = step {
@@ -457,7 +457,7 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
     let path = &args.recipe;
     let recipe = recipe::load(path)?;
     prepare_out_dir(&args.out)?;
-    let opts = build::BuildOptions {
+    let opts = builder::BuildOptions {
         out_dir: args.out.clone(),
         source_date_epoch: source_date_epoch()?,
         method: args.method.map(|m| match m {
@@ -468,11 +468,11 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
         progress: !quiet,
         step_output: (!quiet).then(|| {
             std::sync::Arc::new(|n: usize, line: &str| eprintln!("run {n}| {line}"))
-                as build::steps::StepSink
+                as builder::steps::StepSink
         }),
     };
     let built =
-        build::build(&recipe, &opts).with_context(|| format!("building {}", path.display()))?;
+        builder::build(&recipe, &opts).with_context(|| format!("building {}", path.display()))?;
     if !quiet {
         for p in &built.cleaned {
             eprintln!(

@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// From the top: the binary's modules (`main`, `cli`) are above them all.
 const LAYERS: &[&[&str]] = &[
-    &["build", "run", "ops", "cleanup"],
+    &["builder", "run", "ops", "cleanup"],
     &["recipe", "manifest", "image"],
     &["format", "tree"],
     &["archive"],

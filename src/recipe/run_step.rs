@@ -1,5 +1,5 @@
 //! `[[run]]` build steps as a recipe writes them, and as the build uses them: a command run
-//! inside the image being built (see `build::steps`).
+//! inside the image being built (see `builder::steps`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
