@@ -418,7 +418,7 @@ fn parse_capability(s: &str) -> Result<String, String> {
 }
 
 fn parse_user_arg(s: &str) -> Result<String, String> {
-    rootpack::run::user::UserSpec::parse(s)
+    rootpack::ids::UserSpec::parse(s)
         .map(|_| s.to_string())
         .ok_or_else(|| "expected UID[:GID] or NAME[:GROUP], like 1000:1000 or nobody".into())
 }

@@ -14,7 +14,7 @@ pub fn digest_file(path: &Path) -> io::Result<(u64, String)> {
 pub fn digest_reader(file: &File) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     // Mapped, the bytes are hashed straight from the page cache; pages are let go behind.
-    if let Some(map) = crate::archive::Mapping::new(file) {
+    if let Some(map) = crate::mapped::Mapping::new(file) {
         let bytes = map.bytes();
         let step = 8 << 20;
         for start in (0..bytes.len()).step_by(step) {

@@ -2,16 +2,20 @@
 //! archives they are made of.
 
 pub mod archive;
-pub mod build;
+pub mod builder;
 pub mod cleanup;
 pub mod digest;
+pub mod format;
 pub mod fsutil;
+pub mod ids;
 pub mod image;
 pub mod interrupt;
 pub mod manifest;
+pub mod mapped;
 pub mod ops;
 pub mod progress;
 pub mod recipe;
-pub mod recipe_hints;
 pub mod run;
+pub mod time_format;
 pub mod tree;
+pub mod walk;

@@ -19,7 +19,7 @@ use cli::{
 use rootpack::archive::Compression;
 use rootpack::archive::pack::{PackFormat, PackOptions};
 use rootpack::recipe::Method;
-use rootpack::{build, interrupt, manifest, ops, progress, recipe};
+use rootpack::{builder, interrupt, manifest, ops, progress, recipe};
 
 /// A mistake in how rootpack was called: exit 2, like clap's own usage errors.
 #[derive(Debug)]
@@ -68,8 +68,8 @@ fn main() -> ExitCode {
 fn print_step_tail(e: &anyhow::Error) {
     let step = e
         .chain()
-        .find_map(|c| match c.downcast_ref::<build::BuildError>() {
-            Some(build::BuildError::Step(s)) => Some(s),
+        .find_map(|c| match c.downcast_ref::<builder::BuildError>() {
+            Some(builder::BuildError::Step(s)) => Some(s),
             _ => None,
         });
     if let Some(s) = step {
@@ -460,7 +460,7 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
         recipe::confine::Confinement::new(&recipe, &args.allow)?.apply(&mut recipe)?;
     }
     prepare_out_dir(&args.out)?;
-    let opts = build::BuildOptions {
+    let opts = builder::BuildOptions {
         out_dir: args.out.clone(),
         source_date_epoch: source_date_epoch()?,
         method: args.method.map(|m| match m {
@@ -471,11 +471,11 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
         progress: !quiet,
         step_output: (!quiet).then(|| {
             std::sync::Arc::new(|n: usize, line: &str| eprintln!("run {n}| {line}"))
-                as build::steps::StepSink
+                as builder::steps::StepSink
         }),
     };
     let built =
-        build::build(&recipe, &opts).with_context(|| format!("building {}", path.display()))?;
+        builder::build(&recipe, &opts).with_context(|| format!("building {}", path.display()))?;
     if !quiet {
         for p in &built.cleaned {
             eprintln!(
@@ -595,7 +595,10 @@ fn print_manifest(m: &manifest::Manifest, image: &Path, folder: bool) {
         row("layer", &format!("{} {}{digest}", l.kind, l.path));
     }
     if let Some(t) = m.build.source_date_epoch {
-        row("epoch", &format!("{t} ({} UTC)", ops::format_utc(t)));
+        row(
+            "epoch",
+            &format!("{t} ({} UTC)", rootpack::time_format::format_utc(t)),
+        );
     }
     row("files", &m.build.files.to_string());
     let c = &m.config;
@@ -733,17 +736,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
         env.extend(read_env_file(file)?);
     }
     env.extend(args.env.iter().cloned());
-    let (user, user_name) = match args
-        .user
-        .as_deref()
-        .and_then(rootpack::run::user::UserSpec::parse)
-    {
-        Some(spec) => match spec.numeric() {
-            Some(ids) => (Some(ids), None),
-            None => (None, Some(spec)),
-        },
-        None => (None, None),
-    };
+    let (user, user_name) = rootpack::ids::split_user(args.user.as_deref());
     let mut seccomp = rootpack::run::seccomp::Seccomp::Default;
     for opt in &args.security_opt {
         match opt {

@@ -1,11 +1,12 @@
 //! The sidecar JSON written beside every image: what it is, how to run it, how it was made.
 //! `run` reads its config and limits, `inspect` prints and verifies it, CI archives it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::recipe::{Config, Limits};
+use crate::format::OutputFormat;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -24,6 +25,60 @@ pub struct Manifest {
     pub config: Config,
     pub limits: Limits,
     pub build: Provenance,
+}
+
+/// Defaults for `run`, recorded in the manifest.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// `self` over `base`, key by key; env and labels merged by name.
+    pub fn over(&self, base: &Config) -> Config {
+        let mut env = base.env.clone();
+        env.extend(self.env.clone());
+        let mut labels = base.labels.clone();
+        labels.extend(self.labels.clone());
+        let pick =
+            |a: &Vec<String>, b: &Vec<String>| if a.is_empty() { b.clone() } else { a.clone() };
+        Config {
+            entrypoint: pick(&self.entrypoint, &base.entrypoint),
+            cmd: pick(&self.cmd, &base.cmd),
+            env,
+            workdir: self.workdir.clone().or_else(|| base.workdir.clone()),
+            hostname: self.hostname.clone().or_else(|| base.hostname.clone()),
+            user: self.user.clone().or_else(|| base.user.clone()),
+            labels,
+        }
+    }
+}
+
+/// Resource limits for `run`: from the recipe, recorded in the manifest, applied by the
+/// cgroup.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Limits {
+    /// Bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,10 +136,7 @@ pub fn path_for(image: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     // The longest extension that matches: `x.oci.tar` is an OCI archive, not a tar.
-    let mut extensions: Vec<String> = crate::recipe::OutputFormat::ALL
-        .iter()
-        .map(|f| f.extension())
-        .collect();
+    let mut extensions: Vec<String> = OutputFormat::ALL.iter().map(|f| f.extension()).collect();
     extensions.sort_by_key(|e| std::cmp::Reverse(e.len()));
     let stem = extensions
         .iter()

@@ -415,12 +415,16 @@ fn a_build_step_cannot_type_into_the_callers_terminal() {
     )
     .unwrap();
     let command = format!(
-        "{} build -q {} --out {}; read -t 1 line; echo \"after:$line\"",
+        "{} build {} --out {}; read -t 1 line; echo \"after:$line\"",
         env!("CARGO_BIN_EXE_rootpack"),
         recipe.display(),
         dir.path().display()
     );
     let out = on_a_terminal(&command);
+    // The step ran (its lines are shown), and its pushes were refused.
+    assert!(out.contains("tiocsti_stdin"), "{out}");
+    assert!(!out.contains("tiocsti_tty OK"), "{out}");
+    assert!(!out.contains("tiocsti_stdin OK"), "{out}");
     assert!(out.contains("after:\n"), "{out}");
 }
 

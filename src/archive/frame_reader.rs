@@ -19,9 +19,10 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use zstd::zstd_safe;
 
-use super::input::{Input, Mapping};
+use super::input::Input;
 use super::reader::read_stream;
 use super::{ReadError, Segment, Visitor, read_buffered};
+use crate::mapped::Mapping;
 
 const BLOCK: usize = 1 << 20;
 /// Decoded blocks a worker may hold ready per frame (the frames pack writes decode to

@@ -62,6 +62,16 @@ impl FrameOptions {
 
 type Compressed = io::Result<Vec<u8>>;
 
+/// Where frames are cut and how they are sealed, besides the codec's options.
+#[derive(Debug, Clone, Copy)]
+struct Framing {
+    /// Cut only where an entry ends (archives the kernel unpacks), or else every
+    /// `frame_size` bytes wherever that falls.
+    at_entry_ends: bool,
+    /// zstd frames carry their content checksum.
+    zstd_checksum: bool,
+}
+
 /// One frame in flight: its input (from the producer) and output (to the writer).
 struct Job {
     input: Receiver<Vec<u8>>,
@@ -71,6 +81,7 @@ struct Job {
 /// The producer's end: a `Write` that also learns where entries end.
 pub struct FramedWriter {
     frame_size: u64,
+    at_entry_ends: bool,
     /// Bytes written into the current frame (0: no frame open).
     in_frame: u64,
     chunk: Vec<u8>,
@@ -157,11 +168,18 @@ impl Write for FramedWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // Chunks are cut at fixed sizes so that what a worker sees never depends on how
         // the producer's writes happened to be split.
-        let n = buf.len().min(CHUNK - self.chunk.len());
+        let mut n = buf.len().min(CHUNK - self.chunk.len());
+        let fixed = !self.at_entry_ends && self.frame_size > 0;
+        if fixed {
+            n = n.min(usize::try_from(self.frame_size - self.in_frame).unwrap_or(usize::MAX));
+        }
         self.chunk.extend_from_slice(&buf[..n]);
         self.in_frame += n as u64;
         if self.chunk.len() == CHUNK {
             self.send_chunk()?;
+        }
+        if fixed && self.in_frame == self.frame_size {
+            self.close_frame()?;
         }
         Ok(n)
     }
@@ -173,7 +191,7 @@ impl Write for FramedWriter {
 
 impl EntrySink for FramedWriter {
     fn entry_end(&mut self) -> io::Result<()> {
-        if self.frame_size > 0 && self.in_frame >= self.frame_size {
+        if self.at_entry_ends && self.frame_size > 0 && self.in_frame >= self.frame_size {
             self.close_frame()?;
         }
         Ok(())
@@ -195,6 +213,37 @@ pub fn compress_frames<T, E>(
     produce: impl FnOnce(&mut FramedWriter) -> Result<T, E>,
     write_error: impl Fn(io::Error) -> E,
 ) -> Result<(T, FramesWritten), E> {
+    let framing = Framing {
+        at_entry_ends: true,
+        zstd_checksum: true,
+    };
+    compress(out, opts, framing, produce, write_error)
+}
+
+/// As [`compress_frames`], for a stream no kernel unpacks (an OCI layer): a frame every
+/// `opts.frame_size` bytes wherever entries end, zstd frames without a checksum and no
+/// frame for an empty stream. That is the shape rootpack's layers have always had, so
+/// their digests stay what they were.
+pub fn compress_blocks<T, E>(
+    out: &mut (dyn Write + Send),
+    opts: &FrameOptions,
+    produce: impl FnOnce(&mut FramedWriter) -> Result<T, E>,
+    write_error: impl Fn(io::Error) -> E,
+) -> Result<(T, FramesWritten), E> {
+    let framing = Framing {
+        at_entry_ends: false,
+        zstd_checksum: false,
+    };
+    compress(out, opts, framing, produce, write_error)
+}
+
+fn compress<T, E>(
+    out: &mut (dyn Write + Send),
+    opts: &FrameOptions,
+    framing: Framing,
+    produce: impl FnOnce(&mut FramedWriter) -> Result<T, E>,
+    write_error: impl Fn(io::Error) -> E,
+) -> Result<(T, FramesWritten), E> {
     let workers = opts.workers();
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers);
     let (order_tx, order_rx) = mpsc::sync_channel::<Receiver<Compressed>>(workers + 1);
@@ -213,7 +262,7 @@ pub fn compress_frames<T, E>(
             let stop = &stop;
             let spawned = std::thread::Builder::new()
                 .name(format!("compress-{i}"))
-                .spawn_scoped(scope, move || compress_jobs(&job_rx, opts, stop));
+                .spawn_scoped(scope, move || compress_jobs(&job_rx, opts, framing, stop));
             if let Err(e) = spawned {
                 stop.store(true, Ordering::Relaxed);
                 return Err(write_error(e));
@@ -221,6 +270,7 @@ pub fn compress_frames<T, E>(
         }
         let mut w = FramedWriter {
             frame_size: opts.frame_size,
+            at_entry_ends: framing.at_entry_ends,
             in_frame: 0,
             chunk: Vec::with_capacity(CHUNK),
             current: None,
@@ -230,7 +280,7 @@ pub fn compress_frames<T, E>(
         };
         let produced = produce(&mut w);
         let closed = match &produced {
-            Ok(_) if w.frames == 0 && w.chunk.is_empty() => {
+            Ok(_) if w.frames == 0 && w.chunk.is_empty() && framing.at_entry_ends => {
                 // An empty stream is still one (empty) frame, so the output is valid.
                 w.open_frame().and_then(|()| w.close_frame())
             }
@@ -259,7 +309,12 @@ pub fn compress_frames<T, E>(
 }
 
 /// A worker: compresses whole frames, one at a time, in the order they were opened.
-fn compress_jobs(jobs: &Mutex<Receiver<Job>>, opts: &FrameOptions, stop: &AtomicBool) {
+fn compress_jobs(
+    jobs: &Mutex<Receiver<Job>>,
+    opts: &FrameOptions,
+    framing: Framing,
+    stop: &AtomicBool,
+) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
@@ -269,7 +324,7 @@ fn compress_jobs(jobs: &Mutex<Receiver<Job>>, opts: &FrameOptions, stop: &Atomic
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        if let Err(e) = compress_one(&job, opts, stop)
+        if let Err(e) = compress_one(&job, opts, framing, stop)
             && !stop.load(Ordering::Relaxed)
         {
             // The writer reports it; if it has gone, there is no one left to tell. After a
@@ -305,12 +360,22 @@ impl Write for ChunkedOutput<'_> {
     }
 }
 
-fn compress_one(job: &Job, opts: &FrameOptions, stop: &AtomicBool) -> io::Result<()> {
+fn compress_one(
+    job: &Job,
+    opts: &FrameOptions,
+    framing: Framing,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     let sink = ChunkedOutput {
         buf: Vec::with_capacity(CHUNK + CHUNK / 8),
         output: &job.output,
     };
     let mut enc = Encoder::new(opts.compression, sink, opts.level)?;
+    if let Encoder::Zstd(z) = &mut enc
+        && !framing.zstd_checksum
+    {
+        z.include_checksum(false)?;
+    }
     for chunk in job.input.iter() {
         if stop.load(Ordering::Relaxed) {
             return Err(pipeline_closed());

@@ -19,7 +19,6 @@ use std::fmt;
 use std::io::{self, BufRead, Read};
 
 pub use compression::Compression;
-pub use input::Mapping;
 pub use reader::{SegmentSummary, read_archive};
 
 /// What an entry is. Symlink targets are carried here, not as data.

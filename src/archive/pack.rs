@@ -100,7 +100,7 @@ struct Item {
 
 fn walk(dir: &Path) -> Result<Vec<Item>, PackError> {
     let mut items = Vec::new();
-    for item in crate::tree::walk_named(dir) {
+    for item in crate::walk::walk_named(dir) {
         let (name, entry) = item.map_err(|(path, source)| PackError::Walk { path, source })?;
         let meta = entry.metadata().map_err(|e| PackError::Walk {
             path: entry.path().to_path_buf(),
@@ -316,6 +316,34 @@ fn data_size(items: &[Item]) -> u64 {
         .sum()
 }
 
+/// The loop both formats share: for each item, stop on an interrupt, write it with
+/// `write_one` (false: left out), mark where the entry ends (a frame may be cut there),
+/// advance the progress bar by its data and count it.
+fn write_entries<W>(
+    items: &[Item],
+    w: &mut W,
+    summary: &mut PackSummary,
+    progress: Option<&ProgressBar>,
+    interrupted: &dyn Fn() -> bool,
+    end_entry: impl Fn(&mut W) -> io::Result<()>,
+    mut write_one: impl FnMut(&mut W, usize, &mut PackSummary) -> Result<bool, PackError>,
+) -> Result<(), PackError> {
+    for (i, it) in items.iter().enumerate() {
+        if interrupted() {
+            return Err(PackError::Interrupted);
+        }
+        if !write_one(w, i, summary)? {
+            continue;
+        }
+        end_entry(w).map_err(PackError::Write)?;
+        if let Some(bar) = progress.filter(|_| it.meta.file_type().is_file()) {
+            bar.inc(it.meta.len());
+        }
+        summary.entries += 1;
+    }
+    Ok(())
+}
+
 fn write_cpio(
     items: &[Item],
     out: &mut dyn EntrySink,
@@ -326,59 +354,68 @@ fn write_cpio(
 ) -> Result<(), PackError> {
     let links = number_inodes(items);
     let mut w = NewcWriter::new(out);
-    for (i, it) in items.iter().enumerate() {
-        if interrupted() {
-            return Err(PackError::Interrupted);
-        }
-        let ft = it.meta.file_type();
-        let too_large = |_| PackError::Unsupported {
-            path: it.path.clone(),
-            what: "larger than the 4 GiB newc allows",
-        };
-        let mut h = NewcHeader {
-            ino: links.ino[i],
-            mode: it.meta.mode(),
-            uid: it.meta.uid(),
-            gid: it.meta.gid(),
-            nlink: links.nlink[i],
-            mtime: clamp(it.meta.mtime(), opts).min(u32::MAX as i64) as u32,
-            ..Default::default()
-        };
-        if ft.is_block_device() || ft.is_char_device() {
-            let rdev = it.meta.rdev();
-            h.rdev_major = libc::major(rdev);
-            h.rdev_minor = libc::minor(rdev);
-        }
-        let written = if ft.is_symlink() {
-            let target = std::fs::read_link(&it.path).map_err(|source| PackError::Read {
-                path: it.path.clone(),
-                source,
-            })?;
-            let target = target.as_os_str().as_bytes();
-            h.filesize = target.len() as u32;
-            w.append(&h, &it.name, &mut &target[..])
-        } else if ft.is_file() && links.last[i] {
-            h.filesize = u32::try_from(it.meta.len()).map_err(too_large)?;
-            summary.data_bytes += it.meta.len();
-            w.append(&h, &it.name, &mut open_exact(it)?)
-        } else {
-            w.append(&h, &it.name, &mut io::empty())
-        };
-        written.map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => PackError::Read {
-                path: it.path.clone(),
-                source: e,
-            },
-            _ => PackError::Write(e),
-        })?;
-        w.get_mut().entry_end().map_err(PackError::Write)?;
-        if let Some(bar) = progress.filter(|_| ft.is_file()) {
-            bar.inc(it.meta.len());
-        }
-        summary.entries += 1;
-    }
+    write_entries(
+        items,
+        &mut w,
+        summary,
+        progress,
+        interrupted,
+        |w| w.get_mut().entry_end(),
+        |w, i, summary| cpio_entry(w, &items[i], i, &links, opts, summary).map(|()| true),
+    )?;
     w.finish(512).map_err(PackError::Write)?;
     Ok(())
+}
+
+fn cpio_entry(
+    w: &mut NewcWriter<&mut dyn EntrySink>,
+    it: &Item,
+    i: usize,
+    links: &Links,
+    opts: &PackOptions,
+    summary: &mut PackSummary,
+) -> Result<(), PackError> {
+    let ft = it.meta.file_type();
+    let too_large = |_| PackError::Unsupported {
+        path: it.path.clone(),
+        what: "larger than the 4 GiB newc allows",
+    };
+    let mut h = NewcHeader {
+        ino: links.ino[i],
+        mode: it.meta.mode(),
+        uid: it.meta.uid(),
+        gid: it.meta.gid(),
+        nlink: links.nlink[i],
+        mtime: clamp(it.meta.mtime(), opts).min(u32::MAX as i64) as u32,
+        ..Default::default()
+    };
+    if ft.is_block_device() || ft.is_char_device() {
+        let rdev = it.meta.rdev();
+        h.rdev_major = libc::major(rdev);
+        h.rdev_minor = libc::minor(rdev);
+    }
+    let written = if ft.is_symlink() {
+        let target = std::fs::read_link(&it.path).map_err(|source| PackError::Read {
+            path: it.path.clone(),
+            source,
+        })?;
+        let target = target.as_os_str().as_bytes();
+        h.filesize = target.len() as u32;
+        w.append(&h, &it.name, &mut &target[..])
+    } else if ft.is_file() && links.last[i] {
+        h.filesize = u32::try_from(it.meta.len()).map_err(too_large)?;
+        summary.data_bytes += it.meta.len();
+        w.append(&h, &it.name, &mut open_exact(it)?)
+    } else {
+        w.append(&h, &it.name, &mut io::empty())
+    };
+    written.map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => PackError::Read {
+            path: it.path.clone(),
+            source: e,
+        },
+        _ => PackError::Write(e),
+    })
 }
 
 fn write_tar(
@@ -389,82 +426,94 @@ fn write_tar(
     progress: Option<&ProgressBar>,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<(), PackError> {
-    use ::tar::{EntryType, Header};
     let links = number_inodes(items);
     let mut builder = ::tar::Builder::new(out);
-    for (i, it) in items.iter().enumerate() {
-        if interrupted() {
-            return Err(PackError::Interrupted);
-        }
-        let ft = it.meta.file_type();
-        let name = if it.name == b"." {
-            &b"./"[..]
-        } else {
-            &it.name
-        };
-        let path = Path::new(OsStr::from_bytes(name));
-        let mut h = Header::new_gnu();
-        h.set_mode(it.meta.mode() & 0o7777);
-        h.set_uid(it.meta.uid() as u64);
-        h.set_gid(it.meta.gid() as u64);
-        h.set_mtime(clamp(it.meta.mtime(), opts) as u64);
-        h.set_size(0);
-        let read_err = |source| PackError::Read {
-            path: it.path.clone(),
-            source,
-        };
-        let result = if let Some(first) = links.first[i] {
-            h.set_entry_type(EntryType::Link);
-            let target = Path::new(OsStr::from_bytes(&items[first].name));
-            builder.append_link(&mut h, path, target)
-        } else if ft.is_symlink() {
-            h.set_entry_type(EntryType::Symlink);
-            let target = std::fs::read_link(&it.path).map_err(read_err)?;
-            // Byte for byte: the crate's `set_link_name` rewrites a target as a path
-            // ("a/." -> "a", "a//b" -> "a/b", "a/" -> "a"). Longer ones go into a GNU long
-            // link entry, which it writes unchanged.
-            let bytes = target.as_os_str().as_bytes();
-            if bytes.len() < 100 {
-                h.set_link_name_literal(bytes).map_err(read_err)?;
-                builder.append_data(&mut h, path, io::empty())
-            } else {
-                builder.append_link(&mut h, path, target)
-            }
-        } else if ft.is_file() {
-            h.set_entry_type(EntryType::Regular);
-            h.set_size(it.meta.len());
-            summary.data_bytes += it.meta.len();
-            builder.append_data(&mut h, path, open_exact(it)?)
-        } else if ft.is_dir() {
-            h.set_entry_type(EntryType::Directory);
-            builder.append_data(&mut h, path, io::empty())
-        } else if ft.is_fifo() {
-            h.set_entry_type(EntryType::Fifo);
-            builder.append_data(&mut h, path, io::empty())
-        } else if ft.is_char_device() || ft.is_block_device() {
-            let rdev = it.meta.rdev();
-            h.set_entry_type(if ft.is_char_device() {
-                EntryType::Char
-            } else {
-                EntryType::Block
-            });
-            h.set_device_major(libc::major(rdev)).map_err(read_err)?;
-            h.set_device_minor(libc::minor(rdev)).map_err(read_err)?;
-            builder.append_data(&mut h, path, io::empty())
-        } else {
-            summary.skipped_sockets += 1;
-            continue;
-        };
-        result.map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => read_err(e),
-            _ => PackError::Write(e),
-        })?;
-        builder.get_mut().entry_end().map_err(PackError::Write)?;
-        if let Some(bar) = progress.filter(|_| ft.is_file()) {
-            bar.inc(it.meta.len());
-        }
-        summary.entries += 1;
-    }
+    write_entries(
+        items,
+        &mut builder,
+        summary,
+        progress,
+        interrupted,
+        |b| b.get_mut().entry_end(),
+        |b, i, summary| tar_entry(b, items, i, &links, opts, summary),
+    )?;
     builder.into_inner().map_err(PackError::Write)?;
     Ok(())
+}
+
+/// Writes `items[i]`; false for a socket, which tar cannot hold.
+fn tar_entry(
+    builder: &mut ::tar::Builder<&mut dyn EntrySink>,
+    items: &[Item],
+    i: usize,
+    links: &Links,
+    opts: &PackOptions,
+    summary: &mut PackSummary,
+) -> Result<bool, PackError> {
+    use ::tar::{EntryType, Header};
+    let it = &items[i];
+    let ft = it.meta.file_type();
+    let name = if it.name == b"." {
+        &b"./"[..]
+    } else {
+        &it.name
+    };
+    let path = Path::new(OsStr::from_bytes(name));
+    let mut h = Header::new_gnu();
+    h.set_mode(it.meta.mode() & 0o7777);
+    h.set_uid(it.meta.uid() as u64);
+    h.set_gid(it.meta.gid() as u64);
+    h.set_mtime(clamp(it.meta.mtime(), opts) as u64);
+    h.set_size(0);
+    let read_err = |source| PackError::Read {
+        path: it.path.clone(),
+        source,
+    };
+    let result = if let Some(first) = links.first[i] {
+        h.set_entry_type(EntryType::Link);
+        let target = Path::new(OsStr::from_bytes(&items[first].name));
+        builder.append_link(&mut h, path, target)
+    } else if ft.is_symlink() {
+        h.set_entry_type(EntryType::Symlink);
+        let target = std::fs::read_link(&it.path).map_err(read_err)?;
+        // Byte for byte: the crate's `set_link_name` rewrites a target as a path
+        // ("a/." -> "a", "a//b" -> "a/b", "a/" -> "a"). Longer ones go into a GNU long
+        // link entry, which it writes unchanged.
+        let bytes = target.as_os_str().as_bytes();
+        if bytes.len() < 100 {
+            h.set_link_name_literal(bytes).map_err(read_err)?;
+            builder.append_data(&mut h, path, io::empty())
+        } else {
+            builder.append_link(&mut h, path, target)
+        }
+    } else if ft.is_file() {
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(it.meta.len());
+        summary.data_bytes += it.meta.len();
+        builder.append_data(&mut h, path, open_exact(it)?)
+    } else if ft.is_dir() {
+        h.set_entry_type(EntryType::Directory);
+        builder.append_data(&mut h, path, io::empty())
+    } else if ft.is_fifo() {
+        h.set_entry_type(EntryType::Fifo);
+        builder.append_data(&mut h, path, io::empty())
+    } else if ft.is_char_device() || ft.is_block_device() {
+        let rdev = it.meta.rdev();
+        h.set_entry_type(if ft.is_char_device() {
+            EntryType::Char
+        } else {
+            EntryType::Block
+        });
+        h.set_device_major(libc::major(rdev)).map_err(read_err)?;
+        h.set_device_minor(libc::minor(rdev)).map_err(read_err)?;
+        builder.append_data(&mut h, path, io::empty())
+    } else {
+        summary.skipped_sockets += 1;
+        return Ok(false);
+    };
+    result.map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData => read_err(e),
+        _ => PackError::Write(e),
+    })?;
+    Ok(true)
 }

@@ -19,10 +19,11 @@ use indicatif::ProgressBar;
 use super::compression::{ContentChecksum, decoder, read_full};
 use super::cpio::{self, Counted};
 use super::frame_reader::{read_parallel, zstd_frames};
-use super::input::{Input, Mapping};
+use super::input::Input;
 use super::{
     Compression, Format, ReadError, Segment, Visitor, display_name, read_buffered, skip_zeros, tar,
 };
+use crate::mapped::Mapping;
 
 const BLOCK: usize = 1 << 20;
 const BLOCKS_IN_FLIGHT: usize = 4;

@@ -7,7 +7,7 @@
 //!   `debugfs sif` per field per inode: 40 s for 50,000 files, against milliseconds.)
 //! - **Owners, modes and devices of a rootless build.** An unprivileged build cannot chown,
 //!   set set-id bits on foreign files or mknod; the extractor records what each entry
-//!   should be ([`Recorded`], by path) and this pass writes it into the inodes, turning
+//!   should be ([`crate::tree::recorded`], by path) and this pass writes it into the inodes, turning
 //!   device placeholders (empty regular files) into device nodes, with their directory
 //!   entries' types. Inodes nothing was recorded for (folders made on the way) are root's,
 //!   as they are when root builds.
@@ -22,18 +22,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-/// What an entry of the tree should be in the image: owner, full mode (type and
-/// permission bits) and, for a device, its number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Recorded {
-    pub uid: u32,
-    pub gid: u32,
-    pub mode: u32,
-    pub rdev: (u32, u32),
-}
-
-/// Recorded metadata by path (relative to the root, the root itself as the empty path).
-pub type RecordedTree = HashMap<Vec<u8>, Recorded>;
+use crate::tree::recorded::{Recorded, RecordedTree};
 
 /// What to change: times, and for a rootless build the recorded metadata.
 #[derive(Debug, Default)]

@@ -1,5 +1,5 @@
 //! `[[run]]` build steps as a recipe writes them, and as the build uses them: a command run
-//! inside the image being built (see `build::steps`).
+//! inside the image being built (see `builder::steps`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Ctx, RecipeError};
+use super::RecipeError;
+use super::context::Ctx;
 use crate::tree::safe_path::RelPath;
 
 /// One `[[run]]` table as written.
@@ -142,7 +143,7 @@ fn resolve_one(ctx: &Ctx<'_>, spanned: &Spanned<RunSpec>) -> Result<RunStep, Rec
         w => w.as_ref().map(|w| w.get_ref().clone()),
     };
     let user = match &spec.user {
-        Some(u) if crate::run::user::UserSpec::parse(u.get_ref()).is_none() => {
+        Some(u) if crate::ids::UserSpec::parse(u.get_ref()).is_none() => {
             return ctx.err(
                 u.span(),
                 format!(

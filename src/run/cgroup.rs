@@ -124,12 +124,7 @@ fn mount_name(mnt: &str) -> String {
         .map_or_else(|| "unified".into(), |n| n.to_string_lossy().into_owned())
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Limits {
-    pub memory: Option<u64>,
-    pub pids: Option<u64>,
-    pub cpus: Option<f64>,
-}
+pub use crate::manifest::Limits;
 
 const CPU_PERIOD: u64 = 100_000;
 

@@ -247,7 +247,7 @@ fn workdir(s: &str) -> Result<RelPath, RunError> {
     }
 }
 
-pub use crate::recipe::parse_uid_gid as parse_user;
+pub use crate::ids::parse_uid_gid as parse_user;
 
 fn image_path(s: &str, what: &str) -> Result<RelPath, RunError> {
     match RelPath::parse(s.as_bytes()) {

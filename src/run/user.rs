@@ -1,36 +1,7 @@
 //! `--user` as Docker takes it: `UID[:GID]` or `NAME[:GROUP]` (and mixes of the two), the
 //! names looked up in the image's own `/etc/passwd` and `/etc/group`, never the host's.
 
-/// One side of `USER[:GROUP]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Id {
-    Number(u32),
-    Name(String),
-}
-
-impl Id {
-    fn parse(s: &str) -> Option<Id> {
-        if s.is_empty() {
-            return None;
-        }
-        if s.bytes().all(|b| b.is_ascii_digit()) {
-            return s.parse().ok().map(Id::Number);
-        }
-        // What useradd accepts, and nothing that could be a path or an option.
-        let ok = s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-$".contains(&b))
-            && !s.starts_with('-');
-        ok.then(|| Id::Name(s.to_string()))
-    }
-}
-
-/// A parsed `--user`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserSpec {
-    pub user: Id,
-    pub group: Option<Id>,
-}
+pub use crate::ids::{Id, UserSpec};
 
 /// A user resolved in the image: ids and home folder (if the image names one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,26 +12,6 @@ pub struct Resolved {
 }
 
 impl UserSpec {
-    pub fn parse(s: &str) -> Option<UserSpec> {
-        let (u, g) = match s.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
-            None => (s, None),
-        };
-        Some(UserSpec {
-            user: Id::parse(u)?,
-            group: g.map(Id::parse).map(|g| g.ok_or(())).transpose().ok()?,
-        })
-    }
-
-    /// Numeric ids without a lookup: `UID` alone means `UID:UID`, as rootpack always had.
-    pub fn numeric(&self) -> Option<(u32, u32)> {
-        match (&self.user, &self.group) {
-            (Id::Number(u), None) => Some((*u, *u)),
-            (Id::Number(u), Some(Id::Number(g))) => Some((*u, *g)),
-            _ => None,
-        }
-    }
-
     /// Resolves the names against the text of the image's `/etc/passwd` and `/etc/group`.
     /// A name's primary group comes from its passwd line, as `docker run -u NAME` does.
     pub fn resolve(&self, passwd: &str, group: &str) -> Result<Resolved, String> {

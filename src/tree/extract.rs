@@ -23,8 +23,8 @@ use std::rc::Rc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
+use super::recorded::{RecordedTree, record};
 use crate::archive::{Entry, EntryData, Kind, LinkKey, Segment, VisitError, Visitor};
-use crate::image::ext4_inodes::{Recorded, RecordedTree};
 use crate::tree::copier::{Copier, FileMeta, Job};
 use crate::tree::safe_path::{RelPath, Root};
 
@@ -682,35 +682,6 @@ impl Extractor {
             mtime: entry.mtime,
         }
     }
-}
-
-/// What an entry should be in an image, by its path: a hard link's name gives nothing new
-/// (its inode is recorded under the first name).
-fn record(recorded: &mut RecordedTree, path: &RelPath, entry: &Entry) {
-    let (kind, rdev) = match &entry.kind {
-        Kind::Dir => (0o040000, (0, 0)),
-        Kind::File => (0o100000, (0, 0)),
-        Kind::Symlink(_) => (0o120000, (0, 0)),
-        Kind::CharDevice { major, minor } => (0o020000, (*major, *minor)),
-        Kind::BlockDevice { major, minor } => (0o060000, (*major, *minor)),
-        Kind::Fifo => (0o010000, (0, 0)),
-        Kind::Socket => (0o140000, (0, 0)),
-        Kind::HardLink(_) => return,
-    };
-    let mode = if matches!(entry.kind, Kind::Symlink(_)) {
-        0o777
-    } else {
-        entry.mode & 0o7777
-    };
-    recorded.insert(
-        path.as_bytes().to_vec(),
-        Recorded {
-            uid: entry.uid,
-            gid: entry.gid,
-            mode: kind | mode,
-            rdev,
-        },
-    );
 }
 
 fn io_err<E: Into<io::Error>>(wrap: fn(io::Error) -> ExtractError) -> impl Fn(E) -> ExtractError {

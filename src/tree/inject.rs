@@ -123,7 +123,7 @@ pub fn copy_tree(x: &mut Extractor, dir: &Path) -> Result<u64, InjectError> {
     let mut count = 0;
     // Hard links: the data goes with the first name only.
     let mut linked = HashSet::new();
-    for walked in super::walk_named(dir) {
+    for walked in crate::walk::walk_named(dir) {
         let (name, item) = walked.map_err(|(path, source)| InjectError::Host { path, source })?;
         if item.file_type().is_socket() {
             continue;

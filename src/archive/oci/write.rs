@@ -19,6 +19,7 @@ use super::spec::{
     self, ContainerConfig, Descriptor, Digest, DockerEntry, History, ImageConfig, Index, Manifest,
     Platform, RootFs,
 };
+use crate::archive::frame_writer::{FrameOptions, compress_blocks};
 use crate::archive::pack::{PackError, PackFormat, PackOptions, pack};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,96 +60,6 @@ pub struct Written {
 /// Input per compressed member: large enough that the ratio stays within a fraction of a
 /// percent of one stream, small enough that two cores share a 100 MB layer evenly.
 const MEMBER: usize = 4 << 20;
-
-/// Compresses what is written in independent members on worker threads, in order.
-struct ParallelCompressor<W: Write> {
-    out: W,
-    kind: Compression,
-    chunk: Vec<u8>,
-    running: std::collections::VecDeque<std::thread::JoinHandle<io::Result<Vec<u8>>>>,
-    workers: usize,
-}
-
-impl<W: Write> ParallelCompressor<W> {
-    fn new(out: W, kind: Compression) -> Self {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        ParallelCompressor {
-            out,
-            kind,
-            chunk: Vec::with_capacity(MEMBER),
-            running: Default::default(),
-            workers,
-        }
-    }
-
-    fn compress(kind: Compression, data: &[u8]) -> io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(data.len() / 2);
-        match kind {
-            // No time, no name, no OS in the header: only the data decides the bytes.
-            Compression::Gzip => {
-                let mut e = flate2::GzBuilder::new()
-                    .operating_system(255)
-                    .write(&mut out, flate2::Compression::new(6));
-                e.write_all(data)?;
-                e.finish()?;
-            }
-            Compression::Zstd => {
-                let mut e = zstd::stream::write::Encoder::new(&mut out, 3)?;
-                e.write_all(data)?;
-                e.finish()?;
-            }
-            Compression::None => out.extend_from_slice(data),
-        }
-        Ok(out)
-    }
-
-    fn dispatch(&mut self) -> io::Result<()> {
-        if self.chunk.is_empty() {
-            return Ok(());
-        }
-        while self.running.len() >= self.workers {
-            self.collect_one()?;
-        }
-        let data = std::mem::replace(&mut self.chunk, Vec::with_capacity(MEMBER));
-        let kind = self.kind;
-        self.running
-            .push_back(std::thread::spawn(move || Self::compress(kind, &data)));
-        Ok(())
-    }
-
-    fn collect_one(&mut self) -> io::Result<()> {
-        if let Some(job) = self.running.pop_front() {
-            let bytes = job
-                .join()
-                .map_err(|_| io::Error::other("a compression thread panicked"))??;
-            self.out.write_all(&bytes)?;
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> io::Result<W> {
-        self.dispatch()?;
-        while !self.running.is_empty() {
-            self.collect_one()?;
-        }
-        self.out.flush()?;
-        Ok(self.out)
-    }
-}
-
-impl<W: Write> Write for ParallelCompressor<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(MEMBER - self.chunk.len());
-        self.chunk.extend_from_slice(&buf[..n]);
-        if self.chunk.len() == MEMBER {
-            self.dispatch()?;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Hashes and counts what passes through.
 struct Hashing<W> {
@@ -215,8 +126,7 @@ impl Blobs {
     ) -> Result<(Digest, u64, Digest), WriteError> {
         let temp = self.dir.join("layer.partial");
         let file = File::create(&temp).map_err(io_at(&temp))?;
-        let compressed = Hashing::new(io::BufWriter::with_capacity(1 << 20, file));
-        let mut uncompressed = Hashing::new(ParallelCompressor::new(compressed, opts.compression));
+        let mut compressed = Hashing::new(io::BufWriter::with_capacity(1 << 20, file));
         let pack_opts = PackOptions {
             clamp_mtime: opts.clamp_mtime,
             ..PackOptions::new(
@@ -224,9 +134,16 @@ impl Blobs {
                 crate::archive::compression::Compression::None,
             )
         };
-        pack(tree, &mut uncompressed, &pack_opts, None, interrupted)?;
-        let diff_id = uncompressed.digest();
-        let compressed = uncompressed.inner.finish().map_err(io_at(&temp))?;
+        let (diff_id, _) = compress_blocks(
+            &mut compressed,
+            &layer_frames(opts.compression),
+            |w| -> Result<Digest, WriteError> {
+                let mut uncompressed = Hashing::new(w);
+                pack(tree, &mut uncompressed, &pack_opts, None, interrupted)?;
+                Ok(uncompressed.digest())
+            },
+            |e| io_at(&temp)(e),
+        )?;
         let (digest, size) = (compressed.digest(), compressed.size);
         let file = compressed
             .inner
@@ -237,6 +154,22 @@ impl Blobs {
         std::fs::rename(&temp, &path).map_err(io_at(&path))?;
         self.written.push((digest.clone(), size));
         Ok((digest, size, diff_id))
+    }
+}
+
+/// A layer's compression: members of [`MEMBER`] bytes each, at the compressors' default
+/// levels, on every core.
+fn layer_frames(compression: Compression) -> FrameOptions {
+    use crate::archive::compression::Compression as C;
+    FrameOptions {
+        compression: match compression {
+            Compression::Gzip => C::Gzip,
+            Compression::Zstd => C::Zstd,
+            Compression::None => C::None,
+        },
+        level: None,
+        frame_size: MEMBER as u64,
+        threads: 0,
     }
 }
 
@@ -307,7 +240,7 @@ pub fn write_layout(
     // RFC 3339, as the spec asks: "2023-11-14T22:13:20Z".
     let created = format!(
         "{}Z",
-        crate::ops::format_utc(opts.created).replacen(' ', "T", 1)
+        crate::time_format::format_utc(opts.created).replacen(' ', "T", 1)
     );
     let (os, arch) = super::host_platform();
     let config = ImageConfig {
@@ -454,11 +387,14 @@ mod tests {
     fn members_decode_as_one_stream_whatever_the_workers() {
         let data: Vec<u8> = (0..(MEMBER * 2 + 12345)).map(|i| (i % 251) as u8).collect();
         let mut outputs = Vec::new();
-        for workers in [1, 3] {
-            let mut c = ParallelCompressor::new(Vec::new(), Compression::Gzip);
-            c.workers = workers;
-            c.write_all(&data).unwrap();
-            outputs.push(c.finish().unwrap());
+        for threads in [1, 3] {
+            let frames = FrameOptions {
+                threads,
+                ..layer_frames(Compression::Gzip)
+            };
+            let mut out = Vec::new();
+            compress_blocks(&mut out, &frames, |w| w.write_all(&data), |e| e).unwrap();
+            outputs.push(out);
         }
         assert_eq!(
             outputs[0], outputs[1],

@@ -12,7 +12,6 @@ use crate::archive::oci;
 use crate::archive::{Entry, EntryData, Kind, LinkKey, VisitError, Visitor, read_archive};
 use crate::digest::digest_file;
 use crate::image::ext4::{self, Usage};
-use crate::image::ext4_inodes::RecordedTree;
 use crate::interrupt::interrupted;
 use crate::manifest::LayerRecord;
 use crate::recipe::{Config, FileSource, Layer, Recipe};
@@ -20,6 +19,7 @@ use crate::tree::elf;
 use crate::tree::extract::{ExtractReport, Extractor};
 use crate::tree::inject;
 use crate::tree::layer::LayerApplier;
+use crate::tree::recorded::RecordedTree;
 use crate::tree::safe_path::Root;
 
 /// Each of the recipe's programs with its library closure, in recipe order, found once
@@ -96,7 +96,7 @@ fn snap(meta: &std::fs::Metadata) -> Option<Snap> {
 
 fn snapshot(root: &Path) -> io::Result<std::collections::HashMap<Vec<u8>, Option<Snap>>> {
     let mut out = std::collections::HashMap::new();
-    for walked in crate::tree::walk_named(root) {
+    for walked in crate::walk::walk_named(root) {
         let (name, entry) = walked.map_err(|(_, e)| e)?;
         if name != b"." {
             out.insert(name, snap(&entry.metadata().map_err(io::Error::from)?));
@@ -122,7 +122,7 @@ pub(super) fn delta_over_base(
         .collect();
     let mut seen = 0usize;
     std::fs::create_dir(delta)?;
-    for walked in crate::tree::walk_named(root) {
+    for walked in crate::walk::walk_named(root) {
         let (name, entry) = walked.map_err(|(_, e)| e)?;
         if name == b"." {
             continue;
@@ -167,7 +167,7 @@ pub(super) fn delta_over_base(
         return Ok(Err("a file of the base image was removed".into()));
     }
     // Folders made on the way to new files take their owner and times from the tree.
-    for walked in crate::tree::walk_named(delta) {
+    for walked in crate::walk::walk_named(delta) {
         let (name, entry) = walked.map_err(|(_, e)| e)?;
         if !entry.file_type().is_dir() {
             continue;

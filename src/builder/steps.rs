@@ -24,9 +24,9 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
 
 use super::BuildError;
-use crate::image::ext4_inodes::RecordedTree;
 use crate::recipe::{Recipe, RunStep, StepCommand, StepNetwork};
 use crate::run::{RunOptions, seccomp::Seccomp};
+use crate::tree::recorded::RecordedTree;
 use crate::tree::safe_path::{RelPath, Root};
 
 /// Receives each line a step prints: the step's number (from 1) and the line.
@@ -172,17 +172,7 @@ impl Steps<'_> {
             StepCommand::Script(s) => vec!["/bin/sh".into(), "-e".into(), "-c".into(), s.clone()],
             StepCommand::Args(a) => a.clone(),
         };
-        let (user, user_name) = match step
-            .user
-            .as_deref()
-            .and_then(crate::run::user::UserSpec::parse)
-        {
-            Some(spec) => match spec.numeric() {
-                Some(ids) => (Some(ids), None),
-                None => (None, Some(spec)),
-            },
-            None => (None, None),
-        };
+        let (user, user_name) = crate::ids::split_user(step.user.as_deref());
         let opts = RunOptions {
             image: root.path().to_path_buf(),
             command,

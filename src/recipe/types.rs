@@ -1,0 +1,133 @@
+//! The recipe as the build uses it: every path checked, every value parsed.
+
+use std::path::{Path, PathBuf};
+
+use super::RunStep;
+pub use crate::format::OutputFormat;
+pub use crate::manifest::{Config, Limits};
+use crate::tree::safe_path::RelPath;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer {
+    Initramfs(PathBuf),
+    Tar(PathBuf),
+    Dir(PathBuf),
+    /// An OCI layout, OCI archive or Docker archive, and which image in it.
+    Oci {
+        path: PathBuf,
+        reference: Option<String>,
+        platform: Option<String>,
+    },
+}
+
+impl Layer {
+    pub fn path(&self) -> &Path {
+        match self {
+            Layer::Initramfs(p) | Layer::Tar(p) | Layer::Dir(p) | Layer::Oci { path: p, .. } => p,
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Initramfs(_) => "initramfs",
+            Layer::Tar(_) => "tar",
+            Layer::Dir(_) => "dir",
+            Layer::Oci { .. } => "oci",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Binary {
+    pub host: PathBuf,
+    /// Where it goes in the image; default: the same path as on the host.
+    pub to: Option<RelPath>,
+    /// Symlinks to the program (busybox applets, `sh -> bash`).
+    pub links: Vec<RelPath>,
+}
+
+#[derive(Debug, Clone)]
+pub enum FileSource {
+    Inline(Vec<u8>),
+    Host(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct FileItem {
+    pub to: RelPath,
+    pub source: FileSource,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirItem {
+    pub path: RelPath,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SymlinkItem {
+    pub path: RelPath,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    Auto,
+    Bytes(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `populate` when reproducibility is asked for (a source date epoch) or without
+    /// root, else `mount`, which measured faster.
+    Auto,
+    /// `mke2fs -d`: no loop device, no mount; reproducible.
+    Populate,
+    /// Sparse file, mkfs, loop device, mount, copy.
+    Mount,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Auto => "auto",
+            Method::Populate => "populate",
+            Method::Mount => "mount",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub format: OutputFormat,
+    pub size: Size,
+    pub method: Method,
+    pub label: Option<String>,
+    /// OCI outputs: `NAME:TAG` (default `NAME:latest`).
+    pub tag: Option<String>,
+    /// OCI outputs: the layer's compression, gzip (default) or zstd.
+    pub layer_zstd: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub name: String,
+    pub source_date_epoch: Option<i64>,
+    pub layers: Vec<Layer>,
+    pub binaries: Vec<Binary>,
+    pub files: Vec<FileItem>,
+    pub dirs: Vec<DirItem>,
+    pub symlinks: Vec<SymlinkItem>,
+    pub mountpoints: Vec<RelPath>,
+    pub config: Config,
+    pub limits: Limits,
+    pub output: Output,
+    /// `[[run]]` steps, in recipe order.
+    pub steps: Vec<RunStep>,
+}
