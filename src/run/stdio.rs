@@ -47,11 +47,26 @@ fn pipe() -> io::Result<(File, File)> {
     Ok((File::from(r), File::from(w)))
 }
 
+/// Our standard fd `n` (0, 1 or 2), if it is open: a closed one stays closed in the
+/// container, with nothing to reopen.
+fn standard(n: i32) -> Option<std::os::unix::io::BorrowedFd<'static>> {
+    // SAFETY: only borrowed after fcntl says it is open; rootpack never closes 0-2.
+    let fd = unsafe { std::os::unix::io::BorrowedFd::borrow_raw(n) };
+    rustix::io::fcntl_getfd(fd).is_ok().then_some(fd)
+}
+
 /// A duplicate of our fd `n`, as a file the relay thread owns.
 fn ours(n: i32) -> io::Result<File> {
-    // SAFETY: fds 0-2 are open for the life of the process; the duplicate is ours.
-    let fd = unsafe { std::os::unix::io::BorrowedFd::borrow_raw(n) };
+    let fd = standard(n).ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
     Ok(File::from(fd.try_clone_to_owned()?))
+}
+
+/// Whether our fd `n` is open and must be relayed rather than passed.
+fn relayed(n: i32) -> io::Result<bool> {
+    match standard(n) {
+        Some(fd) => Ok(!may_pass(&fd)?),
+        None => Ok(false),
+    }
 }
 
 impl Stdio {
@@ -61,11 +76,7 @@ impl Stdio {
             child: [None, None, None],
             copies: Vec::new(),
         };
-        // A closed fd stays closed: nothing to reopen.
-        let open = |n: i32| {
-            rustix::io::fcntl_getfd(unsafe { std::os::unix::io::BorrowedFd::borrow_raw(n) }).is_ok()
-        };
-        if open(0) && !may_pass(&ours(0)?)? {
+        if relayed(0)? {
             let (r, w) = pipe()?;
             s.copies.push(Copy::In {
                 from: ours(0)?,
@@ -73,10 +84,7 @@ impl Stdio {
             });
             s.child[0] = Some(r.into());
         }
-        let relay_out = [
-            open(1) && !may_pass(&ours(1)?)?,
-            open(2) && !may_pass(&ours(2)?)?,
-        ];
+        let relay_out = [relayed(1)?, relayed(2)?];
         let same_file = relay_out == [true, true] && same_inode(&ours(1)?, &ours(2)?)?;
         if same_file {
             // `>>log 2>&1`: one pipe, so that the order of the two streams is kept.
