@@ -7,6 +7,7 @@ packages=(
 	build-essential pkg-config curl ca-certificates              # building
 	e2fsprogs util-linux mount                                   # images: mke2fs, debugfs, losetup
 	cpio busybox-static initramfs-tools-core python3 bsdutils    # test fixtures and peers
+	gcc-multilib                                                 # a 32-bit probe for the i386 filter
 	gzip zstd xz-utils bzip2 lz4 lzop                            # every initramfs compression
 	qemu-system-x86                                              # a kernel boots what pack writes
 )

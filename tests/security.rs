@@ -27,6 +27,20 @@ fn probe() -> &'static Path {
     })
 }
 
+/// tests/probe/probe.c as a 32-bit (i386) static program, built once.
+fn probe32() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe32");
+        run(Command::new("gcc")
+            .args(["-m32", "-static", "-O2", "-o"])
+            .arg(&out)
+            .arg(Path::new(REPO).join("tests/probe/probe.c"))
+            .arg("-lpthread"));
+        out
+    })
+}
+
 /// Runs the probe in the container with `args` before the image.
 fn probe_in(image: &Path, args: &[&str], probe_args: &[&str]) -> std::process::Output {
     let volume = format!("{}:/probe:ro", probe().display());
@@ -129,6 +143,31 @@ fn i386_calls_pass_the_filter_by_its_rules_and_x32_calls_kill() {
         "int80_getpid OK\nint80_unshare EPERM\n",
         "{o:?}"
     );
+    // A 32-bit program: threads, and the same refusals as a 64-bit one (but AF_VSOCK:
+    // its socket() goes through socketcall, whose arguments no filter can read, as
+    // under Docker).
+    let volume = format!("{}:/probe32:ro", probe32().display());
+    let o = container(
+        &img.path,
+        &["-v", &volume],
+        "/probe32 thread; /probe32 calls",
+    );
+    let got = lines(&stdout(&o));
+    assert_eq!(got.get("thread").map(String::as_str), Some("OK"), "{o:?}");
+    for (call, want) in [
+        ("clone_newuser", "EPERM"),
+        ("unshare_user", "EPERM"),
+        ("keyctl", "EPERM"),
+        ("mount", "EPERM"),
+        ("personality", "EPERM"),
+        ("socket_inet", "OK"),
+    ] {
+        assert_eq!(
+            got.get(call).map(String::as_str),
+            Some(want),
+            "{call}: {o:?}"
+        );
+    }
     // An x32 call: killed (SIGSYS, 128+31), as under Docker.
     let o = probe_in(&img.path, &[], &["x32"]);
     assert_eq!(o.status.code(), Some(159), "{o:?}");
