@@ -438,21 +438,8 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     let caps =
         security::capability_mask(&opts.cap_add, &opts.cap_drop).map_err(RunError::Invalid)?;
     let mut rootfs = rootfs_spec(opts, image, file)?;
-    let limits_from = manifest
-        .as_ref()
-        .map(|m| m.limits.clone())
-        .unwrap_or_default();
-    let limits = cgroup::Limits {
-        memory: opts.memory.or(limits_from.memory),
-        pids: opts.pids.or(limits_from.pids),
-        cpus: opts.cpus.or(limits_from.cpus),
-    };
-    let hostname = opts
-        .hostname
-        .clone()
-        .or_else(|| manifest.as_ref().and_then(|m| m.config.hostname.clone()))
-        .or_else(|| manifest.as_ref().map(|m| m.name.clone()))
-        .unwrap_or_else(|| "rootpack".into());
+    let limits = limits_for(opts, manifest.as_ref());
+    let hostname = hostname_for(opts, manifest.as_ref());
     let console = if opts.tty {
         Some(tty::console_pair().map_err(RunError::Start)?)
     } else {
@@ -520,30 +507,10 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         // Arrived during setup, before blocking: nothing would forward it now.
         return Err(RunError::Start(io::Error::from(io::ErrorKind::Interrupted)));
     }
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
-    if !opts.net_host {
-        flags |= libc::CLONE_NEWNET;
-    }
-    if opts.userns || opts.rootless {
-        flags |= libc::CLONE_NEWUSER;
-    }
     // Read before the clone: the child must not allocate for them.
     let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
-    // SAFETY: clone without CLONE_VM behaves as fork; we are single-threaded here.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid < 0 {
-        return Err(RunError::Start(io::Error::last_os_error()));
-    }
+    // No thread has been started yet: the relays start after the hand-over.
+    let pid = clone_into_namespaces(opts).map_err(RunError::Start)?;
     if pid == 0 {
         drop(go_w);
         drop(ready_r);
@@ -562,7 +529,6 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         };
         child_main(go_r, err_w, child, &mask.0);
     }
-    let pid = pid as i32;
     log::debug!(
         "cloned pid {pid} into new namespaces: mount, uts, ipc, pid{}{} ({:.1} ms)",
         if opts.net_host { "" } else { ", net" },
@@ -580,32 +546,8 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         drop(theirs);
         ours
     });
-    // The child builds its filesystem meanwhile (in a user namespace, we mount the image
-    // for it); if that already failed, the write below meets a closed pipe and the child's
-    // own message says why.
-    let prepared = if opts.rootless {
-        map_caller_as_root(pid, uid.as_raw(), gid.as_raw())
-            .map_err(|e| RunError::Setup(e.to_string()))
-    } else if opts.userns {
-        prepare_userns(pid, &rootfs).map_err(|e| RunError::Setup(e.to_string()))
-    } else {
-        Ok(())
-    };
-    let started = prepared
-        .and_then(|()| cg.add(pid as u32).map_err(RunError::Cgroup))
-        .and_then(|()| {
-            // The child's root is built (its loop device and mounts opened): only now may
-            // the device allow list shut the group's devices.
-            let mut byte = [0u8; 1];
-            let built =
-                opts.userns || opts.rootless || rustix::io::read(&ready_r, &mut byte) == Ok(1);
-            if !built {
-                return Err(RunError::Setup("setting up the container".into()));
-            }
-            cg.limit_devices()
-                .map_err(|e| RunError::Setup(format!("setting the device cgroup: {e}")))
-        });
-    if let Err(e) = started {
+    let caller = (uid.as_raw(), gid.as_raw());
+    if let Err(e) = hand_over(opts, pid, caller, &rootfs, &cg, &ready_r) {
         // SAFETY: killing and reaping our own child.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
@@ -624,24 +566,8 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     let _ = rustix::io::write(&go_w, b"1");
     drop(go_w);
     log::debug!("container started ({:.1} ms)", ms(t0));
-    let (status, timed_out) = match (out_r, output) {
-        (Some(out_r), Some(output)) => {
-            capture::wait(pid, &set, &out_r, opts.timeout, output).map_err(RunError::Start)?
-        }
-        _ if opts.timeout.is_some() => {
-            capture::wait(pid, &set, &io_null()?, opts.timeout, &mut |_| {})
-                .map_err(RunError::Start)?
-        }
-        _ => {
-            let pty = console.as_ref().and_then(tty::receive_master);
-            let relay = pty.as_ref().map(|p| p.relay());
-            let status = wait_forwarding(pid, &set, pty.as_ref());
-            if let Some(relay) = relay {
-                relay.finish();
-            }
-            (status, false)
-        }
-    };
+    let (status, timed_out) =
+        wait_for(pid, &set, opts.timeout, out_r.zip(output), console.as_ref())?;
     relays.finish();
     drop(mask);
     let (message, init_signal) = init::split_signal(read_message(err_r));
@@ -657,17 +583,7 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     }
     log::debug!("container ended with status {exit_code} ({:.1} ms)", ms(t0));
     let notice = match &manifest {
-        Some(m) if opts.writable && !folder => {
-            let path = crate::manifest::path_for(&opts.image);
-            verify::record_changes(&rootfs.image, &path, m, Path::new(verify::STATE_DIR))
-                .err()
-                .map(|e| {
-                    format!(
-                        "the image changed, but {} could not be updated: {e}",
-                        path.display()
-                    )
-                })
-        }
+        Some(m) if opts.writable && !folder => record_writes(opts, &rootfs.image, m),
         _ => None,
     };
     let signal = if libc::WIFSIGNALED(status) {
@@ -684,6 +600,124 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         oom_limit: oom.then_some(limits.memory.unwrap_or(0)),
         notice,
     })
+}
+
+/// Forks into new mount, UTS, IPC and PID namespaces (network unless `--net host`, user
+/// with `--userns` or without root): 0 in the child, its pid in the parent.
+///
+/// The process must be single-threaded (checked): the child is a copy of this one
+/// thread, and a lock another thread held (the allocator's) would stay locked in it.
+fn clone_into_namespaces(opts: &RunOptions) -> io::Result<i32> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "rootpack runs {threads} threads; a container is cloned from one"
+        )));
+    }
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
+    if !opts.net_host {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if opts.userns || opts.rootless {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    // SAFETY: clone without CLONE_VM behaves as fork; we are single-threaded (above).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid as i32)
+}
+
+/// The cgroup limits: the options', else the manifest's.
+fn limits_for(opts: &RunOptions, m: Option<&Manifest>) -> cgroup::Limits {
+    let from = m.map(|m| m.limits.clone()).unwrap_or_default();
+    cgroup::Limits {
+        memory: opts.memory.or(from.memory),
+        pids: opts.pids.or(from.pids),
+        cpus: opts.cpus.or(from.cpus),
+    }
+}
+
+fn hostname_for(opts: &RunOptions, m: Option<&Manifest>) -> String {
+    opts.hostname
+        .clone()
+        .or_else(|| m.and_then(|m| m.config.hostname.clone()))
+        .or_else(|| m.map(|m| m.name.clone()))
+        .unwrap_or_else(|| "rootpack".into())
+}
+
+/// What must happen between the clone and the container's first instruction, while the
+/// child builds its root: its ids mapped (and, in a user namespace, its image mounted for
+/// it), its move into the cgroup, and once its root is built (its loop device and mounts
+/// opened) the device allow list. If the child already failed, its own message says why.
+fn hand_over(
+    opts: &RunOptions,
+    pid: i32,
+    (uid, gid): (u32, u32),
+    rootfs: &RootfsSpec,
+    cg: &cgroup::Cgroup,
+    ready: &OwnedFd,
+) -> Result<(), RunError> {
+    if opts.rootless {
+        map_caller_as_root(pid, uid, gid).map_err(|e| RunError::Setup(e.to_string()))?;
+    } else if opts.userns {
+        prepare_userns(pid, rootfs).map_err(|e| RunError::Setup(e.to_string()))?;
+    }
+    cg.add(pid as u32).map_err(RunError::Cgroup)?;
+    let mut byte = [0u8; 1];
+    let built = opts.userns || opts.rootless || rustix::io::read(ready, &mut byte) == Ok(1);
+    if !built {
+        return Err(RunError::Setup("setting up the container".into()));
+    }
+    cg.limit_devices()
+        .map_err(|e| RunError::Setup(format!("setting the device cgroup: {e}")))
+}
+
+/// Waits for the container's init: taking a step's output, with a timeout, or relaying
+/// its pty; returns the wait status and whether the timeout killed it.
+fn wait_for(
+    pid: i32,
+    set: &libc::sigset_t,
+    timeout: Option<std::time::Duration>,
+    captured: Option<(OwnedFd, OutputSink<'_>)>,
+    console: Option<&OwnedFd>,
+) -> Result<(libc::c_int, bool), RunError> {
+    if let Some((out_r, output)) = captured {
+        return capture::wait(pid, set, &out_r, timeout, output).map_err(RunError::Start);
+    }
+    if timeout.is_some() {
+        return capture::wait(pid, set, &io_null()?, timeout, &mut |_| {}).map_err(RunError::Start);
+    }
+    let pty = console.and_then(tty::receive_master);
+    let relay = pty.as_ref().map(|p| p.relay());
+    let status = wait_forwarding(pid, set, pty.as_ref());
+    if let Some(relay) = relay {
+        relay.finish();
+    }
+    Ok((status, false))
+}
+
+/// After a `--writable` run: the image's new digest recorded in its manifest; what went
+/// wrong doing so, as a notice (the run itself succeeded).
+fn record_writes(opts: &RunOptions, image: &Path, m: &Manifest) -> Option<String> {
+    let path = crate::manifest::path_for(&opts.image);
+    let state = Path::new(verify::STATE_DIR);
+    let e = verify::record_changes(image, &path, m, state).err()?;
+    Some(format!(
+        "the image changed, but {} could not be updated: {e}",
+        path.display()
+    ))
 }
 
 /// A pipe's read end that no one writes to, for a wait with a timeout but no output.
