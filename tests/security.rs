@@ -425,6 +425,19 @@ fn the_callers_terminal_takes_no_input_from_the_container() {
         );
         assert!(out.contains("after:\n"), "{stdin} {flags}: {out}");
     }
+    // The terminal itself is not the container's: it writes into a pipe we copy from,
+    // and so cannot make the caller's /dev/pts/N readable by every user.
+    let command = format!(
+        "{} run -q {} -- sh -c 'busybox readlink /proc/self/fd/0; \
+         busybox readlink /proc/self/fd/1'",
+        env!("CARGO_BIN_EXE_rootpack"),
+        img.path.display()
+    );
+    let out = on_a_terminal(&command);
+    assert!(
+        out.starts_with("pipe:[") && out.contains("\npipe:["),
+        "{out}"
+    );
     // The filter refuses it even on a terminal that is the command's own (-t).
     let command = format!(
         "{} run -q -t -v {}:/probe:ro {} -- /probe tiocsti x",
@@ -524,6 +537,26 @@ fn the_callers_output_file_cannot_be_reopened() {
     assert!(o.success());
     let text = fs::read_to_string(img.dir.path().join("both.log")).unwrap();
     assert_eq!(text, "o1\ne1\no2\ne2\no3\ne3\n");
+}
+
+#[test]
+fn a_file_on_stdin_is_left_where_the_container_stopped_reading() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    let list = img.dir.path().join("list");
+    let lines: String = (1..=20000).map(|i| format!("{i}\n")).collect();
+    fs::write(&list, lines).unwrap();
+    let script = format!(
+        "while read x; do {} run -q {} -- sh -c 'read y; echo \"$0+$y\"' \"$x\"; \
+         [ \"$x\" -ge 5 ] && break; done < {}",
+        env!("CARGO_BIN_EXE_rootpack"),
+        img.path.display(),
+        list.display()
+    );
+    let o = run(Command::new("sh").args(["-c", &script]));
+    assert_eq!(stdout(&o), "1+2\n3+4\n5+6\n", "{o:?}");
 }
 
 #[test]
@@ -694,6 +727,8 @@ fn untrusted_recipes_read_only_their_folder_and_what_is_allowed() {
     let out = dir.path().join("out");
     fs::create_dir(dir.path().join("data")).unwrap();
     std::os::unix::fs::symlink("/etc/shadow", dir.path().join("link")).unwrap();
+    fs::create_dir(dir.path().join(".git")).unwrap();
+    fs::write(dir.path().join(".git/config"), "token\n").unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     fs::write(elsewhere.path().join("notes"), "allowed\n").unwrap();
     let build = |extra: &str, flags: &[&str]| {
@@ -716,6 +751,8 @@ fn untrusted_recipes_read_only_their_folder_and_what_is_allowed() {
         (file("/etc/shadow"), "/etc/shadow"),
         (file("link"), "link"),
         (step_mount("/etc:/m"), "mounts"),
+        (file(".git/config"), ".git"),
+        (step_mount(".:/m"), ".git"),
         (
             "[[run]]\nscript = \"true\"\nnetwork = \"host\"\n".to_string(),
             "network",

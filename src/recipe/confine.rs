@@ -10,7 +10,9 @@
 //! image that is then published, nor write to the host through a step's mount. Confined:
 //!
 //! - layers, `[[file]] from` and step mounts: inside the recipe's folder or an `--allow`
-//!   folder, after resolving symlinks (a link in the checkout to `/etc` is outside);
+//!   folder, after resolving symlinks (a link in the checkout to `/etc` is outside; one
+//!   that leads nowhere is refused), and the resolved path is the one then read. Nothing
+//!   in or holding a `.git` folder, where CI checkouts keep their token;
 //! - programs and everything they bring (shared libraries, the ELF interpreter, a script's
 //!   `#!` interpreter), which an untrusted program names itself: inside those folders or
 //!   the system's program and library folders;
@@ -19,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{FileSource, Recipe, StepNetwork};
+use super::{FileSource, Layer, Recipe, StepNetwork};
 
 /// Where programs and their libraries may come from besides the allowed folders.
 const SYSTEM: &[&str] = &[
@@ -41,16 +43,7 @@ const SYSTEM: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfineError {
-    #[error(
-        "{recipe}: {key} = {path:?}: outside the recipe's folder{allowed} (--untrusted; --allow DIR lets a folder in)"
-    )]
-    Outside {
-        recipe: PathBuf,
-        key: String,
-        path: PathBuf,
-        allowed: String,
-    },
-    #[error("{recipe}: {key}: {what} (--untrusted)")]
+    #[error("{recipe}: {key}: {what} (--untrusted; --allow DIR lets a folder in)")]
     Refused {
         recipe: PathBuf,
         key: String,
@@ -86,48 +79,61 @@ impl Confinement {
         Ok(Confinement { roots })
     }
 
-    fn inside(&self, path: &Path, system_too: bool) -> bool {
-        let real = canonical(path);
-        self.roots.iter().any(|r| real.starts_with(r))
-            || (system_too
-                && SYSTEM
-                    .iter()
-                    .any(|s| real.starts_with(canonical(Path::new(s)))))
+    /// `path` resolved, when it is inside the allowed folders (or, with `system_too`, the
+    /// system's): the path to use from then on, so that what was checked is what is read.
+    fn confined(&self, path: &Path, system_too: bool) -> Result<PathBuf, String> {
+        let real = std::fs::canonicalize(path).map_err(|e| format!("cannot be resolved ({e})"))?;
+        if real.components().any(|c| c.as_os_str() == ".git") || real.join(".git").exists() {
+            return Err("reaches a .git folder, where CI keeps its credentials".into());
+        }
+        let system = || {
+            SYSTEM
+                .iter()
+                .any(|s| real.starts_with(std::fs::canonicalize(s).unwrap_or_else(|_| s.into())))
+        };
+        if self.roots.iter().any(|r| real.starts_with(r)) || (system_too && system()) {
+            return Ok(real);
+        }
+        let also: String = self.roots[1..]
+            .iter()
+            .map(|r| format!(" and {}", r.display()))
+            .collect();
+        Err(format!("outside the recipe's folder{also}"))
     }
 
-    /// Checks every host path of `recipe`, and makes its step mounts read-only.
+    /// Checks every host path of `recipe`, puts the resolved ones in their place, and
+    /// makes its step mounts read-only.
     pub fn apply(&self, recipe: &mut Recipe) -> Result<(), ConfineError> {
         let recipe_path = recipe.path.clone();
-        let outside = |key: String, path: &Path| ConfineError::Outside {
+        let refuse = |key: String, path: &Path, why: String| ConfineError::Refused {
             recipe: recipe_path.clone(),
-            key,
-            path: path.to_path_buf(),
-            allowed: self.roots[1..]
-                .iter()
-                .map(|r| format!(" and {}", r.display()))
-                .collect(),
+            key: format!("{key} = {path:?}"),
+            what: why,
         };
-        for layer in &recipe.layers {
-            if !self.inside(layer.path(), false) {
-                return Err(outside(format!("layer.{}", layer.kind()), layer.path()));
-            }
+        for layer in &mut recipe.layers {
+            let key = format!("layer.{}", layer.kind());
+            let (Layer::Initramfs(path)
+            | Layer::Tar(path)
+            | Layer::Dir(path)
+            | Layer::Oci { path, .. }) = layer;
+            *path = self
+                .confined(path, false)
+                .map_err(|why| refuse(key, path, why))?;
         }
-        for file in &recipe.files {
-            if let FileSource::Host(path) = &file.source
-                && !self.inside(path, false)
-            {
-                return Err(outside(
-                    format!("[[file]] to = \"/{}\": from", file.to),
-                    path,
-                ));
+        for file in &mut recipe.files {
+            if let FileSource::Host(path) = &mut file.source {
+                let key = format!("[[file]] to = \"/{}\": from", file.to);
+                *path = self
+                    .confined(path, false)
+                    .map_err(|why| refuse(key, path, why))?;
             }
         }
         for binary in &recipe.binaries {
             let brought = crate::tree::elf::closure(&binary.host).unwrap_or_default();
             for path in std::iter::once(&binary.host).chain(&brought) {
-                if !self.inside(path, true) {
+                if let Err(why) = self.confined(path, true) {
                     let key = format!("binary.path = {:?}, which brings", binary.host);
-                    return Err(outside(key, path));
+                    return Err(refuse(key, path, why));
                 }
             }
         }
@@ -137,23 +143,17 @@ impl Confinement {
             if step.network == StepNetwork::Host {
                 return Err(ConfineError::Refused {
                     recipe: recipe_path.clone(),
-                    key: key("network"),
-                    what: "\"host\" would reach the host's own services".into(),
+                    key: key("network = \"host\""),
+                    what: "would reach the host's own services".into(),
                 });
             }
             for mount in &mut step.mounts {
-                if !self.inside(&mount.host, false) {
-                    return Err(outside(key("mounts"), &mount.host));
-                }
+                mount.host = self
+                    .confined(&mount.host, false)
+                    .map_err(|why| refuse(key("mounts"), &mount.host, why))?;
                 mount.read_only = true;
             }
         }
         Ok(())
     }
-}
-
-/// The real path, or the path itself when it does not exist (it is then refused or fails
-/// later with its own error).
-fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }

@@ -265,7 +265,13 @@ const PID1: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pid1"));
 /// [`run_init`] to execute: made in rootpack before the clone, a few kilobytes.
 pub fn sealed_init() -> io::Result<OwnedFd> {
     use rustix::fs::{MemfdFlags, SealFlags};
-    let fd = rustix::fs::memfd_create(INIT_NAME, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    // Executable asked for explicitly: hosts with vm.memfd_noexec set make memfds
+    // non-executable by default (Linux 6.3); older kernels know no such flag.
+    let fd = match rustix::fs::memfd_create(INIT_NAME, flags | MemfdFlags::EXEC) {
+        Err(rustix::io::Errno::INVAL) => rustix::fs::memfd_create(INIT_NAME, flags)?,
+        other => other?,
+    };
     let mut file = std::fs::File::from(fd);
     file.write_all(PID1)?;
     rustix::fs::fcntl_add_seals(
@@ -314,8 +320,10 @@ pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t, ex
         unsafe { libc::close(socket) };
     }
     // The init keeps nothing the container could use: after the exec it holds no
-    // capability (an exec as root gets only what the bounding set keeps).
+    // capability (an exec as root gets what the bounding set and the inheritable set
+    // keep: both emptied).
     let _ = security::limit_bounding_set(0);
+    let _ = security::set_capabilities(0);
     let exec = || -> io::Result<()> {
         // The error pipe stays open across the exec, to report a signal.
         rustix::io::fcntl_setfd(

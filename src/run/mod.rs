@@ -258,6 +258,32 @@ fn image_path(s: &str, what: &str) -> Result<RelPath, RunError> {
     }
 }
 
+/// Refuses an image (file or folder) or its manifest (beside `manifest_of`) that other
+/// users could change between its check and its use (see [`verify`]).
+fn check_writers(
+    image: &Path,
+    file: Option<&std::fs::File>,
+    manifest_of: Option<&PathBuf>,
+) -> Result<(), RunError> {
+    let meta = match file {
+        Some(f) => f.metadata(),
+        None => std::fs::metadata(image),
+    };
+    let meta = meta.map_err(|source| RunError::Image {
+        path: image.to_path_buf(),
+        source,
+    })?;
+    verify::check_writers(image, &meta).map_err(RunError::Verify)?;
+    if let Some(of) = manifest_of {
+        let path = crate::manifest::path_for(of);
+        let real = std::fs::canonicalize(&path).unwrap_or(path);
+        if let Ok(meta) = std::fs::metadata(&real) {
+            verify::check_writers(&real, &meta).map_err(RunError::Verify)?;
+        }
+    }
+    Ok(())
+}
+
 /// What `run` can start from: an ext4 image, opened here once (read-write for
 /// `--writable`), or a folder (`None`). Anything else is refused with what it is, before
 /// any mount is tried (the kernel would only say EINVAL).
@@ -282,7 +308,8 @@ fn open_image(
         "not a regular file".to_string()
     } else {
         let mut head = vec![0u8; 1082];
-        let n = crate::archive::compression::read_full(&mut &file, &mut head).map_err(image_err)?;
+        // pread: the fd's offset stays at 0 for the digest and the loop device.
+        let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).map_err(image_err)?;
         head.truncate(n);
         // The ext4 superblock starts at byte 1024; its magic is at offset 56.
         if head.get(1080..1082) == Some(&[0x53, 0xef][..]) {
@@ -366,8 +393,14 @@ fn resolve_image(opts: &RunOptions) -> Result<Resolved, RunError> {
             opts.image.display()
         )));
     }
+    if opts.verify {
+        check_writers(
+            &image,
+            file.as_ref(),
+            manifest.as_ref().map(|_| &opts.image),
+        )?;
+    }
     if let (Some(file), true) = (&file, opts.verify) {
-        verify::check_writers(&image, file).map_err(RunError::Verify)?;
         // A manifest that records no digest has nothing to check against.
         if let Some(m) = manifest.as_ref().filter(|m| !m.sha256.is_empty()) {
             let state = Path::new(verify::STATE_DIR);
@@ -675,13 +708,41 @@ fn hand_over(
         prepare_userns(pid, rootfs).map_err(|e| RunError::Setup(e.to_string()))?;
     }
     cg.add(pid as u32).map_err(RunError::Cgroup)?;
-    let mut byte = [0u8; 1];
-    let built = opts.userns || opts.rootless || rustix::io::read(ready, &mut byte) == Ok(1);
-    if !built {
+    if !(opts.userns || opts.rootless || wait_ready(ready)?) {
         return Err(RunError::Setup("setting up the container".into()));
     }
     cg.limit_devices()
         .map_err(|e| RunError::Setup(format!("setting the device cgroup: {e}")))
+}
+
+/// Waits for the child to say its root is built (false: it failed first). Our signals
+/// are blocked meanwhile, so a root that never gets built (a hung mount) must not hold
+/// us: a SIGINT, SIGTERM or SIGHUP that arrives is left pending for the caller, and the
+/// wait ends.
+fn wait_ready(ready: &OwnedFd) -> Result<bool, RunError> {
+    let mut pfd = libc::pollfd {
+        fd: ready.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: poll on one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 100) } > 0 {
+            let mut byte = [0u8; 1];
+            return Ok(rustix::io::read(ready, &mut byte) == Ok(1));
+        }
+        // SAFETY: sigpending into a local set, which sigismember then reads.
+        let stopping = unsafe {
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut pending);
+            [libc::SIGINT, libc::SIGTERM, libc::SIGHUP]
+                .iter()
+                .any(|&sig| libc::sigismember(&pending, sig) == 1)
+        };
+        if stopping {
+            return Err(RunError::Start(io::Error::from(io::ErrorKind::Interrupted)));
+        }
+    }
 }
 
 /// Waits for the container's init: taking a step's output, with a timeout, or relaying
@@ -877,7 +938,6 @@ fn child_main(go: OwnedFd, err: OwnedFd, child: Child<'_>, old_mask: &libc::sigs
             rootfs::setup(rootfs)?;
             rustix::io::write(&ready, b"1")?;
         }
-        drop(ready);
         let mut byte = [0u8; 1];
         if rustix::io::read(&go, &mut byte)? == 0 {
             // SAFETY: the parent is gone; leave quietly.
@@ -906,8 +966,10 @@ fn child_main(go: OwnedFd, err: OwnedFd, child: Child<'_>, old_mask: &libc::sigs
         }
         rlimit::apply(&opts.ulimits)
     }));
+    // `ready` closes only now, or with our exit after the message: rootpack, seeing it
+    // closed, must find the message already written.
     match result {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => drop(ready),
         Ok(Err(e)) => init::fail(err_fd, 125, &format!("setting up the container: {e}")),
         Err(_) => init::fail(err_fd, 125, "setting up the container: internal error"),
     }

@@ -47,31 +47,28 @@ fn fingerprint(m: &std::fs::Metadata) -> String {
     )
 }
 
-/// Refuses `image` (a canonical path, opened as `file`) when a user other than the caller
-/// and root could write it, or replace it through a folder on its path. A folder with
-/// the sticky bit (`/tmp`) lets others add files but not rename or remove ours.
-pub fn check_writers(image: &Path, file: &File) -> Result<(), VerifyError> {
+/// Refuses `path` (canonical: an image file or folder, or its manifest; `meta` its
+/// metadata) when a user other than the caller and root could write it, or replace it
+/// through a folder on its path. A folder with the sticky bit (`/tmp`) lets others add
+/// files but not rename or remove ours.
+pub fn check_writers(path: &Path, meta: &std::fs::Metadata) -> Result<(), VerifyError> {
     let caller = rustix::process::geteuid().as_raw();
     let foreign = |m: &std::fs::Metadata, sticky_ok: bool| {
         let writable = m.mode() & 0o022 != 0 && !(sticky_ok && m.mode() & 0o1000 != 0);
         writable || (m.uid() != caller && m.uid() != 0)
     };
     let refuse = |what: String| VerifyError::Writable {
-        path: image.to_path_buf(),
+        path: path.to_path_buf(),
         what,
     };
-    let meta = file.metadata().map_err(|source| VerifyError::Read {
-        path: image.to_path_buf(),
-        source,
-    })?;
-    if foreign(&meta, false) {
+    if foreign(meta, false) {
         return Err(refuse(format!(
             "it (owner {}, mode {:04o})",
             meta.uid(),
             meta.mode() & 0o7777
         )));
     }
-    for dir in image.ancestors().skip(1) {
+    for dir in path.ancestors().skip(1) {
         let m = std::fs::metadata(dir).map_err(|source| VerifyError::Read {
             path: dir.to_path_buf(),
             source,
