@@ -391,14 +391,7 @@ fn pack_kind(
             }
         },
     };
-    if !matches!(
-        compression,
-        Compression::None
-            | Compression::Gzip
-            | Compression::Zstd
-            | Compression::Xz
-            | Compression::Lz4
-    ) {
+    if !compression.writable() {
         return usage(format!(
             "{}: rootpack reads {compression} but does not write it; use .gz, .zst, .xz or \
              .lz4 (or --compress)",
