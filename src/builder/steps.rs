@@ -118,10 +118,9 @@ impl Steps<'_> {
         stage: &Path,
         rootless: bool,
     ) -> Result<(), BuildError> {
-        let recipe = self.recipe;
         let fail = |how: String, tail: Vec<String>| {
             BuildError::Step(StepError {
-                recipe: recipe.path.clone(),
+                recipe: self.recipe.path.clone(),
                 line: step.line,
                 number,
                 how,
@@ -130,75 +129,8 @@ impl Steps<'_> {
         };
         let out = |e| super::out_err(root.path())(e);
         let mut changes = Changes::default();
-        let mut volumes = Vec::new();
-        // The runtime's own mount points, then the step's.
-        for name in ["proc", "sys", "dev"] {
-            changes.note_created(root, &rel(name)).map_err(out)?;
-        }
-        for m in &step.mounts {
-            changes.note_created(root, &m.target).map_err(out)?;
-            volumes.push((m.host.clone(), format!("/{}", m.target), m.read_only));
-        }
-        let resolv = rel("etc/resolv.conf");
-        if step.network == StepNetwork::Host {
-            let copy = self.work.join("resolv.conf");
-            // The host's, following symlinks (systemd-resolved's stub file, ...).
-            let text = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-            std::fs::write(&copy, text).map_err(|e| super::out_err(&copy)(e))?;
-            changes.move_symlink_aside(root, &resolv).map_err(out)?;
-            changes.note_created(root, &resolv).map_err(out)?;
-            volumes.push((copy, "/etc/resolv.conf".into(), false));
-        }
-        // Runtime state of the step (pid files, sockets, locks) ends with it.
-        let tmpfs = if is_real_dir(root, b"run") {
-            vec!["/run".to_string()]
-        } else {
-            Vec::new()
-        };
-        let mut env: Vec<(String, String)> = recipe
-            .config
-            .env
-            .iter()
-            .filter(|(k, _)| !step.env.contains_key(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if let Some(t) = self.sde
-            && !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH")
-        {
-            env.push(("SOURCE_DATE_EPOCH".into(), t.to_string()));
-        }
-        let command = match &step.command {
-            StepCommand::Script(s) => vec!["/bin/sh".into(), "-e".into(), "-c".into(), s.clone()],
-            StepCommand::Args(a) => a.clone(),
-        };
-        let (user, user_name) = crate::ids::split_user(step.user.as_deref());
-        let opts = RunOptions {
-            image: root.path().to_path_buf(),
-            command,
-            env,
-            workdir: Some(step.workdir.clone().unwrap_or_else(|| "/".into())),
-            user,
-            user_name,
-            hostname: Some(
-                recipe
-                    .config
-                    .hostname
-                    .clone()
-                    .unwrap_or_else(|| recipe.name.clone()),
-            ),
-            writable: true,
-            net_host: step.network == StepNetwork::Host,
-            volumes,
-            tmpfs,
-            seccomp: Seccomp::Default,
-            verify: false,
-            no_manifest: true,
-            timeout: step.timeout,
-            stage: Some(stage.to_path_buf()),
-            rootless,
-            ..RunOptions::default()
-        };
+        let volumes = self.place_mount_points(root, step, &mut changes)?;
+        let opts = self.run_options(root, step, stage, rootless, volumes);
         let bar = crate::progress::spinner(
             !self.progress,
             &format!("run step {number}/{total}: {}", summary(&step.command)),
@@ -232,23 +164,122 @@ impl Steps<'_> {
             fail(format!("could not start: {e}"), Vec::new())
         })?;
         undone?;
-        if outcome.timed_out {
-            let limit = step.timeout.unwrap_or_default();
-            return Err(fail(
-                format!("timed out after {}", human_duration(limit)),
-                tail,
-            ));
+        match failure(step, &outcome) {
+            Some(how) => Err(fail(how, tail)),
+            None => Ok(()),
         }
-        if outcome.exit_code != 0 {
-            let how = match (outcome.signal, &outcome.message) {
-                (Some(sig), _) => format!("killed by signal {sig} ({})", signal_name(sig)),
-                (None, Some(m)) => format!("exited with status {}: {m}", outcome.exit_code),
-                (None, None) => format!("exited with status {}", outcome.exit_code),
-            };
-            return Err(fail(how, tail));
-        }
-        Ok(())
     }
+
+    /// Notes the mount points the runtime and the step's mounts need (to remove after),
+    /// and for a step on the host's network puts a copy of the host's resolv.conf in
+    /// place of the image's. Gives the step's volumes.
+    fn place_mount_points(
+        &self,
+        root: &Root,
+        step: &RunStep,
+        changes: &mut Changes,
+    ) -> Result<Vec<(PathBuf, String, bool)>, BuildError> {
+        let out = |e| super::out_err(root.path())(e);
+        let mut volumes = Vec::new();
+        // The runtime's own mount points, then the step's.
+        for name in ["proc", "sys", "dev"] {
+            changes.note_created(root, &rel(name)).map_err(out)?;
+        }
+        for m in &step.mounts {
+            changes.note_created(root, &m.target).map_err(out)?;
+            volumes.push((m.host.clone(), format!("/{}", m.target), m.read_only));
+        }
+        let resolv = rel("etc/resolv.conf");
+        if step.network == StepNetwork::Host {
+            let copy = self.work.join("resolv.conf");
+            // The host's, following symlinks (systemd-resolved's stub file, ...).
+            let text = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+            std::fs::write(&copy, text).map_err(|e| super::out_err(&copy)(e))?;
+            changes.move_symlink_aside(root, &resolv).map_err(out)?;
+            changes.note_created(root, &resolv).map_err(out)?;
+            volumes.push((copy, "/etc/resolv.conf".into(), false));
+        }
+        Ok(volumes)
+    }
+
+    /// The runtime's options for a step: the tree as a writable folder root, the recipe's
+    /// env under the step's, its hostname, Docker's seccomp profile.
+    fn run_options(
+        &self,
+        root: &Root,
+        step: &RunStep,
+        stage: &Path,
+        rootless: bool,
+        volumes: Vec<(PathBuf, String, bool)>,
+    ) -> RunOptions {
+        let recipe = self.recipe;
+        // Runtime state of the step (pid files, sockets, locks) ends with it.
+        let tmpfs = if is_real_dir(root, b"run") {
+            vec!["/run".to_string()]
+        } else {
+            Vec::new()
+        };
+        let mut env: Vec<(String, String)> = recipe
+            .config
+            .env
+            .iter()
+            .filter(|(k, _)| !step.env.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(t) = self.sde
+            && !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH")
+        {
+            env.push(("SOURCE_DATE_EPOCH".into(), t.to_string()));
+        }
+        let command = match &step.command {
+            StepCommand::Script(s) => vec!["/bin/sh".into(), "-e".into(), "-c".into(), s.clone()],
+            StepCommand::Args(a) => a.clone(),
+        };
+        let (user, user_name) = crate::ids::split_user(step.user.as_deref());
+        RunOptions {
+            image: root.path().to_path_buf(),
+            command,
+            env,
+            workdir: Some(step.workdir.clone().unwrap_or_else(|| "/".into())),
+            user,
+            user_name,
+            hostname: Some(
+                recipe
+                    .config
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(|| recipe.name.clone()),
+            ),
+            writable: true,
+            net_host: step.network == StepNetwork::Host,
+            volumes,
+            tmpfs,
+            seccomp: Seccomp::Default,
+            verify: false,
+            no_manifest: true,
+            timeout: step.timeout,
+            stage: Some(stage.to_path_buf()),
+            rootless,
+            ..RunOptions::default()
+        }
+    }
+}
+
+/// How a step that ran failed, if it did: timed out, or a status other than 0.
+fn failure(step: &RunStep, outcome: &crate::run::Outcome) -> Option<String> {
+    if outcome.timed_out {
+        let limit = step.timeout.unwrap_or_default();
+        return Some(format!("timed out after {}", human_duration(limit)));
+    }
+    if outcome.exit_code != 0 {
+        return Some(match (outcome.signal, &outcome.message) {
+            (Some(sig), _) => format!("killed by signal {sig} ({})", signal_name(sig)),
+            (None, Some(m)) => format!("exited with status {}: {m}", outcome.exit_code),
+            (None, None) => format!("exited with status {}", outcome.exit_code),
+        });
+    }
+    None
 }
 
 /// A path inside the tree, from a constant.
