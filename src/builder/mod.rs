@@ -12,6 +12,7 @@ use std::time::Instant;
 mod lock;
 mod output;
 mod stage;
+mod step_tree;
 pub mod steps;
 
 use lock::OutputLock;
