@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod delta;
 mod lock;
 mod output;
 mod stage;
