@@ -47,6 +47,17 @@ pub(super) fn snapshot(
     Ok(out)
 }
 
+/// Why what the recipe added cannot be one layer over the base image's.
+#[derive(Debug, thiserror::Error)]
+pub(in crate::builder) enum NotALayer {
+    #[error("/{0} of the base image was replaced or changed")]
+    Changed(String),
+    #[error("/{0} is a hard link to a file of the base image")]
+    HardLinked(String),
+    #[error("a file of the base image was removed")]
+    Removed,
+}
+
 /// What the recipe added over its base image, as a tree of its own in `delta` (files
 /// hard-linked from `root`, so their data is not copied), or why the base's layers cannot
 /// be kept: something of the base was removed or replaced.
@@ -54,7 +65,7 @@ pub(in crate::builder) fn delta_over_base(
     root: &Path,
     base: &Base,
     delta: &Path,
-) -> io::Result<Result<(), String>> {
+) -> io::Result<Result<(), NotALayer>> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let base_inodes: HashSet<(u64, u64)> = base
         .snapshot
@@ -75,16 +86,12 @@ pub(in crate::builder) fn delta_over_base(
             Some(was) => {
                 seen += 1;
                 if *was != snap(&meta) {
-                    return Ok(Err(format!(
-                        "/{shown} of the base image was replaced or changed"
-                    )));
+                    return Ok(Err(NotALayer::Changed(shown)));
                 }
                 continue;
             }
             None if !meta.is_dir() && base_inodes.contains(&(meta.dev(), meta.ino())) => {
-                return Ok(Err(format!(
-                    "/{shown} is a hard link to a file of the base image"
-                )));
+                return Ok(Err(NotALayer::HardLinked(shown)));
             }
             None => {}
         }
@@ -106,7 +113,7 @@ pub(in crate::builder) fn delta_over_base(
         }
     }
     if seen < base.snapshot.len() {
-        return Ok(Err("a file of the base image was removed".into()));
+        return Ok(Err(NotALayer::Removed));
     }
     folder_metadata_from(root, delta)?;
     Ok(Ok(()))
