@@ -50,14 +50,9 @@ impl OutputFormat {
                     PackFormat::Cpio => "cpio",
                     PackFormat::Tar => "tar",
                 };
-                match c {
-                    Compression::None => base.into(),
-                    Compression::Gzip => format!("{base}.gz"),
-                    Compression::Zstd => format!("{base}.zst"),
-                    Compression::Xz => format!("{base}.xz"),
-                    Compression::Lz4 => format!("{base}.lz4"),
-                    // Not in ALL: no recipe can ask for these.
-                    other => format!("{base}.{other}"),
+                match c.suffix() {
+                    None => base.into(),
+                    Some(suffix) => format!("{base}.{suffix}"),
                 }
             }
         }

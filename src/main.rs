@@ -391,14 +391,7 @@ fn pack_kind(
             }
         },
     };
-    if !matches!(
-        compression,
-        Compression::None
-            | Compression::Gzip
-            | Compression::Zstd
-            | Compression::Xz
-            | Compression::Lz4
-    ) {
+    if !compression.writable() {
         return usage(format!(
             "{}: rootpack reads {compression} but does not write it; use .gz, .zst, .xz or \
              .lz4 (or --compress)",
@@ -552,14 +545,7 @@ fn cmd_inspect(args: &InspectArgs) -> Result<()> {
 }
 
 fn print_manifest(m: &manifest::Manifest, image: &Path, folder: bool) {
-    let row = |key: &str, value: &str| {
-        let key = if key.is_empty() {
-            String::new()
-        } else {
-            format!("{key}:")
-        };
-        println!("{key:<11} {value}")
-    };
+    let row = print_row;
     row("name", &m.name);
     row(
         "image",
@@ -601,7 +587,43 @@ fn print_manifest(m: &manifest::Manifest, image: &Path, folder: bool) {
         );
     }
     row("files", &m.build.files.to_string());
-    let c = &m.config;
+    print_run_config(&m.config, &m.name);
+    print_limits(&m.limits);
+    let method = m
+        .build
+        .method
+        .as_deref()
+        .map(|x| format!(", method {x}"))
+        .unwrap_or_default();
+    let e2fs = m
+        .build
+        .e2fsprogs
+        .as_deref()
+        .map(|v| format!(", e2fsprogs {v}"))
+        .unwrap_or_default();
+    row(
+        "built by",
+        &format!("rootpack {}{method}{e2fs}", m.build.rootpack_version),
+    );
+    if m.modified {
+        row("modified", "by `run --writable` since the build");
+    }
+}
+
+/// One line of `inspect`: the key and its colon in a column; an empty key continues the
+/// row above.
+fn print_row(key: &str, value: &str) {
+    let key = if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}:")
+    };
+    println!("{key:<11} {value}")
+}
+
+/// The image's defaults for `run`, and what `run` uses where one is not set.
+fn print_run_config(c: &manifest::Config, name: &str) {
+    let row = print_row;
     let words = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
     let or_default = |v: Option<&String>, default: &str| {
         v.cloned()
@@ -632,10 +654,13 @@ fn print_manifest(m: &manifest::Manifest, image: &Path, folder: bool) {
     row("workdir", &or_default(c.workdir.as_ref(), "/"));
     row(
         "hostname",
-        &or_default(c.hostname.as_ref(), &format!("the name, {}", m.name)),
+        &or_default(c.hostname.as_ref(), &format!("the name, {name}")),
     );
     row("user", &or_default(c.user.as_ref(), "root, 0:0"));
-    let l = &m.limits;
+}
+
+fn print_limits(l: &manifest::Limits) {
+    let row = print_row;
     row(
         "memory",
         &l.memory.map_or("no limit".to_string(), human_size),
@@ -648,25 +673,6 @@ fn print_manifest(m: &manifest::Manifest, image: &Path, folder: bool) {
         "pids",
         &l.pids.map_or("no limit".to_string(), |p| p.to_string()),
     );
-    let method = m
-        .build
-        .method
-        .as_deref()
-        .map(|x| format!(", method {x}"))
-        .unwrap_or_default();
-    let e2fs = m
-        .build
-        .e2fsprogs
-        .as_deref()
-        .map(|v| format!(", e2fsprogs {v}"))
-        .unwrap_or_default();
-    row(
-        "built by",
-        &format!("rootpack {}{method}{e2fs}", m.build.rootpack_version),
-    );
-    if m.modified {
-        row("modified", "by `run --writable` since the build");
-    }
 }
 
 fn cmd_man(install: Option<&Path>, quiet: bool) -> Result<()> {

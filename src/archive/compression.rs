@@ -67,19 +67,44 @@ impl Compression {
     /// The compression a file name asks for: `x.cpio.zst` -> Zstd.
     pub fn from_extension(name: &str) -> Option<Compression> {
         let ext = name.rsplit('.').next()?;
-        Some(match ext {
-            "gz" | "tgz" => Compression::Gzip,
-            "zst" | "zstd" => Compression::Zstd,
-            "xz" => Compression::Xz,
-            "lzma" => Compression::Lzma,
-            "bz2" => Compression::Bzip2,
-            "lzo" => Compression::Lzop,
-            "lz4" => Compression::Lz4,
-            "cpio" | "tar" | "img" => Compression::None,
-            _ => return None,
-        })
+        SUFFIXES
+            .iter()
+            .find(|(_, names)| names.contains(&ext))
+            .map(|(c, _)| *c)
+    }
+
+    /// The suffix a compressed file gets (`zst`); none for no compression.
+    pub fn suffix(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            c => SUFFIXES.iter().find(|(s, _)| *s == c).map(|(_, n)| n[0]),
+        }
+    }
+
+    /// What rootpack writes, as well as reads.
+    pub fn writable(self) -> bool {
+        matches!(
+            self,
+            Compression::None
+                | Compression::Gzip
+                | Compression::Zstd
+                | Compression::Xz
+                | Compression::Lz4
+        )
     }
 }
+
+/// File name suffixes: the one rootpack writes first, then others read as the same.
+const SUFFIXES: &[(Compression, &[&str])] = &[
+    (Compression::Gzip, &["gz", "tgz"]),
+    (Compression::Zstd, &["zst", "zstd"]),
+    (Compression::Xz, &["xz"]),
+    (Compression::Lzma, &["lzma"]),
+    (Compression::Bzip2, &["bz2"]),
+    (Compression::Lzop, &["lzo"]),
+    (Compression::Lz4, &["lz4"]),
+    (Compression::None, &["cpio", "tar", "img"]),
+];
 
 /// The most an xz or lzma decoder may allocate: `xz -9e` needs 65 MiB; a header asking
 /// for more is refused instead of allocated.

@@ -475,6 +475,53 @@ mod tests {
     }
 
     #[test]
+    fn blocks_are_cut_every_frame_size_bytes_and_the_same_on_any_number_of_threads() {
+        let plain: Vec<u8> = entries().concat();
+        let frame = 1u64 << 20;
+        let blocks = |threads| {
+            let mut out = Vec::new();
+            let ((), written) = compress_blocks(
+                &mut out,
+                &opts(Compression::Zstd, frame, threads),
+                |w| w.write_all(&plain),
+                |e| e,
+            )
+            .unwrap();
+            (out, written)
+        };
+        let (one, w1) = blocks(1);
+        let (four, w4) = blocks(4);
+        assert!(one == four, "output depends on the number of threads");
+        assert_eq!(w1.frames, w4.frames);
+        assert_eq!(w1.frames, (plain.len() as u64).div_ceil(frame));
+        let mut input = Input::slice(&one);
+        let mut decoded = Vec::new();
+        for i in 0..w1.frames {
+            let mut part = Vec::new();
+            decoder(Compression::Zstd, &mut input, false)
+                .unwrap()
+                .read_to_end(&mut part)
+                .unwrap();
+            if i + 1 < w1.frames {
+                assert_eq!(part.len() as u64, frame, "frame {i}");
+            }
+            decoded.extend(part);
+        }
+        assert!(decoded == plain, "round trip");
+        // No content checksum: the frame header's descriptor has bit 2 clear.
+        assert_eq!(one[4] & 0x04, 0);
+        let mut empty = Vec::new();
+        compress_blocks(
+            &mut empty,
+            &opts(Compression::Gzip, frame, 2),
+            |_| Ok(()),
+            |e| e,
+        )
+        .unwrap();
+        assert!(empty.is_empty(), "an empty stream is no frame at all");
+    }
+
+    #[test]
     fn frames_are_cut_at_entry_ends_and_the_same_on_any_number_of_threads() {
         let entries = entries();
         let plain: Vec<u8> = entries.concat();

@@ -9,9 +9,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod delta;
 mod lock;
 mod output;
 mod stage;
+mod step_tree;
 pub mod steps;
 
 use lock::OutputLock;

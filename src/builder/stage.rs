@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::delta::{self, Base};
 use super::{BuildError, check_interrupt, out_err};
 use crate::archive::oci;
 use crate::archive::{Entry, EntryData, Kind, LinkKey, VisitError, Visitor, read_archive};
@@ -65,147 +65,6 @@ pub(super) enum TreeFor {
     /// image, what that image put in the tree is remembered, so that its layers can be
     /// shipped as they are if nothing later removes or replaces them.
     Image,
-}
-
-/// A container image the tree started from, and what it put there.
-pub(super) struct Base {
-    pub path: PathBuf,
-    pub reference: Option<String>,
-    pub platform: Option<String>,
-    /// Every path the image made, with what identifies its version (a folder: none).
-    pub snapshot: std::collections::HashMap<Vec<u8>, Option<Snap>>,
-}
-
-/// A file's identity and version: a later layer or step that replaces or changes it
-/// changes one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Snap {
-    dev: u64,
-    ino: u64,
-    ctime: (i64, i64),
-}
-
-fn snap(meta: &std::fs::Metadata) -> Option<Snap> {
-    use std::os::unix::fs::MetadataExt;
-    (!meta.is_dir()).then(|| Snap {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        ctime: (meta.ctime(), meta.ctime_nsec()),
-    })
-}
-
-fn snapshot(root: &Path) -> io::Result<std::collections::HashMap<Vec<u8>, Option<Snap>>> {
-    let mut out = std::collections::HashMap::new();
-    for walked in crate::walk::walk_named(root) {
-        let (name, entry) = walked.map_err(|(_, e)| e)?;
-        if name != b"." {
-            out.insert(name, snap(&entry.metadata().map_err(io::Error::from)?));
-        }
-    }
-    Ok(out)
-}
-
-/// What the recipe added over its base image, as a tree of its own in `delta` (files
-/// hard-linked from `root`, so their data is not copied), or why the base's layers cannot
-/// be kept: something of the base was removed or replaced.
-pub(super) fn delta_over_base(
-    root: &Path,
-    base: &Base,
-    delta: &Path,
-) -> io::Result<Result<(), String>> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let base_inodes: HashSet<(u64, u64)> = base
-        .snapshot
-        .values()
-        .flatten()
-        .map(|s| (s.dev, s.ino))
-        .collect();
-    let mut seen = 0usize;
-    std::fs::create_dir(delta)?;
-    for walked in crate::walk::walk_named(root) {
-        let (name, entry) = walked.map_err(|(_, e)| e)?;
-        if name == b"." {
-            continue;
-        }
-        let meta = entry.metadata().map_err(io::Error::from)?;
-        let shown = String::from_utf8_lossy(&name).into_owned();
-        match base.snapshot.get(&name) {
-            Some(was) => {
-                seen += 1;
-                if *was != snap(&meta) {
-                    return Ok(Err(format!(
-                        "/{shown} of the base image was replaced or changed"
-                    )));
-                }
-                continue;
-            }
-            None if !meta.is_dir() && base_inodes.contains(&(meta.dev(), meta.ino())) => {
-                return Ok(Err(format!(
-                    "/{shown} is a hard link to a file of the base image"
-                )));
-            }
-            None => {}
-        }
-        // New: into the delta, with its folders (their current metadata goes over the
-        // base's, as an upper layer's folder entry does).
-        let target = delta.join(std::ffi::OsStr::from_bytes(&name));
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            std::fs::create_dir(&target)?;
-            std::fs::set_permissions(
-                &target,
-                std::fs::Permissions::from_mode(meta.mode() & 0o7777),
-            )?;
-        } else {
-            std::fs::hard_link(entry.path(), &target)?;
-        }
-    }
-    if seen < base.snapshot.len() {
-        return Ok(Err("a file of the base image was removed".into()));
-    }
-    // Folders made on the way to new files take their owner and times from the tree.
-    for walked in crate::walk::walk_named(delta) {
-        let (name, entry) = walked.map_err(|(_, e)| e)?;
-        if !entry.file_type().is_dir() {
-            continue;
-        }
-        let from = if name == b"." {
-            root.to_path_buf()
-        } else {
-            root.join(std::ffi::OsStr::from_bytes(&name))
-        };
-        let meta = std::fs::symlink_metadata(&from)?;
-        std::os::unix::fs::chown(entry.path(), Some(meta.uid()), Some(meta.gid())).or_else(
-            |e| {
-                if rustix::process::geteuid().is_root() {
-                    Err(e)
-                } else {
-                    Ok(())
-                }
-            },
-        )?;
-        std::fs::set_permissions(
-            entry.path(),
-            std::fs::Permissions::from_mode(meta.mode() & 0o7777),
-        )?;
-        let t = rustix::fs::Timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec(),
-        };
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            entry.path(),
-            &rustix::fs::Timestamps {
-                last_access: t,
-                last_modification: t,
-            },
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )?;
-    }
-    Ok(Ok(()))
 }
 
 /// Fills the folder `root` as the recipe says, its programs from `closures`.
@@ -426,7 +285,7 @@ fn apply_layers(
                     path: path.clone(),
                     reference: reference.clone(),
                     platform: platform.clone(),
-                    snapshot: snapshot(root).map_err(out_err(root))?,
+                    snapshot: delta::snapshot(root).map_err(out_err(root))?,
                 });
             }
             records.push(record);
@@ -470,17 +329,13 @@ fn apply_layers(
     Ok((records, config, base))
 }
 
-fn inject_all(
+/// The `[[binary]]` programs with their libraries (from `closures`), and their links.
+fn inject_binaries(
     recipe: &Recipe,
     closures: &[Vec<PathBuf>],
     x: &mut Extractor,
-    sde: Option<i64>,
+    now: i64,
 ) -> Result<(), BuildError> {
-    let now = sde.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
-    });
     let mut seen = HashSet::new();
     for (b, files) in recipe.binaries.iter().zip(closures) {
         check_interrupt()?;
@@ -511,6 +366,21 @@ fn inject_all(
             inject::write_entry(x, &e, &mut io::empty())?;
         }
     }
+    Ok(())
+}
+
+fn inject_all(
+    recipe: &Recipe,
+    closures: &[Vec<PathBuf>],
+    x: &mut Extractor,
+    sde: Option<i64>,
+) -> Result<(), BuildError> {
+    let now = sde.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    });
+    inject_binaries(recipe, closures, x, now)?;
     for d in &recipe.dirs {
         let e = inject::synthetic(&d.path, Kind::Dir, d.mode, d.uid, d.gid, now, 0);
         inject::write_entry(x, &e, &mut io::empty())?;

@@ -16,14 +16,11 @@
 //! followed; the runtime mounts on fds resolved the same way.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::os::unix::io::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
-
 use super::BuildError;
+use super::step_tree::{Changes, PolicyRcD, is_real_dir, stat_in};
 use crate::recipe::{Recipe, RunStep, StepCommand, StepNetwork};
 use crate::run::{RunOptions, seccomp::Seccomp};
 use crate::tree::recorded::RecordedTree;
@@ -36,8 +33,6 @@ pub type StepSink = Arc<dyn Fn(usize, &str) + Send + Sync>;
 const TAIL_LINES: usize = 20;
 /// Longer lines are cut (a step printing without newlines must not fill the memory).
 const MAX_LINE: usize = 4096;
-const POLICY_RC_D: &[u8] =
-    b"#!/bin/sh\n# rootpack: no service starts while the image is built.\nexit 101\n";
 
 /// A step that failed: where it is in the recipe, how it ended, its last lines.
 #[derive(Debug, thiserror::Error)]
@@ -118,10 +113,9 @@ impl Steps<'_> {
         stage: &Path,
         rootless: bool,
     ) -> Result<(), BuildError> {
-        let recipe = self.recipe;
         let fail = |how: String, tail: Vec<String>| {
             BuildError::Step(StepError {
-                recipe: recipe.path.clone(),
+                recipe: self.recipe.path.clone(),
                 line: step.line,
                 number,
                 how,
@@ -130,75 +124,8 @@ impl Steps<'_> {
         };
         let out = |e| super::out_err(root.path())(e);
         let mut changes = Changes::default();
-        let mut volumes = Vec::new();
-        // The runtime's own mount points, then the step's.
-        for name in ["proc", "sys", "dev"] {
-            changes.note_created(root, &rel(name)).map_err(out)?;
-        }
-        for m in &step.mounts {
-            changes.note_created(root, &m.target).map_err(out)?;
-            volumes.push((m.host.clone(), format!("/{}", m.target), m.read_only));
-        }
-        let resolv = rel("etc/resolv.conf");
-        if step.network == StepNetwork::Host {
-            let copy = self.work.join("resolv.conf");
-            // The host's, following symlinks (systemd-resolved's stub file, ...).
-            let text = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-            std::fs::write(&copy, text).map_err(|e| super::out_err(&copy)(e))?;
-            changes.move_symlink_aside(root, &resolv).map_err(out)?;
-            changes.note_created(root, &resolv).map_err(out)?;
-            volumes.push((copy, "/etc/resolv.conf".into(), false));
-        }
-        // Runtime state of the step (pid files, sockets, locks) ends with it.
-        let tmpfs = if is_real_dir(root, b"run") {
-            vec!["/run".to_string()]
-        } else {
-            Vec::new()
-        };
-        let mut env: Vec<(String, String)> = recipe
-            .config
-            .env
-            .iter()
-            .filter(|(k, _)| !step.env.contains_key(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if let Some(t) = self.sde
-            && !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH")
-        {
-            env.push(("SOURCE_DATE_EPOCH".into(), t.to_string()));
-        }
-        let command = match &step.command {
-            StepCommand::Script(s) => vec!["/bin/sh".into(), "-e".into(), "-c".into(), s.clone()],
-            StepCommand::Args(a) => a.clone(),
-        };
-        let (user, user_name) = crate::ids::split_user(step.user.as_deref());
-        let opts = RunOptions {
-            image: root.path().to_path_buf(),
-            command,
-            env,
-            workdir: Some(step.workdir.clone().unwrap_or_else(|| "/".into())),
-            user,
-            user_name,
-            hostname: Some(
-                recipe
-                    .config
-                    .hostname
-                    .clone()
-                    .unwrap_or_else(|| recipe.name.clone()),
-            ),
-            writable: true,
-            net_host: step.network == StepNetwork::Host,
-            volumes,
-            tmpfs,
-            seccomp: Seccomp::Default,
-            verify: false,
-            no_manifest: true,
-            timeout: step.timeout,
-            stage: Some(stage.to_path_buf()),
-            rootless,
-            ..RunOptions::default()
-        };
+        let volumes = self.place_mount_points(root, step, &mut changes)?;
+        let opts = self.run_options(root, step, stage, rootless, volumes);
         let bar = crate::progress::spinner(
             !self.progress,
             &format!("run step {number}/{total}: {}", summary(&step.command)),
@@ -232,27 +159,126 @@ impl Steps<'_> {
             fail(format!("could not start: {e}"), Vec::new())
         })?;
         undone?;
-        if outcome.timed_out {
-            let limit = step.timeout.unwrap_or_default();
-            return Err(fail(
-                format!("timed out after {}", human_duration(limit)),
-                tail,
-            ));
+        match failure(step, &outcome) {
+            Some(how) => Err(fail(how, tail)),
+            None => Ok(()),
         }
-        if outcome.exit_code != 0 {
-            let how = match (outcome.signal, &outcome.message) {
-                (Some(sig), _) => format!("killed by signal {sig} ({})", signal_name(sig)),
-                (None, Some(m)) => format!("exited with status {}: {m}", outcome.exit_code),
-                (None, None) => format!("exited with status {}", outcome.exit_code),
-            };
-            return Err(fail(how, tail));
+    }
+
+    /// Notes the mount points the runtime and the step's mounts need (to remove after),
+    /// and for a step on the host's network puts a copy of the host's resolv.conf in
+    /// place of the image's. Gives the step's volumes.
+    fn place_mount_points(
+        &self,
+        root: &Root,
+        step: &RunStep,
+        changes: &mut Changes,
+    ) -> Result<Vec<(PathBuf, String, bool)>, BuildError> {
+        let out = |e| super::out_err(root.path())(e);
+        let mut volumes = Vec::new();
+        // The runtime's own mount points, then the step's.
+        for name in ["proc", "sys", "dev"] {
+            changes.note_created(root, &rel(name)).map_err(out)?;
         }
-        Ok(())
+        for m in &step.mounts {
+            changes.note_created(root, &m.target).map_err(out)?;
+            volumes.push((m.host.clone(), format!("/{}", m.target), m.read_only));
+        }
+        let resolv = rel("etc/resolv.conf");
+        if step.network == StepNetwork::Host {
+            let copy = self.work.join("resolv.conf");
+            // The host's, following symlinks (systemd-resolved's stub file, ...).
+            let text = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+            std::fs::write(&copy, text).map_err(|e| super::out_err(&copy)(e))?;
+            changes.move_symlink_aside(root, &resolv).map_err(out)?;
+            changes.note_created(root, &resolv).map_err(out)?;
+            volumes.push((copy, "/etc/resolv.conf".into(), false));
+        }
+        Ok(volumes)
+    }
+
+    /// The runtime's options for a step: the tree as a writable folder root, the recipe's
+    /// env under the step's, its hostname, Docker's seccomp profile.
+    fn run_options(
+        &self,
+        root: &Root,
+        step: &RunStep,
+        stage: &Path,
+        rootless: bool,
+        volumes: Vec<(PathBuf, String, bool)>,
+    ) -> RunOptions {
+        let recipe = self.recipe;
+        // Runtime state of the step (pid files, sockets, locks) ends with it.
+        let tmpfs = if is_real_dir(root, b"run") {
+            vec!["/run".to_string()]
+        } else {
+            Vec::new()
+        };
+        let mut env: Vec<(String, String)> = recipe
+            .config
+            .env
+            .iter()
+            .filter(|(k, _)| !step.env.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(t) = self.sde
+            && !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH")
+        {
+            env.push(("SOURCE_DATE_EPOCH".into(), t.to_string()));
+        }
+        let command = match &step.command {
+            StepCommand::Script(s) => vec!["/bin/sh".into(), "-e".into(), "-c".into(), s.clone()],
+            StepCommand::Args(a) => a.clone(),
+        };
+        let (user, user_name) = crate::ids::split_user(step.user.as_deref());
+        RunOptions {
+            image: root.path().to_path_buf(),
+            command,
+            env,
+            workdir: Some(step.workdir.clone().unwrap_or_else(|| "/".into())),
+            user,
+            user_name,
+            hostname: Some(
+                recipe
+                    .config
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(|| recipe.name.clone()),
+            ),
+            writable: true,
+            net_host: step.network == StepNetwork::Host,
+            volumes,
+            tmpfs,
+            seccomp: Seccomp::Default,
+            verify: false,
+            no_manifest: true,
+            timeout: step.timeout,
+            stage: Some(stage.to_path_buf()),
+            rootless,
+            ..RunOptions::default()
+        }
     }
 }
 
+/// How a step that ran failed, if it did: timed out, or a status other than 0.
+fn failure(step: &RunStep, outcome: &crate::run::Outcome) -> Option<String> {
+    if outcome.timed_out {
+        let limit = step.timeout.unwrap_or_default();
+        return Some(format!("timed out after {}", human_duration(limit)));
+    }
+    if outcome.exit_code != 0 {
+        return Some(match (outcome.signal, &outcome.message) {
+            (Some(sig), _) => format!("killed by signal {sig} ({})", signal_name(sig)),
+            (None, Some(m)) => format!("exited with status {}: {m}", outcome.exit_code),
+            (None, None) => format!("exited with status {}", outcome.exit_code),
+        });
+    }
+    None
+}
+
 /// A path inside the tree, from a constant.
-fn rel(s: &str) -> RelPath {
+pub(super) fn rel(s: &str) -> RelPath {
     RelPath::parse(s.as_bytes()).unwrap_or_else(|_| unreachable!("a constant path"))
 }
 
@@ -315,252 +341,6 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGTERM => "SIGTERM",
         libc::SIGSYS => "SIGSYS",
         _ => "signal",
-    }
-}
-
-/// Whether `name` (one component) is a folder in the tree's root, not a symlink.
-fn is_real_dir(root: &Root, name: &[u8]) -> bool {
-    rustix::fs::statat(root.fd(), name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
-    })
-}
-
-/// The entry at `path` in the tree, parents resolved inside it, the leaf not followed.
-fn stat_in(root: &Root, path: &RelPath) -> io::Result<rustix::fs::Stat> {
-    match path.split_leaf() {
-        None => Ok(rustix::fs::fstat(root.fd())?),
-        Some((parent, leaf)) => {
-            let dir = root.open_dir(parent, false)?;
-            Ok(rustix::fs::statat(&dir, leaf, AtFlags::SYMLINK_NOFOLLOW)?)
-        }
-    }
-}
-
-fn parent_of(path: &RelPath) -> RelPath {
-    match path.split_leaf() {
-        Some((parent, _)) => RelPath::parse(if parent.is_empty() { b"." } else { parent })
-            .unwrap_or_else(|_| rel(".")),
-        None => rel("."),
-    }
-}
-
-fn times_of(st: &rustix::fs::Stat) -> Timestamps {
-    Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: st.st_atime as _,
-            tv_nsec: st.st_atime_nsec as _,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: st.st_mtime as _,
-            tv_nsec: st.st_mtime_nsec as _,
-        },
-    }
-}
-
-/// What rootpack changes in the tree around one step, to be undone after it.
-#[derive(Default)]
-struct Changes {
-    /// Paths that did not exist: placeholders the runtime may create; removed, deepest
-    /// first, if they are still an empty folder or an empty file.
-    created: Vec<RelPath>,
-    /// A symlink moved aside (from, to), moved back afterwards.
-    moved: Vec<(RelPath, RelPath)>,
-    /// Folders whose times were taken before anything changed in them.
-    times: Vec<(RelPath, Timestamps)>,
-}
-
-impl Changes {
-    fn keep_times(&mut self, root: &Root, dir: &RelPath) -> io::Result<()> {
-        if self.times.iter().any(|(d, _)| d == dir) {
-            return Ok(());
-        }
-        let st = stat_in(root, dir)?;
-        self.times.push((dir.clone(), times_of(&st)));
-        Ok(())
-    }
-
-    /// Notes every component of `path` that is missing now (the runtime creates them).
-    fn note_created(&mut self, root: &Root, path: &RelPath) -> io::Result<()> {
-        let bytes = path.as_bytes();
-        let mut prefixes: Vec<&[u8]> = bytes
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'/')
-            .map(|(i, _)| &bytes[..i])
-            .collect();
-        prefixes.push(bytes);
-        for p in prefixes {
-            let p = RelPath::parse(p).map_err(io::Error::other)?;
-            match stat_in(root, &p) {
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.keep_times(root, &parent_of(&p))?;
-                    // Everything below the first missing component is ours too.
-                    let mut q = p.as_bytes().to_vec();
-                    self.created.push(p.clone());
-                    for c in bytes[q.len()..]
-                        .split(|b| *b == b'/')
-                        .filter(|c| !c.is_empty())
-                    {
-                        q.push(b'/');
-                        q.extend_from_slice(c);
-                        self.created
-                            .push(RelPath::parse(&q).map_err(io::Error::other)?);
-                    }
-                    return Ok(());
-                }
-                // Not a folder on the way: the runtime will say so.
-                Err(_) => return Ok(()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Moves a symlink at `path` aside, so that a file can be mounted there.
-    fn move_symlink_aside(&mut self, root: &Root, path: &RelPath) -> io::Result<()> {
-        let Ok(st) = stat_in(root, path) else {
-            return Ok(());
-        };
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Symlink {
-            return Ok(());
-        }
-        let Some((parent, leaf)) = path.split_leaf() else {
-            return Ok(());
-        };
-        let parent_rel = parent_of(path);
-        self.keep_times(root, &parent_rel)?;
-        let dir = root.open_dir(parent, false)?;
-        let mut aside = leaf.as_encoded_bytes().to_vec();
-        aside.splice(0..0, b".".iter().copied());
-        aside.extend_from_slice(b".rootpack-step");
-        rustix::fs::renameat(&dir, leaf, &dir, aside.as_slice())?;
-        let mut aside_path = parent.to_vec();
-        if !aside_path.is_empty() {
-            aside_path.push(b'/');
-        }
-        aside_path.extend_from_slice(&aside);
-        self.moved.push((
-            RelPath::parse(&aside_path).map_err(io::Error::other)?,
-            path.clone(),
-        ));
-        Ok(())
-    }
-
-    /// Removes what was created, moves back what was moved, puts the folders' times back.
-    /// Goes on after a failure and reports the first.
-    fn undo(&mut self, root: &Root) -> io::Result<()> {
-        let mut first = Ok(());
-        let mut keep = |r: io::Result<()>| {
-            if first.is_ok() {
-                first = r;
-            }
-        };
-        for path in self.created.drain(..).rev() {
-            keep(remove_placeholder(root, &path));
-        }
-        for (from, to) in self.moved.drain(..) {
-            keep(rename_in(root, &from, &to));
-        }
-        for (dir, times) in self.times.drain(..).rev() {
-            keep(
-                root.open_dir(dir.as_bytes(), false)
-                    .and_then(|fd| Ok(rustix::fs::futimens(&fd, &times)?)),
-            );
-        }
-        first
-    }
-}
-
-fn remove_placeholder(root: &Root, path: &RelPath) -> io::Result<()> {
-    let Some((parent, leaf)) = path.split_leaf() else {
-        return Ok(());
-    };
-    let dir = match root.open_dir(parent, false) {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let Ok(st) = rustix::fs::statat(&dir, leaf, AtFlags::SYMLINK_NOFOLLOW) else {
-        return Ok(());
-    };
-    use rustix::fs::FileType;
-    let r = match FileType::from_raw_mode(st.st_mode) {
-        // Not empty: the step put something there, which stays.
-        FileType::Directory => rustix::fs::unlinkat(&dir, leaf, AtFlags::REMOVEDIR),
-        FileType::RegularFile if st.st_size == 0 => {
-            rustix::fs::unlinkat(&dir, leaf, AtFlags::empty())
-        }
-        _ => Ok(()),
-    };
-    match r {
-        Err(rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST) => Ok(()),
-        other => Ok(other?),
-    }
-}
-
-fn rename_in(root: &Root, from: &RelPath, to: &RelPath) -> io::Result<()> {
-    let (Some((fp, fl)), Some((tp, tl))) = (from.split_leaf(), to.split_leaf()) else {
-        return Ok(());
-    };
-    let fdir = root.open_dir(fp, false)?;
-    let tdir = root.open_dir(tp, false)?;
-    Ok(rustix::fs::renameat(&fdir, fl, &tdir, tl)?)
-}
-
-/// Debian's `policy-rc.d` that exits 101, so package scripts start no service, while the
-/// steps run on a tree with `/usr/sbin`; only placed where none is, removed afterwards.
-#[derive(Default)]
-struct PolicyRcD {
-    placed: Option<(OwnedFd, Timestamps)>,
-}
-
-impl PolicyRcD {
-    fn place(&mut self, root: &Root) -> io::Result<()> {
-        if self.placed.is_some() {
-            return Ok(());
-        }
-        let dir = match root.open_dir(b"usr/sbin", false) {
-            Ok(d) => d,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let times = times_of(&rustix::fs::fstat(&dir)?);
-        let flags =
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = match rustix::fs::openat(&dir, "policy-rc.d", flags, Mode::from_raw_mode(0o755)) {
-            Ok(fd) => fd,
-            // The image's own: it stays, and is what package scripts see.
-            Err(rustix::io::Errno::EXIST) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut f = std::fs::File::from(fd);
-        f.write_all(POLICY_RC_D)?;
-        rustix::fs::fchmod(&f, Mode::from_raw_mode(0o755))?;
-        self.placed = Some((dir, times));
-        Ok(())
-    }
-
-    fn remove(&mut self, _root: &Root) -> io::Result<()> {
-        let Some((dir, times)) = self.placed.take() else {
-            return Ok(());
-        };
-        // Only ours: a step may have replaced it with the image's own.
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mut text = Vec::new();
-        let ours = rustix::fs::openat(&dir, "policy-rc.d", flags, Mode::empty())
-            .map_err(io::Error::from)
-            .and_then(|fd| {
-                let limit = POLICY_RC_D.len() as u64 + 1;
-                std::fs::File::from(fd).take(limit).read_to_end(&mut text)
-            })
-            .is_ok_and(|_| text == POLICY_RC_D);
-        if ours {
-            rustix::fs::unlinkat(&dir, "policy-rc.d", AtFlags::empty())?;
-        }
-        rustix::fs::futimens(&dir, &times)?;
-        Ok(())
     }
 }
 

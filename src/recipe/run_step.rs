@@ -99,25 +99,7 @@ fn resolve_one(ctx: &Ctx<'_>, spanned: &Spanned<RunSpec>) -> Result<RunStep, Rec
     let spec = spanned.get_ref();
     // A table's span is its `[[run]]` header.
     let line = ctx.line(spanned.span().start);
-    let command = match (&spec.script, &spec.args) {
-        (Some(s), None) if !s.get_ref().trim().is_empty() => {
-            StepCommand::Script(s.get_ref().clone())
-        }
-        (None, Some(a)) if !a.get_ref().is_empty() => StepCommand::Args(a.get_ref().clone()),
-        (Some(s), None) => return ctx.err(s.span(), "run.script: empty"),
-        (None, Some(a)) => {
-            return ctx.err(
-                a.span(),
-                "run.args: empty; give the program and its arguments",
-            );
-        }
-        _ => {
-            return ctx.err(
-                spanned.span(),
-                "[[run]] needs exactly one of script (run by /bin/sh -e -c) or args (a program and its arguments)",
-            );
-        }
-    };
+    let command = command(ctx, spanned)?;
     if let Some(k) = spec
         .env
         .keys()
@@ -128,62 +110,15 @@ fn resolve_one(ctx: &Ctx<'_>, spanned: &Spanned<RunSpec>) -> Result<RunStep, Rec
             format!("run.env: {k:?} is not a variable name"),
         );
     }
-    let workdir = match &spec.workdir {
-        Some(w)
-            if !w.get_ref().starts_with('/') || RelPath::parse(w.get_ref().as_bytes()).is_err() =>
-        {
-            return ctx.err(
-                w.span(),
-                format!(
-                    "run.workdir = \"{}\": an absolute path in the image, without '..'",
-                    w.get_ref()
-                ),
-            );
-        }
-        w => w.as_ref().map(|w| w.get_ref().clone()),
-    };
-    let user = match &spec.user {
-        Some(u) if crate::ids::UserSpec::parse(u.get_ref()).is_none() => {
-            return ctx.err(
-                u.span(),
-                format!(
-                    "run.user = \"{}\": expected UID[:GID] or NAME[:GROUP]",
-                    u.get_ref()
-                ),
-            );
-        }
-        u => u.as_ref().map(|u| u.get_ref().clone()),
-    };
-    let network = match spec.network.as_ref().map(|n| (n, n.get_ref().as_str())) {
-        None | Some((_, "none")) => StepNetwork::None,
-        Some((_, "host")) => StepNetwork::Host,
-        Some((n, other)) => {
-            return ctx.err(
-                n.span(),
-                format!("run.network = \"{other}\": one of none, host"),
-            );
-        }
-    };
+    let workdir = workdir(ctx, &spec.workdir)?;
+    let user = user(ctx, &spec.user)?;
+    let network = network(ctx, &spec.network)?;
     let mounts = spec
         .mounts
         .iter()
         .map(|m| mount(ctx, m))
         .collect::<Result<_, _>>()?;
-    let timeout = match &spec.timeout {
-        None => None,
-        Some(t) => match parse_duration(t.get_ref()) {
-            Some(d) => Some(d),
-            None => {
-                return ctx.err(
-                    t.span(),
-                    format!(
-                        "run.timeout = \"{}\": a duration like \"90s\", \"10m\" or \"1h\"",
-                        t.get_ref()
-                    ),
-                );
-            }
-        },
-    };
+    let timeout = timeout(ctx, &spec.timeout)?;
     Ok(RunStep {
         line,
         command,
@@ -194,6 +129,84 @@ fn resolve_one(ctx: &Ctx<'_>, spanned: &Spanned<RunSpec>) -> Result<RunStep, Rec
         mounts,
         timeout,
     })
+}
+
+/// `script` or `args`, exactly one, not empty.
+fn command(ctx: &Ctx<'_>, spanned: &Spanned<RunSpec>) -> Result<StepCommand, RecipeError> {
+    let spec = spanned.get_ref();
+    match (&spec.script, &spec.args) {
+        (Some(s), None) if !s.get_ref().trim().is_empty() => {
+            Ok(StepCommand::Script(s.get_ref().clone()))
+        }
+        (None, Some(a)) if !a.get_ref().is_empty() => Ok(StepCommand::Args(a.get_ref().clone())),
+        (Some(s), None) => ctx.err(s.span(), "run.script: empty"),
+        (None, Some(a)) => ctx.err(
+            a.span(),
+            "run.args: empty; give the program and its arguments",
+        ),
+        _ => ctx.err(
+            spanned.span(),
+            "[[run]] needs exactly one of script (run by /bin/sh -e -c) or args (a program and its arguments)",
+        ),
+    }
+}
+
+fn workdir(ctx: &Ctx<'_>, value: &Option<Spanned<String>>) -> Result<Option<String>, RecipeError> {
+    match value {
+        Some(w)
+            if !w.get_ref().starts_with('/') || RelPath::parse(w.get_ref().as_bytes()).is_err() =>
+        {
+            ctx.err(
+                w.span(),
+                format!(
+                    "run.workdir = \"{}\": an absolute path in the image, without '..'",
+                    w.get_ref()
+                ),
+            )
+        }
+        w => Ok(w.as_ref().map(|w| w.get_ref().clone())),
+    }
+}
+
+fn user(ctx: &Ctx<'_>, value: &Option<Spanned<String>>) -> Result<Option<String>, RecipeError> {
+    match value {
+        Some(u) if crate::ids::UserSpec::parse(u.get_ref()).is_none() => ctx.err(
+            u.span(),
+            format!(
+                "run.user = \"{}\": expected UID[:GID] or NAME[:GROUP]",
+                u.get_ref()
+            ),
+        ),
+        u => Ok(u.as_ref().map(|u| u.get_ref().clone())),
+    }
+}
+
+fn network(ctx: &Ctx<'_>, value: &Option<Spanned<String>>) -> Result<StepNetwork, RecipeError> {
+    match value.as_ref().map(|n| (n, n.get_ref().as_str())) {
+        None | Some((_, "none")) => Ok(StepNetwork::None),
+        Some((_, "host")) => Ok(StepNetwork::Host),
+        Some((n, other)) => ctx.err(
+            n.span(),
+            format!("run.network = \"{other}\": one of none, host"),
+        ),
+    }
+}
+
+fn timeout(
+    ctx: &Ctx<'_>,
+    value: &Option<Spanned<String>>,
+) -> Result<Option<Duration>, RecipeError> {
+    let Some(t) = value else { return Ok(None) };
+    match parse_duration(t.get_ref()) {
+        Some(d) => Ok(Some(d)),
+        None => ctx.err(
+            t.span(),
+            format!(
+                "run.timeout = \"{}\": a duration like \"90s\", \"10m\" or \"1h\"",
+                t.get_ref()
+            ),
+        ),
+    }
 }
 
 /// `HOST:CTR[:ro]`: the host path relative to the recipe and existing, the target an

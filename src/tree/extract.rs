@@ -13,10 +13,11 @@
 //! `AT_SYMLINK_FOLLOW` between two paths resolved the same way. Device nodes are made only
 //! when running as root; otherwise they are counted and skipped.
 
+mod finish;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{self, BufRead, Write};
+use std::io;
 use std::os::unix::io::{AsFd, OwnedFd};
 use std::rc::Rc;
 
@@ -25,7 +26,7 @@ use rustix::io::Errno;
 
 use super::recorded::{RecordedTree, record};
 use crate::archive::{Entry, EntryData, Kind, LinkKey, Segment, VisitError, Visitor};
-use crate::tree::copier::{Copier, FileMeta, Job};
+use crate::tree::copier::Copier;
 use crate::tree::safe_path::{RelPath, Root};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -349,48 +350,8 @@ impl Extractor {
         let dir = self.parent(&parent)?;
         let mode = Mode::from_raw_mode(entry.mode);
         match &entry.kind {
-            Kind::Dir => {
-                match rustix::fs::mkdirat(&dir, &leaf, Mode::from_raw_mode(0o700)) {
-                    Ok(()) => {}
-                    Err(Errno::EXIST) => {
-                        if !self.clear_leaf(&dir, &leaf, true)? {
-                            // Not a folder: it was removed, and the tree's shape changed.
-                            self.parent_cache = None;
-                            rustix::fs::mkdirat(&dir, &leaf, Mode::from_raw_mode(0o700))
-                                .map_err(io_err(ExtractError::Create))?;
-                        }
-                    }
-                    Err(e) => return Err(ExtractError::Create(e.into())),
-                }
-                self.dirs.insert(path, Self::dir_meta(entry));
-                return Ok(());
-            }
-            Kind::File => {
-                if let Some(first) = entry.link_key.and_then(|k| self.links.get(&k)).cloned() {
-                    self.link_to(&first.path, &parent, &leaf)?;
-                    if entry.size > 0 {
-                        let dir = self.parent(&parent)?;
-                        let fd = Self::open_linked_file(&dir, &leaf, &first)?;
-                        self.finish_file(fd, entry, data, false)?;
-                    }
-                    return Ok(());
-                }
-                let flags = OFlags::WRONLY
-                    | OFlags::CREATE
-                    | OFlags::EXCL
-                    | OFlags::NOFOLLOW
-                    | OFlags::CLOEXEC;
-                // Created with its final permissions where the umask allows (no chmod
-                // later); the fd we write through is open whatever they are.
-                let initial = Mode::from_raw_mode(entry.mode & 0o777);
-                let fd =
-                    self.create_leaf(&dir, &leaf, |d, l| rustix::fs::openat(d, l, flags, initial))?;
-                if let Some(key) = entry.link_key {
-                    let st = rustix::fs::fstat(&fd).map_err(io_err(ExtractError::Create))?;
-                    self.record_link(key, path.clone(), Some((st.st_dev, st.st_ino)));
-                }
-                return self.finish_file(fd, entry, data, true);
-            }
+            Kind::Dir => return self.write_dir(&dir, &leaf, path, entry),
+            Kind::File => return self.write_file(&dir, &parent, &leaf, path, entry, data),
             Kind::HardLink(target) => {
                 let target = RelPath::parse(target)?;
                 return self.link_to(&target, &parent, &leaf);
@@ -441,47 +402,62 @@ impl Extractor {
         self.finish_special(&parent, &leaf, entry)
     }
 
-    /// Ownership, mode and times of a non-regular, non-directory leaf, without following it.
-    fn finish_special(
+    /// A folder: made, or kept if one is there (anything else there is replaced); its
+    /// metadata is applied when the archive ends, after what goes in it.
+    fn write_dir(
         &mut self,
-        parent: &[u8],
+        dir: &OwnedFd,
         leaf: &OsStr,
+        path: RelPath,
         entry: &Entry,
     ) -> Result<(), ExtractError> {
-        let is_symlink = matches!(entry.kind, Kind::Symlink(_));
-        let privileged = self.privileged;
-        let dir = self.parent(parent)?;
-        let skip_owner = privileged && self.owner_is_default(entry.uid, entry.gid);
-        if privileged && !skip_owner {
-            rustix::fs::chownat(
-                &dir,
-                leaf,
-                Some(rustix::fs::Uid::from_raw(entry.uid)),
-                Some(rustix::fs::Gid::from_raw(entry.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(io_err(ExtractError::Create))?;
+        match rustix::fs::mkdirat(dir, leaf, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                if !self.clear_leaf(dir, leaf, true)? {
+                    // Not a folder: it was removed, and the tree's shape changed.
+                    self.parent_cache = None;
+                    rustix::fs::mkdirat(dir, leaf, Mode::from_raw_mode(0o700))
+                        .map_err(io_err(ExtractError::Create))?;
+                }
+            }
+            Err(e) => return Err(ExtractError::Create(e.into())),
         }
-        if !(is_symlink || skip_owner && self.mode_is_exact(entry.mode)) {
-            // mknod applied the umask, and chown may have cleared set-id bits. The leaf was
-            // just created by us as a non-symlink, so following it is safe.
-            rustix::fs::chmodat(
-                &dir,
-                leaf,
-                Mode::from_raw_mode(self.file_mode(entry)),
-                AtFlags::empty(),
-            )
-            .map_err(io_err(ExtractError::Create))?;
-        }
-        rustix::fs::utimensat(
-            &dir,
-            leaf,
-            &timestamps(entry.mtime),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(io_err(ExtractError::Create))?;
-        self.count_dropped_owner(entry.uid);
+        self.dirs.insert(path, Self::dir_meta(entry));
         Ok(())
+    }
+
+    /// A regular file: a new leaf with its data, or another name of a file already
+    /// written (a hard link set), whose data this entry may carry.
+    fn write_file(
+        &mut self,
+        dir: &OwnedFd,
+        parent: &[u8],
+        leaf: &OsStr,
+        path: RelPath,
+        entry: &Entry,
+        data: &mut EntryData<'_>,
+    ) -> Result<(), ExtractError> {
+        if let Some(first) = entry.link_key.and_then(|k| self.links.get(&k)).cloned() {
+            self.link_to(&first.path, parent, leaf)?;
+            if entry.size > 0 {
+                let dir = self.parent(parent)?;
+                let fd = Self::open_linked_file(&dir, leaf, &first)?;
+                self.finish_file(fd, entry, data, false)?;
+            }
+            return Ok(());
+        }
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // Created with its final permissions where the umask allows (no chmod later); the
+        // fd we write through is open whatever they are.
+        let initial = Mode::from_raw_mode(entry.mode & 0o777);
+        let fd = self.create_leaf(dir, leaf, |d, l| rustix::fs::openat(d, l, flags, initial))?;
+        if let Some(key) = entry.link_key {
+            let st = rustix::fs::fstat(&fd).map_err(io_err(ExtractError::Create))?;
+            self.record_link(key, path, Some((st.st_dev, st.st_ino)));
+        }
+        self.finish_file(fd, entry, data, true)
     }
 
     fn record_link(&mut self, key: LinkKey, path: RelPath, inode: Option<(u64, u64)>) {
@@ -567,119 +543,6 @@ impl Extractor {
                 create(dir, leaf).map_err(io_err(ExtractError::Create))
             }
             other => other.map_err(io_err(ExtractError::Create)),
-        }
-    }
-
-    /// Whether chown would change nothing: we are root, the entry's owner is who creates
-    /// files here, and the parent is not setgid (which would hand its group down).
-    fn owner_is_default(&self, uid: u32, gid: u32) -> bool {
-        !self.parent_setgid && (uid, gid) == self.creator
-    }
-
-    /// Whether creating with `mode & 0o777` already gave the entry's mode.
-    fn mode_is_exact(&self, mode: u32) -> bool {
-        mode & 0o7000 == 0 && mode & self.umask == 0
-    }
-
-    /// Writes the data, then owner, mode and times. `fresh`: we just created the file with
-    /// the entry's permission bits.
-    fn finish_file(
-        &mut self,
-        fd: OwnedFd,
-        entry: &Entry,
-        data: &mut EntryData<'_>,
-        fresh: bool,
-    ) -> Result<(), ExtractError> {
-        let mut file = File::from(fd);
-        if let Some((src, len)) = data.take_source() {
-            // The data and then the metadata are written on the copy thread.
-            let job = Job {
-                src: src.try_clone().map_err(ExtractError::Write)?,
-                dst: file,
-                len,
-                meta: self.file_meta(entry, fresh),
-                name: crate::archive::display_name(&entry.name),
-            };
-            self.report.bytes += len;
-            if self.copier.is_none() {
-                self.copier = Some(Copier::start().map_err(ExtractError::Write)?);
-            }
-            if !self.copier.as_ref().is_some_and(|c| c.send(job)) {
-                let err = self.copier.take().map(Copier::finish);
-                return Err(ExtractError::Write(match err {
-                    Some(Err(e)) => e,
-                    _ => io::Error::other("the copy thread stopped"),
-                }));
-            }
-            return Ok(());
-        }
-        loop {
-            let buf = data.fill_buf().map_err(ExtractError::Write)?;
-            if buf.is_empty() {
-                break;
-            }
-            file.write_all(buf).map_err(ExtractError::Write)?;
-            let n = buf.len();
-            self.report.bytes += n as u64;
-            data.consume(n);
-        }
-        if data.remaining() > 0 {
-            return Err(ExtractError::Write(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("truncated data ({} bytes missing)", data.remaining()),
-            )));
-        }
-        self.file_meta(entry, fresh)
-            .apply(&file)
-            .map_err(ExtractError::Create)
-    }
-
-    /// Owner, mode and mtime for a regular file, leaving out a chown or chmod that would
-    /// change nothing. `fresh`: we just created the file with the entry's permission bits.
-    fn file_meta(&mut self, entry: &Entry, fresh: bool) -> FileMeta {
-        let default_owner = self.privileged && self.owner_is_default(entry.uid, entry.gid);
-        self.count_dropped_owner(entry.uid);
-        FileMeta {
-            owner: (self.privileged && !default_owner).then_some((entry.uid, entry.gid)),
-            mode: (!(fresh && default_owner && self.mode_is_exact(entry.mode)))
-                .then(|| self.file_mode(entry)),
-            mtime: entry.mtime,
-        }
-    }
-
-    /// Counts an owner we could not give (not running as root).
-    fn count_dropped_owner(&mut self, uid: u32) {
-        if !self.privileged && uid != self.creator.0 {
-            self.report.ownership_dropped += 1;
-        }
-    }
-
-    /// The mode to give a non-folder entry. Set-user-id and set-group-id go when the owner
-    /// they name could not be set (not running as root): they would grant the ids of
-    /// whoever extracts, not the archive's (as tar and libarchive do).
-    fn file_mode(&self, entry: &Entry) -> u32 {
-        let mut mode = entry.mode;
-        if self.recorded.is_some() {
-            // The record keeps the real mode; the tree stays readable for the image.
-            mode |= 0o600;
-        }
-        if !self.privileged {
-            if entry.uid != self.creator.0 {
-                mode &= !0o4000;
-            }
-            if entry.gid != self.creator.1 {
-                mode &= !0o2000;
-            }
-        }
-        mode
-    }
-
-    fn dir_meta(entry: &Entry) -> DirMeta {
-        DirMeta {
-            mode: entry.mode,
-            uid: entry.uid,
-            gid: entry.gid,
-            mtime: entry.mtime,
         }
     }
 }

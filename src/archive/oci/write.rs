@@ -229,7 +229,7 @@ pub fn write_layout(
     interrupted: &dyn Fn() -> bool,
 ) -> Result<Written, WriteError> {
     let mut blobs = Blobs::new(layout)?;
-    let (mut layers, mut diff_ids, mut history) = match base {
+    let (mut layers, mut diff_ids, history) = match base {
         Some(image) => {
             let (descriptors, diff_ids) = copy_base_layers(&mut blobs, image)?;
             (descriptors, diff_ids, image.config.history.clone())
@@ -237,34 +237,9 @@ pub fn write_layout(
         None => Default::default(),
     };
     let (layer, layer_size, diff_id) = blobs.put_layer(tree, opts, interrupted)?;
-    // RFC 3339, as the spec asks: "2023-11-14T22:13:20Z".
-    let created = format!(
-        "{}Z",
-        crate::time_format::format_utc(opts.created).replacen(' ', "T", 1)
-    );
     let (os, arch) = super::host_platform();
-    let config = ImageConfig {
-        created: Some(created.clone()),
-        architecture: arch.clone(),
-        os: os.clone(),
-        config: Some(opts.config.clone()),
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids: {
-                diff_ids.push(diff_id.to_string());
-                diff_ids
-            },
-        },
-        history: {
-            history.push(History {
-                created: Some(created),
-                created_by: Some(opts.history.clone()),
-                comment: None,
-                empty_layer: false,
-            });
-            history
-        },
-    };
+    diff_ids.push(diff_id.to_string());
+    let config = image_config(opts, diff_ids, history, os.clone(), arch.clone());
     let (config_digest, config_size) = blobs.put(&json(&config, layout)?)?;
     let media = match opts.compression {
         Compression::Gzip => spec::LAYER_GZIP,
@@ -283,7 +258,64 @@ pub fn write_layout(
         layers,
     };
     let (manifest_digest, manifest_size) = blobs.put(&json(&manifest, layout)?)?;
-    let mut named = descriptor(spec::MANIFEST, &manifest_digest, manifest_size);
+    let named = descriptor(spec::MANIFEST, &manifest_digest, manifest_size);
+    write_index(
+        layout,
+        opts,
+        named,
+        (os, arch),
+        &config_digest,
+        docker_layers,
+    )?;
+    Ok(Written {
+        manifest: manifest_digest,
+        layer,
+        diff_id,
+    })
+}
+
+/// The image's config: the base's diff_ids and history (if any) with this layer's.
+fn image_config(
+    opts: &ImageOptions,
+    diff_ids: Vec<String>,
+    mut history: Vec<History>,
+    os: String,
+    arch: String,
+) -> ImageConfig {
+    // RFC 3339, as the spec asks: "2023-11-14T22:13:20Z".
+    let created = format!(
+        "{}Z",
+        crate::time_format::format_utc(opts.created).replacen(' ', "T", 1)
+    );
+    history.push(History {
+        created: Some(created.clone()),
+        created_by: Some(opts.history.clone()),
+        comment: None,
+        empty_layer: false,
+    });
+    ImageConfig {
+        created: Some(created),
+        architecture: arch,
+        os,
+        config: Some(opts.config.clone()),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids,
+        },
+        history,
+    }
+}
+
+/// The layout's `oci-layout`, its `index.json` naming the manifest `named` for this
+/// platform and tag, and Docker's `manifest.json` beside them.
+fn write_index(
+    layout: &Path,
+    opts: &ImageOptions,
+    mut named: Descriptor,
+    (os, arch): (String, String),
+    config_digest: &Digest,
+    docker_layers: Vec<String>,
+) -> Result<(), WriteError> {
     named.platform = Some(Platform {
         architecture: arch,
         os,
@@ -311,11 +343,7 @@ pub fn write_layout(
         layers: docker_layers,
     }];
     write("manifest.json", &json(&docker, layout)?)?;
-    Ok(Written {
-        manifest: manifest_digest,
-        layer,
-        diff_id,
-    })
+    Ok(())
 }
 
 fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {

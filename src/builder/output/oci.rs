@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::{swap_into_place, sync_hashing};
 use crate::archive::oci;
-use crate::builder::stage::{self, Filled};
+use crate::builder::delta;
+use crate::builder::stage::Filled;
 use crate::builder::{BuildError, Job, Written, check_interrupt, out_err};
 use crate::fsutil::AtomicFile;
 use crate::interrupt::interrupted;
@@ -53,7 +54,7 @@ fn base_and_delta(
         return Ok((None, tree.to_path_buf()));
     };
     let delta = job.work.join("delta");
-    match stage::delta_over_base(tree, b, &delta).map_err(out_err(tree))? {
+    match delta::delta_over_base(tree, b, &delta).map_err(out_err(tree))? {
         Ok(()) => {
             let sel = oci::Selector {
                 reference: b.reference.clone(),
