@@ -50,13 +50,69 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
-fn ioctl(fd: &File, request: libc::c_ulong, arg: usize) -> io::Result<libc::c_int> {
-    // SAFETY: loop ioctls take an integer or a pointer to a struct that outlives the call.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request, arg) };
+/// The result of an ioctl: its value, or the error it set.
+fn checked(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(r)
+    }
+}
+
+/// One typed wrapper per loop ioctl: each passes the argument its request takes, so no
+/// caller hands the kernel an integer where it reads a pointer.
+mod ioctl {
+    use super::{LoopConfig, LoopInfo64, checked};
+    use std::fs::File;
+    use std::io;
+    use std::os::unix::io::AsRawFd;
+
+    /// The number of a free loop device (LOOP_CTL_GET_FREE on `/dev/loop-control`).
+    pub fn get_free(control: &File) -> io::Result<libc::c_int> {
+        // SAFETY: the request takes no argument.
+        checked(unsafe { libc::ioctl(control.as_raw_fd(), super::LOOP_CTL_GET_FREE, 0) })
+    }
+
+    /// LOOP_CONFIGURE: backing file, flags and size in one call (Linux 5.8).
+    pub fn configure(device: &File, config: &LoopConfig) -> io::Result<libc::c_int> {
+        // SAFETY: the kernel reads a `struct loop_config` that outlives the call.
+        checked(unsafe {
+            libc::ioctl(
+                device.as_raw_fd(),
+                super::LOOP_CONFIGURE,
+                config as *const LoopConfig,
+            )
+        })
+    }
+
+    /// LOOP_SET_FD: binds `backing` (before LOOP_CONFIGURE existed).
+    pub fn set_fd(device: &File, backing: &File) -> io::Result<libc::c_int> {
+        // SAFETY: the request takes an fd number, open for the call.
+        checked(unsafe {
+            libc::ioctl(
+                device.as_raw_fd(),
+                super::LOOP_SET_FD,
+                backing.as_raw_fd() as libc::c_ulong,
+            )
+        })
+    }
+
+    /// LOOP_SET_STATUS64: the flags, after LOOP_SET_FD.
+    pub fn set_status(device: &File, info: &LoopInfo64) -> io::Result<libc::c_int> {
+        // SAFETY: the kernel reads a `struct loop_info64` that outlives the call.
+        checked(unsafe {
+            libc::ioctl(
+                device.as_raw_fd(),
+                super::LOOP_SET_STATUS64,
+                info as *const LoopInfo64,
+            )
+        })
+    }
+
+    /// LOOP_CLR_FD: unbinds the backing file (or, once mounted, leaves it to autoclear).
+    pub fn clear(device: &File) -> io::Result<libc::c_int> {
+        // SAFETY: the request takes no argument.
+        checked(unsafe { libc::ioctl(device.as_raw_fd(), super::LOOP_CLR_FD, 0) })
     }
 }
 
@@ -87,7 +143,7 @@ impl Loop {
         info.flags = LO_FLAGS_AUTOCLEAR | if read_only { LO_FLAGS_READ_ONLY } else { 0 };
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            let n = ioctl(&control, LOOP_CTL_GET_FREE, 0)?;
+            let n = ioctl::get_free(&control)?;
             let path = PathBuf::from(format!("/dev/loop{n}"));
             let device = File::options()
                 .read(true)
@@ -100,15 +156,13 @@ impl Loop {
                 info,
                 reserved: [0; 8],
             };
-            let configured = match ioctl(&device, LOOP_CONFIGURE, &config as *const _ as usize) {
+            let configured = match ioctl::configure(&device, &config) {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOTTY)) => {
                     // Before Linux 5.8: bind, then set the flags.
-                    ioctl(&device, LOOP_SET_FD, backing.as_raw_fd() as usize).and_then(|_| {
-                        ioctl(&device, LOOP_SET_STATUS64, &info as *const _ as usize).inspect_err(
-                            |_| {
-                                let _ = ioctl(&device, LOOP_CLR_FD, 0);
-                            },
-                        )
+                    ioctl::set_fd(&device, backing).and_then(|_| {
+                        ioctl::set_status(&device, &info).inspect_err(|_| {
+                            let _ = ioctl::clear(&device);
+                        })
                     })
                 }
                 other => other,
@@ -130,14 +184,14 @@ impl Loop {
 impl Drop for Loop {
     fn drop(&mut self) {
         // Once mounted this only confirms autoclear; unmounted, it frees the device now.
-        let _ = ioctl(&self.device, LOOP_CLR_FD, 0);
+        let _ = ioctl::clear(&self.device);
     }
 }
 
 /// Detaches the loop device at `path` (used to clean up after a killed build).
 pub fn detach(path: &Path) -> io::Result<()> {
     let device = File::open(path)?;
-    ioctl(&device, LOOP_CLR_FD, 0).map(drop)
+    ioctl::clear(&device).map(drop)
 }
 
 fn unsafe_zeroed() -> LoopInfo64 {

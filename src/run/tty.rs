@@ -29,33 +29,44 @@ pub fn console_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// In the container, before exec: opens a pty of the container's devpts, sends the master
 /// through `socket`, and makes the slave the controlling terminal and stdio.
 pub fn attach_console(socket: RawFd) -> io::Result<()> {
-    // SAFETY: plain pty syscalls on fds we open here; every failure is checked.
+    /// An fd just returned by open(2), owned from here (closed on drop).
+    fn opened(fd: RawFd) -> io::Result<OwnedFd> {
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: open(2) of a C string.
+    let master = opened(unsafe { libc::open(c"/dev/ptmx".as_ptr(), flags) })?;
+    let mut name = [0 as libc::c_char; 64];
+    // SAFETY: unlockpt and ptsname_r on our master, into a buffer of its stated size.
     unsafe {
-        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
-        let master = libc::open(c"/dev/ptmx".as_ptr(), flags);
-        if master < 0 || libc::unlockpt(master) != 0 {
+        if libc::unlockpt(master.as_raw_fd()) != 0
+            || libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) != 0
+        {
             return Err(io::Error::last_os_error());
         }
-        let mut name = [0 as libc::c_char; 64];
-        if libc::ptsname_r(master, name.as_mut_ptr(), name.len()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
-        if slave < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        send_fd(socket, master)?;
-        libc::close(master);
+    }
+    // SAFETY: open(2) of the NUL-terminated name ptsname_r wrote.
+    let slave = opened(unsafe { libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) })?;
+    send_fd(socket, master.as_raw_fd())?;
+    drop(master);
+    // SAFETY: setsid, TIOCSCTTY and dup2 on our own fds; the session leader (already one,
+    // as the container's init, when there is no init of ours) takes the terminal.
+    unsafe {
         libc::setsid();
-        if libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
+        if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
             return Err(io::Error::last_os_error());
         }
         for fd in 0..3 {
-            libc::dup2(slave, fd);
+            libc::dup2(slave.as_raw_fd(), fd);
         }
-        if slave > 2 {
-            libc::close(slave);
-        }
+    }
+    // A slave that landed on 0-2 stays open there as the copy dup2 left in place.
+    if slave.as_raw_fd() <= 2 {
+        std::mem::forget(slave);
     }
     Ok(())
 }
@@ -152,17 +163,20 @@ impl Pty {
     /// typed: without it a command reading the terminal would wait forever.
     pub fn relay(&self) -> Relay {
         let raw = RawMode::enter();
-        let master = self.master.as_raw_fd();
         // SAFETY: isatty on our stdin.
         let piped = unsafe { libc::isatty(0) } == 0;
         let eof = if piped { self.stop_echo() } else { None };
-        // SAFETY: duplicating fds the threads will own.
-        let (to_pty, from_pty) = unsafe { (libc::dup(master), libc::dup(master)) };
+        // One duplicate of the master per thread, closed when the thread ends. Without
+        // them (no fd left) or without threads the command runs unrelayed.
+        let (Ok(to_pty), Ok(from_pty)) = (self.master.try_clone(), self.master.try_clone()) else {
+            return Relay {
+                _raw: raw,
+                output: None,
+            };
+        };
         // Input may block forever on our stdin: that thread is left to die with us.
-        // Without threads (the system refuses one) the command runs unrelayed.
-        // SAFETY (both threads): closing the duplicate each thread owns.
         let _ = std::thread::Builder::new().spawn(move || {
-            let last = copy(0, to_pty);
+            let last = copy(0, to_pty.as_raw_fd());
             if let Some(eof) = eof {
                 // At the start of a line one EOF character ends the input; after a
                 // partial line the first one only hands that line over.
@@ -172,15 +186,13 @@ impl Pty {
                     2
                 };
                 for _ in 0..n {
-                    unsafe { libc::write(to_pty, [eof].as_ptr().cast(), 1) };
+                    let _ = rustix::io::write(&to_pty, &[eof]);
                 }
             }
-            unsafe { libc::close(to_pty) };
         });
         let output = std::thread::Builder::new()
             .spawn(move || {
-                let _ = copy(from_pty, 1);
-                unsafe { libc::close(from_pty) };
+                let _ = copy(from_pty.as_raw_fd(), 1);
             })
             .ok();
         Relay { _raw: raw, output }
