@@ -132,7 +132,16 @@ fn find_program(name: &CString, path: &str) -> Option<CString> {
 
 /// Drops privileges as the spec says and executes the command. Never returns: on failure
 /// it reports to `err_fd` and exits 126 (cannot execute) or 127 (not found).
-pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t) -> ! {
+///
+/// With a `gate`, waits for it to close before the filter and `execve`: nothing of the
+/// container runs until then (see [`run_init`]), while everything before it overlaps the
+/// init's own exec.
+pub fn exec_command(
+    spec: &ProcessSpec,
+    err_fd: RawFd,
+    old_mask: &libc::sigset_t,
+    gate: Option<OwnedFd>,
+) -> ! {
     let step = |r: io::Result<()>| {
         if let Err(e) = r {
             fail(err_fd, 125, &format!("preparing the command: {e}"));
@@ -197,6 +206,11 @@ pub fn exec_command(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t
             }
         }
         libc::sigprocmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut());
+    }
+    if let Some(gate) = gate {
+        let mut byte = [0u8; 1];
+        // EOF: the init has become the sealed copy (or died, and so will we).
+        while let Err(rustix::io::Errno::INTR) = rustix::io::read(&gate, &mut byte) {}
     }
     // Last, so that nothing of ours runs under a profile that may refuse it.
     if let Some(filter) = &spec.seccomp
@@ -290,8 +304,9 @@ pub fn sealed_init() -> io::Result<OwnedFd> {
 /// A process cloned from rootpack shows rootpack's host binary as `/proc/1/exe`; a
 /// container with CAP_SYS_PTRACE could open it and rewrite the host's rootpack once it is
 /// no longer running (CVE-2019-5736, runc's binary). After the exec, `/proc/1/exe` is a
-/// sealed memfd that exists nowhere else. The command waits at a gate (a pipe that the
-/// exec closes) so that nothing in the container runs before that.
+/// sealed memfd that exists nowhere else. The command prepares itself meanwhile and
+/// waits, right before its filter and `execve`, at a gate (a pipe that the init's exec
+/// closes), so that nothing of the container runs before that.
 pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t, exe: &OwnedFd) -> ! {
     let (gate_r, gate_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
         Ok(p) => p,
@@ -308,11 +323,7 @@ pub fn run_init(spec: &ProcessSpec, err_fd: RawFd, old_mask: &libc::sigset_t, ex
     }
     if child == 0 {
         drop(gate_w);
-        let mut byte = [0u8; 1];
-        // EOF: the init has become the sealed copy (or died, and so will we).
-        while let Err(rustix::io::Errno::INTR) = rustix::io::read(&gate_r, &mut byte) {}
-        drop(gate_r);
-        exec_command(spec, err_fd, old_mask);
+        exec_command(spec, err_fd, old_mask, Some(gate_r));
     }
     drop(gate_r);
     // SAFETY: closing our copy of the console socket; the command holds its own.

@@ -975,7 +975,7 @@ fn child_main(go: OwnedFd, err: OwnedFd, child: Child<'_>, old_mask: &libc::sigs
     }
     match init_exe {
         Some(exe) => init::run_init(spec, err_fd, old_mask, &exe),
-        None => init::exec_command(spec, err_fd, old_mask),
+        None => init::exec_command(spec, err_fd, old_mask, None),
     }
 }
 
