@@ -729,6 +729,20 @@ fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(vars)
 }
 
+/// The filter the last `--security-opt seccomp=…` asks for (Docker's default without one).
+fn seccomp_choice(opts: &[SecurityOpt]) -> rootpack::run::seccomp::Seccomp {
+    use rootpack::run::seccomp::Seccomp;
+    let mut seccomp = Seccomp::Default;
+    for opt in opts {
+        match opt {
+            SecurityOpt::SeccompUnconfined => seccomp = Seccomp::Unconfined,
+            SecurityOpt::SeccompProfile(file) => seccomp = Seccomp::File(file.clone()),
+            SecurityOpt::NoNewPrivileges => {}
+        }
+    }
+    seccomp
+}
+
 fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
     if !rustix::process::geteuid().is_root() {
         eprintln!(
@@ -743,16 +757,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
     }
     env.extend(args.env.iter().cloned());
     let (user, user_name) = rootpack::ids::split_user(args.user.as_deref());
-    let mut seccomp = rootpack::run::seccomp::Seccomp::Default;
-    for opt in &args.security_opt {
-        match opt {
-            SecurityOpt::SeccompUnconfined => seccomp = rootpack::run::seccomp::Seccomp::Unconfined,
-            SecurityOpt::SeccompProfile(file) => {
-                seccomp = rootpack::run::seccomp::Seccomp::File(file.clone())
-            }
-            SecurityOpt::NoNewPrivileges => {}
-        }
-    }
+    let seccomp = seccomp_choice(&args.security_opt);
     let image = args.image;
     let manifest_path = manifest::path_for(&image);
     if !quiet && image.exists() && !manifest_path.exists() {

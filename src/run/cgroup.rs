@@ -166,112 +166,121 @@ impl Cgroup {
             memory: None,
         };
         match layout {
-            Layout::None => {
-                if *limits != Limits::default() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        "no cgroup hierarchy is mounted",
-                    ));
-                }
+            Layout::None if *limits != Limits::default() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "no cgroup hierarchy is mounted",
+                ));
             }
-            Layout::V1(hierarchies) => {
-                // A limit whose controller is not mounted would be silently ignored.
-                let requested = [
-                    ("memory", limits.memory.is_some()),
-                    ("pids", limits.pids.is_some()),
-                    ("cpu", limits.cpus.is_some()),
-                ];
-                for (ctrl, _) in requested.iter().filter(|(_, asked)| *asked) {
-                    if !hierarchies.iter().any(|h| h.has(ctrl)) {
-                        return Err(io::Error::new(
-                            io::ErrorKind::Unsupported,
-                            format!(
-                                "a {ctrl} limit needs the {ctrl} cgroup controller, which is not mounted"
-                            ),
-                        ));
-                    }
-                }
-                for h in hierarchies {
-                    let dir = h.dir.join(name);
-                    make_dir(&dir)?;
-                    cg.dirs.push(dir.clone());
-                    if h.has("cpuset") {
-                        // A new cpuset group starts empty, and takes no task until given
-                        // its parent's CPUs and memory nodes.
-                        for file in ["cpuset.cpus", "cpuset.mems"] {
-                            let value = std::fs::read_to_string(h.dir.join(file))?;
-                            write(&dir.join(file), value.trim())?;
-                        }
-                    }
-                    if h.has("memory") {
-                        if let Some(m) = limits.memory {
-                            write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
-                            // No swapping around the limit, where swap is accounted.
-                            let memsw = dir.join("memory.memsw.limit_in_bytes");
-                            if memsw.exists() {
-                                write(&memsw, &m.to_string())?;
-                            }
-                        }
-                        cg.memory = Some(dir.join("memory.oom_control"));
-                    }
-                    if h.has("devices") {
-                        cg.devices = Some(DeviceGroup::V1(dir.clone()));
-                    }
-                    if h.has("pids")
-                        && let Some(p) = limits.pids
-                    {
-                        write(&dir.join("pids.max"), &p.to_string())?;
-                    }
-                    if h.has("cpu")
-                        && let Some(c) = limits.cpus
-                    {
-                        write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD.to_string())?;
-                        write(&dir.join("cpu.cfs_quota_us"), &cpu_quota(c).to_string())?;
-                    }
-                }
-            }
-            Layout::V2(mnt) => {
-                let parent = mnt.join("rootpack");
-                let fresh = !parent.exists();
-                make_dir(&parent)?;
-                // Once, when our parent group is made, not on every run.
-                for dir in [mnt.as_path(), parent.as_path()]
-                    .into_iter()
-                    .filter(|_| fresh)
-                {
-                    // One at a time: one the host lacks must not block the others. Already
-                    // enabled, or not available: the limit writes below say which.
-                    for ctrl in ["+memory", "+pids", "+cpu"] {
-                        let _ = write(&dir.join("cgroup.subtree_control"), ctrl);
-                    }
-                }
-                let dir = parent.join(name);
-                make_dir(&dir)?;
-                cg.dirs.push(dir.clone());
-                cg.devices = match super::devices::load_v2() {
-                    Ok(prog) => Some(DeviceGroup::V2(dir.clone(), prog)),
-                    Err(e) => {
-                        log::info!("no device cgroup ({e}): every mount stays nodev");
-                        None
-                    }
-                };
-                if let Some(m) = limits.memory {
-                    write(&dir.join("memory.max"), &m.to_string())?;
-                    let _ = write(&dir.join("memory.swap.max"), "0");
-                }
-                if let Some(p) = limits.pids {
-                    write(&dir.join("pids.max"), &p.to_string())?;
-                }
-                if let Some(c) = limits.cpus {
-                    write(
-                        &dir.join("cpu.max"),
-                        &format!("{} {CPU_PERIOD}", cpu_quota(c)),
-                    )?;
-                }
-                cg.memory = Some(dir.join("memory.events"));
-            }
+            Layout::None => {}
+            Layout::V1(hierarchies) => cg.create_v1(hierarchies, name, limits)?,
+            Layout::V2(mnt) => cg.create_v2(mnt, name, limits)?,
         }
         Ok(cg)
+    }
+
+    /// A group in every v1 hierarchy (the cgroup2 one of a hybrid host included).
+    fn create_v1(
+        &mut self,
+        hierarchies: &[Hierarchy],
+        name: &str,
+        limits: &Limits,
+    ) -> io::Result<()> {
+        // A limit whose controller is not mounted would be silently ignored.
+        let requested = [
+            ("memory", limits.memory.is_some()),
+            ("pids", limits.pids.is_some()),
+            ("cpu", limits.cpus.is_some()),
+        ];
+        for (ctrl, _) in requested.iter().filter(|(_, asked)| *asked) {
+            if !hierarchies.iter().any(|h| h.has(ctrl)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "a {ctrl} limit needs the {ctrl} cgroup controller, which is not mounted"
+                    ),
+                ));
+            }
+        }
+        for h in hierarchies {
+            let dir = h.dir.join(name);
+            make_dir(&dir)?;
+            self.dirs.push(dir.clone());
+            if h.has("cpuset") {
+                // A new cpuset group starts empty, and takes no task until given
+                // its parent's CPUs and memory nodes.
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    let value = std::fs::read_to_string(h.dir.join(file))?;
+                    write(&dir.join(file), value.trim())?;
+                }
+            }
+            if h.has("memory") {
+                if let Some(m) = limits.memory {
+                    write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+                    // No swapping around the limit, where swap is accounted.
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write(&memsw, &m.to_string())?;
+                    }
+                }
+                self.memory = Some(dir.join("memory.oom_control"));
+            }
+            if h.has("devices") {
+                self.devices = Some(DeviceGroup::V1(dir.clone()));
+            }
+            if h.has("pids")
+                && let Some(p) = limits.pids
+            {
+                write(&dir.join("pids.max"), &p.to_string())?;
+            }
+            if h.has("cpu")
+                && let Some(c) = limits.cpus
+            {
+                write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD.to_string())?;
+                write(&dir.join("cpu.cfs_quota_us"), &cpu_quota(c).to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A group under `<mount>/rootpack/`, with the controllers enabled on the way.
+    fn create_v2(&mut self, mnt: &Path, name: &str, limits: &Limits) -> io::Result<()> {
+        let parent = mnt.join("rootpack");
+        let fresh = !parent.exists();
+        make_dir(&parent)?;
+        // Once, when our parent group is made, not on every run.
+        for dir in [mnt, parent.as_path()].into_iter().filter(|_| fresh) {
+            // One at a time: one the host lacks must not block the others. Already
+            // enabled, or not available: the limit writes below say which.
+            for ctrl in ["+memory", "+pids", "+cpu"] {
+                let _ = write(&dir.join("cgroup.subtree_control"), ctrl);
+            }
+        }
+        let dir = parent.join(name);
+        make_dir(&dir)?;
+        self.dirs.push(dir.clone());
+        self.devices = match super::devices::load_v2() {
+            Ok(prog) => Some(DeviceGroup::V2(dir.clone(), prog)),
+            Err(e) => {
+                log::info!("no device cgroup ({e}): every mount stays nodev");
+                None
+            }
+        };
+        if let Some(m) = limits.memory {
+            write(&dir.join("memory.max"), &m.to_string())?;
+            let _ = write(&dir.join("memory.swap.max"), "0");
+        }
+        if let Some(p) = limits.pids {
+            write(&dir.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(c) = limits.cpus {
+            write(
+                &dir.join("cpu.max"),
+                &format!("{} {CPU_PERIOD}", cpu_quota(c)),
+            )?;
+        }
+        self.memory = Some(dir.join("memory.events"));
+        Ok(())
     }
 
     /// Moves `pid` into the group(s).

@@ -156,19 +156,7 @@ pub fn exec_command(
         fail(err_fd, 125, &format!("workdir /{}: {e}", spec.workdir));
     }
     let mut env = spec.env.clone();
-    let user = match &spec.user_name {
-        Some(name) => match lookup_user(name) {
-            Ok(found) => {
-                if !env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
-                    let home = found.home.as_deref().unwrap_or("/");
-                    env.extend(CString::new(format!("HOME={home}")).ok());
-                }
-                Some((found.uid, found.gid))
-            }
-            Err(e) => fail(err_fd, 125, &format!("--user: {e}")),
-        },
-        None => spec.user,
-    };
+    let user = command_user(spec, &mut env, err_fd);
     step(security::limit_bounding_set(spec.capabilities));
     if let Some((uid, gid)) = user
         && let Err(e) = security::switch_ids(uid, gid)
@@ -180,21 +168,7 @@ pub fn exec_command(
     }
     step(security::set_no_new_privs());
     step(security::cloexec_from_3());
-    let Some(program) = spec.argv.first().and_then(|a| find_program(a, &spec.path)) else {
-        let name = spec
-            .argv
-            .first()
-            .map(|a| a.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        fail(
-            err_fd,
-            127,
-            &format!(
-                "{name}: command not found in the image (PATH={})",
-                spec.path
-            ),
-        );
-    };
+    let program = program_or_fail(spec, err_fd);
     let argv = null_terminated(&spec.argv);
     let envp = null_terminated(&env);
     // SAFETY: restoring default dispositions (Rust ignores SIGPIPE) and the signal mask
@@ -231,6 +205,44 @@ pub fn exec_command(
         code,
         &format!("executing {}: {e}", program.to_string_lossy()),
     );
+}
+
+/// The ids the command runs as: a named user looked up in the image (its HOME added to
+/// `env` unless set), or the numeric ones. A name the image lacks fails the start.
+fn command_user(spec: &ProcessSpec, env: &mut Vec<CString>, err_fd: RawFd) -> Option<(u32, u32)> {
+    let Some(name) = &spec.user_name else {
+        return spec.user;
+    };
+    match lookup_user(name) {
+        Ok(found) => {
+            if !env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
+                let home = found.home.as_deref().unwrap_or("/");
+                env.extend(CString::new(format!("HOME={home}")).ok());
+            }
+            Some((found.uid, found.gid))
+        }
+        Err(e) => fail(err_fd, 125, &format!("--user: {e}")),
+    }
+}
+
+/// The program to execute, found in PATH unless it has a slash; exit 127 when missing.
+fn program_or_fail(spec: &ProcessSpec, err_fd: RawFd) -> CString {
+    if let Some(program) = spec.argv.first().and_then(|a| find_program(a, &spec.path)) {
+        return program;
+    }
+    let name = spec
+        .argv
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    fail(
+        err_fd,
+        127,
+        &format!(
+            "{name}: command not found in the image (PATH={})",
+            spec.path
+        ),
+    )
 }
 
 /// Resolves a named user in the container's own `/etc/passwd` and `/etc/group` (we are

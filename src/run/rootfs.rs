@@ -42,10 +42,9 @@ pub struct Volume {
 pub struct RootfsSpec {
     pub image: PathBuf,
     /// The image file, opened once: checked, then attached as it is (see
-    /// [`super::verify`]). `None` for a folder.
+    /// [`super::verify`]). `None`: `image` is a folder (like `systemd-nspawn -D`), bound
+    /// instead of loop-mounted.
     pub image_file: Option<std::sync::Arc<std::fs::File>>,
-    /// `image` is a folder (like `systemd-nspawn -D`): bound instead of loop-mounted.
-    pub folder: bool,
     pub writable: bool,
     pub volumes: Vec<Volume>,
     pub tmpfs: Vec<RelPath>,
@@ -149,43 +148,7 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
     }
     let image = stage.join("image");
     std::fs::create_dir(&image)?;
-    let lo = if spec.folder {
-        // The host folder, bound read-only (all its mounts) unless --writable; the same
-        // overlay goes on top as for an image file.
-        let attrs = nodev_attr(spec) | if spec.writable { 0 } else { ATTR_RDONLY };
-        attach_copy(&spec.image, &open_path(&image)?, attrs, None)
-            .map_err(err(format!("binding {}", spec.image.display())))?;
-        log::debug!(
-            "bound folder {} on {}",
-            spec.image.display(),
-            image.display()
-        );
-        None
-    } else {
-        let file = spec
-            .image_file
-            .as_ref()
-            .ok_or_else(|| io::Error::other("the image file is not open"))?;
-        let lo = Loop::attach_file(file, !spec.writable)
-            .map_err(err(format!("attaching {}", spec.image.display())))?;
-        let device = lo.path().to_string_lossy().into_owned();
-        log::debug!(
-            "attached {} to {device} ({})",
-            spec.image.display(),
-            if spec.writable {
-                "read-write"
-            } else {
-                "read-only"
-            }
-        );
-        let access = if spec.writable {
-            nodev(spec)
-        } else {
-            MountFlags::RDONLY | nodev(spec)
-        };
-        mount(&device, &image, "ext4", access, None)?;
-        Some(lo)
-    };
+    let lo = mount_lower(spec, &image)?;
     let base = match &idmap {
         Some(m) => {
             let mapped = stage.join("mapped");
@@ -219,6 +182,29 @@ pub fn mount_image(spec: &RootfsSpec, idmap: Option<IdMap<'_>>) -> io::Result<()
     // The mount holds the device now; autoclear frees it when the namespace goes.
     drop(lo);
     Ok(())
+}
+
+/// The image, read-only unless `--writable`, at `at`: a folder bound (all its mounts), or
+/// the image file on a loop device, mounted. The loop device is returned to be held until
+/// the overlay holds the mount.
+fn mount_lower(spec: &RootfsSpec, at: &Path) -> io::Result<Option<Loop>> {
+    let Some(file) = &spec.image_file else {
+        let attrs = nodev_attr(spec) | if spec.writable { 0 } else { ATTR_RDONLY };
+        attach_copy(&spec.image, &open_path(at)?, attrs, None)
+            .map_err(err(format!("binding {}", spec.image.display())))?;
+        log::debug!("bound folder {} on {}", spec.image.display(), at.display());
+        return Ok(None);
+    };
+    let lo = Loop::attach_file(file, !spec.writable)
+        .map_err(err(format!("attaching {}", spec.image.display())))?;
+    let device = lo.path().to_string_lossy().into_owned();
+    let (access, how) = match spec.writable {
+        true => (nodev(spec), "read-write"),
+        false => (MountFlags::RDONLY | nodev(spec), "read-only"),
+    };
+    log::debug!("attached {} to {device} ({how})", spec.image.display());
+    mount(&device, at, "ext4", access, None)?;
+    Ok(Some(lo))
 }
 
 /// The rest, inside the container's namespaces: volumes, tmpfs, /proc, /sys, /dev,
@@ -391,17 +377,7 @@ const ATTR_IDMAP: u64 = 0x0010_0000;
 /// of them (a plain remount would change only the top one), seen through `userns`'s id
 /// mapping if given: open_tree + mount_setattr(AT_RECURSIVE) + move_mount (Linux 5.12).
 fn attach_copy(src: &Path, dst: &OwnedFd, attrs: u64, userns: Option<&OwnedFd>) -> io::Result<()> {
-    use rustix::mount::MoveMountFlags;
-    let tree = detached_copy(src, attrs, userns)?;
-    let both_fds =
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
-    rustix::mount::move_mount(tree, c"", dst, c"", both_fds)?;
-    Ok(())
-}
-
-/// A recursive copy of the mounts at `src`, not attached anywhere, with `attrs` set.
-fn detached_copy(src: &Path, attrs: u64, userns: Option<&OwnedFd>) -> io::Result<OwnedFd> {
-    use rustix::mount::OpenTreeFlags;
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
     let tree = rustix::mount::open_tree(
         rustix::fs::CWD,
         src,
@@ -436,7 +412,10 @@ fn detached_copy(src: &Path, attrs: u64, userns: Option<&OwnedFd>) -> io::Result
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(tree)
+    let both_fds =
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
+    rustix::mount::move_mount(tree, c"", dst, c"", both_fds)?;
+    Ok(())
 }
 
 /// An `O_PATH` handle on a place we trust (our staging tmpfs, the kernel's /proc).
