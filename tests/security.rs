@@ -413,6 +413,8 @@ fn the_callers_terminal_takes_no_input_from_the_container() {
         );
         let out = on_a_terminal(&command);
         let got = lines(&out);
+        // The probe ran: its refusals below are its own, not the absence of its lines.
+        assert!(got.contains_key("tiocsti_stdin"), "{out}");
         assert_ne!(
             got.get("tiocsti_tty").map(String::as_str),
             Some("OK"),

@@ -130,12 +130,6 @@ const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 
-/// Loads [`program`] and attaches it to the v2 group `dir`. The group keeps it for its
-/// life.
-pub fn apply_v2(dir: &Path) -> io::Result<()> {
-    attach_v2(dir, &load_v2()?)
-}
-
 /// Loads [`program`] into the kernel (checked by its verifier): done when the group is
 /// made, so that a host without BPF for cgroups is known before the container is built.
 pub fn load_v2() -> io::Result<OwnedFd> {
@@ -251,7 +245,7 @@ mod tests {
         }
         let dir = base.join(format!("rootpack-devices-test-{}", std::process::id()));
         std::fs::create_dir(&dir).unwrap();
-        apply_v2(&dir).unwrap();
+        attach_v2(&dir, &load_v2().unwrap()).unwrap();
         let procs = std::ffi::CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
         // SAFETY: the child only makes system calls on prepared data, then _exits.
         let pid = unsafe { libc::fork() };
