@@ -38,9 +38,11 @@ fn usage<T>(message: impl Into<String>) -> Result<T> {
 }
 
 fn main() -> ExitCode {
+    // First: a Ctrl-C in the first milliseconds (while the arguments are parsed) must be
+    // the same clean "interrupted" as one later, not the default kill.
+    interrupt::install();
     let cli = Cli::parse();
     let quiet = cli.quiet;
-    interrupt::install();
     let verbose = cli.verbose.saturating_add(cli.command.verbosity());
     init_logging(if cli.quiet { None } else { Some(verbose) });
     match run(cli) {
