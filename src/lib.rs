@@ -16,6 +16,7 @@ pub mod ops;
 pub mod progress;
 pub mod recipe;
 pub mod run;
+pub mod runtime;
 pub mod time_format;
 pub mod tree;
 pub mod walk;

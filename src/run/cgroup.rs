@@ -18,6 +18,8 @@ pub struct Hierarchy {
     /// Its controllers and name, as mount options ("cpu,cpuacct", "name=systemd"); empty
     /// for cgroup2.
     pub options: String,
+    /// The hierarchy's mount point: its root as we see it.
+    pub mount: PathBuf,
     /// The host's mount point's last component ("memory", "unified"), reused inside the
     /// container.
     pub mount_name: String,
@@ -96,6 +98,7 @@ impl Layout {
             } else {
                 v1.push(Hierarchy {
                     dir,
+                    mount: PathBuf::from(mnt),
                     options: ctrls.to_string(),
                     mount_name: mount_name(mnt),
                 });
@@ -105,6 +108,7 @@ impl Layout {
             if let Some((dir, mnt)) = v2 {
                 v1.push(Hierarchy {
                     dir,
+                    mount: PathBuf::from(mnt),
                     options: String::new(),
                     mount_name: mount_name(mnt),
                 });
@@ -477,6 +481,7 @@ mod tests {
     fn hierarchy(dir: &str, options: &str, mount_name: &str) -> Hierarchy {
         Hierarchy {
             dir: dir.into(),
+            mount: Path::new("/sys/fs/cgroup").join(mount_name),
             options: options.into(),
             mount_name: mount_name.into(),
         }

@@ -133,7 +133,106 @@ const BPF_CGROUP_DEVICE: u32 = 6;
 /// Loads [`program`] into the kernel (checked by its verifier): done when the group is
 /// made, so that a host without BPF for cgroups is known before the container is built.
 pub fn load_v2() -> io::Result<OwnedFd> {
-    let prog = program();
+    load_program(&program())
+}
+
+/// One rule of an OCI spec's `linux.resources.devices`: later rules win over earlier ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub allow: bool,
+    /// 'c' or 'b'; `None` for every type.
+    pub kind: Option<char>,
+    pub major: Option<u32>,
+    pub minor: Option<u32>,
+    /// The letters of "rwm" the rule covers.
+    pub access: String,
+}
+
+impl Rule {
+    /// The v1 form: "c 1:3 rwm", "a".
+    pub fn v1(&self) -> String {
+        let num = |n: Option<u32>| n.map_or("*".to_string(), |n| n.to_string());
+        match self.kind {
+            None if self.major.is_none() && self.minor.is_none() => "a".into(),
+            kind => format!(
+                "{} {}:{} {}",
+                kind.unwrap_or('a'),
+                num(self.major),
+                num(self.minor),
+                self.access
+            ),
+        }
+    }
+
+    /// BPF_DEVCG_ACC_* bits: mknod 1, read 2, write 4.
+    fn access_bits(&self) -> i32 {
+        self.access.chars().fold(0, |bits, c| {
+            bits | match c {
+                'm' => 1,
+                'r' => 2,
+                'w' => 4,
+                _ => 0,
+            }
+        })
+    }
+}
+
+/// Writes OCI rules into a v1 `devices` group, in order.
+pub fn apply_v1_rules(dir: &Path, rules: &[Rule]) -> io::Result<()> {
+    for rule in rules {
+        let file = dir.join(if rule.allow {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        });
+        std::fs::write(&file, rule.v1())
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+    }
+    Ok(())
+}
+
+/// The v2 program for OCI rules: the last rule that matches decides; none refuses.
+pub fn program_for(rules: &[Rule]) -> Vec<Insn> {
+    // r2 = access, r3 = type, r4 = major, r5 = minor, r6 scratch.
+    let mut p = vec![
+        insn(LDX_W, 2, 1, 0, 0),
+        insn(MOV_REG, 3, 2, 0, 0),
+        insn(AND_K, 3, 0, 0, 0xffff),
+        insn(RSH_K, 2, 0, 0, 16),
+        insn(LDX_W, 4, 1, 4, 0),
+        insn(LDX_W, 5, 1, 8, 0),
+    ];
+    for rule in rules.iter().rev() {
+        // Each check jumps to the next rule when it fails.
+        let mut skips = Vec::new();
+        if let Some(kind) = rule.kind {
+            skips.push(p.len());
+            p.push(insn(JNE_K, 3, 0, 0, if kind == 'b' { 1 } else { DEV_CHAR }));
+        }
+        p.push(insn(MOV_REG, 6, 2, 0, 0));
+        p.push(insn(AND_K, 6, 0, 0, !rule.access_bits() & 7));
+        skips.push(p.len());
+        p.push(insn(JNE_K, 6, 0, 0, 0));
+        for (reg, value) in [(4, rule.major), (5, rule.minor)] {
+            if let Some(v) = value {
+                skips.push(p.len());
+                p.push(insn(JNE_K, reg, 0, 0, v as i32));
+            }
+        }
+        p.push(insn(MOV_K, 0, 0, 0, rule.allow as i32));
+        p.push(insn(EXIT, 0, 0, 0, 0));
+        let next = p.len();
+        for at in skips {
+            p[at].off = (next - at - 1) as i16;
+        }
+    }
+    p.push(insn(MOV_K, 0, 0, 0, 0));
+    p.push(insn(EXIT, 0, 0, 0, 0));
+    p
+}
+
+/// Loads a device program into the kernel (checked by its verifier).
+pub fn load_program(prog: &[Insn]) -> io::Result<OwnedFd> {
     #[repr(C)]
     #[derive(Default)]
     struct Load {
@@ -205,8 +304,11 @@ mod tests {
 
     /// Runs the program on one device access, as the kernel would.
     fn decide(access: i32, kind: i32, major: u32, minor: u32) -> u64 {
+        run(&program(), access, kind, major, minor)
+    }
+
+    fn run(prog: &[Insn], access: i32, kind: i32, major: u32, minor: u32) -> u64 {
         let ctx = [((access << 16) | kind) as u32, major, minor];
-        let prog = program();
         let mut r = [0u64; 11];
         r[1] = 0;
         let mut pc = 0;
@@ -227,6 +329,38 @@ mod tests {
                 other => panic!("opcode {other:#x}"),
             }
         }
+    }
+
+    #[test]
+    fn oci_rules_the_last_match_wins() {
+        let rule = |allow, kind, major, minor, access: &str| Rule {
+            allow,
+            kind,
+            major,
+            minor,
+            access: access.into(),
+        };
+        let rules = [
+            rule(false, None, None, None, "rwm"),
+            rule(true, Some('c'), Some(1), Some(3), "rwm"),
+            rule(true, Some('c'), Some(136), None, "rw"),
+            rule(false, Some('c'), Some(136), Some(7), "w"),
+        ];
+        let prog = program_for(&rules);
+        let (r, w, m) = (2, 4, 1);
+        assert_eq!(run(&prog, r | w, DEV_CHAR, 1, 3), 1);
+        assert_eq!(
+            run(&prog, r, 1, 1, 3),
+            0,
+            "a block device of the same numbers"
+        );
+        assert_eq!(run(&prog, r, DEV_CHAR, 1, 1), 0, "/dev/mem");
+        assert_eq!(run(&prog, r | w, DEV_CHAR, 136, 2), 1);
+        assert_eq!(run(&prog, m, DEV_CHAR, 136, 2), 0, "mknod is not in rw");
+        assert_eq!(run(&prog, w, DEV_CHAR, 136, 7), 0, "a later deny wins");
+        assert_eq!(run(&prog, r, DEV_CHAR, 136, 7), 1);
+        assert_eq!(rules[0].v1(), "a");
+        assert_eq!(rules[2].v1(), "c 136:* rw");
     }
 
     /// The kernel verifies and runs the program: in a cgroup2 group of its own, a child

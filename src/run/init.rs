@@ -118,7 +118,7 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-fn find_program(name: &CString, path: &str) -> Option<CString> {
+pub(crate) fn find_program(name: &CString, path: &str) -> Option<CString> {
     let bytes = name.as_bytes();
     if bytes.contains(&b'/') {
         return Some(name.clone());

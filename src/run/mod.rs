@@ -21,10 +21,10 @@ pub mod seccomp;
 pub mod security;
 mod spec;
 mod stdio;
-mod tty;
+pub(crate) mod tty;
 pub mod user;
 pub mod verify;
-mod wait;
+pub(crate) mod wait;
 
 use std::io::{self, Read};
 use std::os::unix::io::{AsRawFd, OwnedFd};
@@ -117,7 +117,7 @@ pub struct Outcome {
     pub notice: Option<String>,
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     Ok((r, w))
 }

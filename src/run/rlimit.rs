@@ -85,7 +85,7 @@ impl Ulimit {
         })
     }
 
-    fn set(&self) -> io::Result<()> {
+    pub(crate) fn set(&self) -> io::Result<()> {
         let limit = libc::rlimit {
             rlim_cur: self.soft,
             rlim_max: self.hard,

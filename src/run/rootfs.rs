@@ -428,7 +428,7 @@ fn open_path(path: &Path) -> io::Result<OwnedFd> {
     )?)
 }
 
-fn pivot(new_root: &Path) -> io::Result<()> {
+pub(crate) fn pivot(new_root: &Path) -> io::Result<()> {
     rustix::process::chdir(new_root).map_err(io::Error::from)?;
     // pivot_root(".", "."): the old root ends up stacked under the new one, then detached.
     rustix::process::pivot_root(".", ".")
@@ -465,7 +465,15 @@ const READ_ONLY: &[&str] = &[
 
 /// Masks and read-only paths; a path the kernel has but we fail to cover is an error.
 fn mask_proc() -> io::Result<()> {
-    for path in MASKED {
+    mask_paths(MASKED)?;
+    read_only_paths(READ_ONLY)
+}
+
+/// Covers each path that exists: a folder with an empty read-only tmpfs, anything else
+/// with `/dev/null`.
+pub(crate) fn mask_paths<S: AsRef<str>>(paths: &[S]) -> io::Result<()> {
+    for path in paths {
+        let path = path.as_ref();
         let p = Path::new(path);
         let Ok(meta) = std::fs::symlink_metadata(p) else {
             continue;
@@ -478,7 +486,13 @@ fn mask_proc() -> io::Result<()> {
                 .map_err(err(format!("masking {path}")))?;
         }
     }
-    for path in READ_ONLY {
+    Ok(())
+}
+
+/// Makes each path that exists a read-only copy of itself.
+pub(crate) fn read_only_paths<S: AsRef<str>>(paths: &[S]) -> io::Result<()> {
+    for path in paths {
+        let path = path.as_ref();
         let p = Path::new(path);
         if p.exists() {
             let attrs = ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC;

@@ -77,6 +77,11 @@ const NAMES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
+/// The name of capability `n` (`NET_ADMIN`), if it has one.
+pub fn cap_name(n: u32) -> Option<&'static str> {
+    NAMES.get(n as usize).copied()
+}
+
 /// The capability number of a name like `NET_ADMIN`, `cap_net_admin` or `CAP_NET_ADMIN`.
 pub fn cap_number(name: &str) -> Option<u32> {
     let upper = name.to_ascii_uppercase();

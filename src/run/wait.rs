@@ -36,7 +36,7 @@ pub(super) fn io_null() -> Result<OwnedFd, RunError> {
 }
 
 /// Waits for the container's init, passing on the signals we receive.
-pub(super) fn wait_forwarding(
+pub(crate) fn wait_forwarding(
     pid: i32,
     set: &libc::sigset_t,
     pty: Option<&tty::Pty>,

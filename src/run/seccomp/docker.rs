@@ -55,16 +55,30 @@ pub fn parse(text: &str) -> Result<Profile, String> {
     let file: File = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let default = action(&file.default_action, file.default_errno_ret)
         .map_err(|e| format!("defaultAction: {e}"))?;
-    let rules = file
-        .syscalls
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| rule(s).map_err(|e| format!("syscalls[{i}]: {e}")))
-        .collect::<Result<_, _>>()?;
+    let mut rules = Vec::new();
+    for (i, s) in file.syscalls.into_iter().enumerate() {
+        rules.extend(rule(s).map_err(|e| format!("syscalls[{i}]: {e}"))?);
+    }
     Ok(Profile { default, rules })
 }
 
-fn rule(s: Syscall) -> Result<Rule, String> {
+/// Conditions all on one argument are alternatives, as runc reads them (libseccomp allows
+/// one comparison per argument in a rule): one rule each. Otherwise they all must hold.
+fn split_alternatives(rule: Rule) -> Vec<Rule> {
+    let same_arg = rule.args.len() > 1 && rule.args.iter().all(|c| c.arg == rule.args[0].arg);
+    if !same_arg {
+        return vec![rule];
+    }
+    rule.args
+        .iter()
+        .map(|c| Rule {
+            args: vec![*c],
+            ..rule.clone()
+        })
+        .collect()
+}
+
+fn rule(s: Syscall) -> Result<Vec<Rule>, String> {
     let mut names = s.names;
     names.extend(s.name);
     if names.is_empty() {
@@ -96,7 +110,7 @@ fn rule(s: Syscall) -> Result<Rule, String> {
             })
         })
         .collect::<Result<_, _>>()?;
-    Ok(Rule {
+    Ok(split_alternatives(Rule {
         names,
         action: action(&s.action, s.errno_ret)?,
         args,
@@ -110,7 +124,7 @@ fn rule(s: Syscall) -> Result<Rule, String> {
             arches: s.excludes.arches,
             min_kernel: kernel(s.excludes.min_kernel.as_deref())?,
         },
-    })
+    }))
 }
 
 fn action(name: &str, errno: Option<u32>) -> Result<Action, String> {
@@ -172,6 +186,18 @@ mod tests {
         assert_eq!(p.rules[1].excludes.caps, vec![21]);
         assert_eq!(p.rules[2].action, Action::Errno(38));
         assert_eq!(p.rules[3].includes.min_kernel, Some((4, 8)));
+        let alternatives = parse(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["personality"],
+                "action": "SCMP_ACT_ALLOW", "args": [
+                {"index": 0, "value": 0, "op": "SCMP_CMP_EQ"},
+                {"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            alternatives.rules.len(),
+            2,
+            "one argument's values are ORed"
+        );
     }
 
     #[test]

@@ -118,6 +118,32 @@ pub fn filter_for(choice: &Seccomp, caps: u64) -> Result<Option<Filter>, String>
         .map_err(|e| format!("{what}: {e}"))
 }
 
+/// Compiles `profile` for the running kernel, without capability conditions (a profile in
+/// the OCI form has none).
+pub fn compile_here(profile: &Profile) -> Result<Filter, String> {
+    compile(profile, 0, running_kernel().unwrap_or((0, 0)))
+}
+
+/// Removes the names of calls this build does not know from `profile` and returns them:
+/// libseccomp skips a name it cannot resolve, and profiles list calls newer than ours.
+pub fn drop_unknown(profile: &mut Profile) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for rule in &mut profile.rules {
+        rule.names.retain(|n| {
+            let known = [Abi::X86_64, Abi::I386]
+                .iter()
+                .any(|abi| abi.number(n).is_some())
+                || FOREIGN.contains(&n.as_str());
+            if !known {
+                dropped.push(n.clone());
+            }
+            known
+        });
+    }
+    profile.rules.retain(|r| !r.names.is_empty());
+    dropped
+}
+
 /// Resolves `profile` for these capabilities and kernel, and compiles it.
 ///
 /// As libseccomp does, a call's rules with conditions are tried first, in order, and its

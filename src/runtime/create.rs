@@ -1,0 +1,775 @@
+//! `create`: a container's process made from a bundle, with everything set up, waiting on
+//! its exec fifo for `start`.
+//!
+//! The runtime process joins the container's cgroup (so the clone starts in it, and a new
+//! cgroup namespace is rooted there), joins the namespaces the spec names by path, and
+//! clones the process into the new ones. The process waits for the maps and hooks, builds
+//! its root, reports ready, and blocks opening the fifo; then the runtime writes the state
+//! and the pid file and exits, leaving the process to the caller (its subreaper).
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::state::{self, Container, Saved};
+use super::{Error, Global, cgroups, hooks, mounts, process};
+use crate::run::cgroup::Layout;
+use crate::tree::safe_path::Root;
+
+pub struct CreateArgs {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// Everything the child needs, worked out before the clone.
+struct Plan {
+    spec: Spec,
+    rootfs: PathBuf,
+    mounts: Vec<mounts::Entry>,
+    devices: Vec<oci_spec::runtime::LinuxDevice>,
+    /// New namespaces (clone flags) and ones to join (flag, path).
+    clone_flags: libc::c_int,
+    join: Vec<(libc::c_int, PathBuf)>,
+    process: process::Plan,
+    hostname: Option<String>,
+    domainname: Option<String>,
+    sysctl: Vec<(String, String)>,
+    masked: Vec<String>,
+    read_only: Vec<String>,
+    read_only_root: bool,
+    propagation: libc::c_ulong,
+    shared_root: Option<libc::c_ulong>,
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> Result<libc::c_int, Error> {
+    Ok(match t {
+        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+        LinuxNamespaceType::Time => {
+            return Err(Error::Other(
+                "linux.namespaces: the time namespace is not supported".into(),
+            ));
+        }
+    })
+}
+
+/// Sysctls runc allows, and the namespace each needs of the container's own.
+fn sysctl_namespace(key: &str) -> Option<libc::c_int> {
+    if key.starts_with("net.") {
+        return Some(libc::CLONE_NEWNET);
+    }
+    let ipc = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if ipc.contains(&key) || key.starts_with("fs.mqueue.") {
+        return Some(libc::CLONE_NEWIPC);
+    }
+    if key == "kernel.hostname" || key == "kernel.domainname" {
+        return Some(libc::CLONE_NEWUTS);
+    }
+    None
+}
+
+fn load_spec(bundle: &Path) -> Result<Spec, Error> {
+    let path = bundle.join("config.json");
+    let spec = Spec::load(&path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    if !spec.version().starts_with("1.") {
+        return Err(Error::Other(format!(
+            "{}: ociVersion {} is not 1.x",
+            path.display(),
+            spec.version()
+        )));
+    }
+    Ok(spec)
+}
+
+fn plan(spec: Spec, bundle: &Path, args: &CreateArgs) -> Result<Plan, Error> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::Other("root: missing".into()))?;
+    let rootfs = bundle.join(root.path());
+    let meta = fs::symlink_metadata(&rootfs)
+        .map_err(|e| Error::Other(format!("root.path {}: {e}", rootfs.display())))?;
+    if !meta.is_dir() {
+        return Err(Error::Other(format!(
+            "root.path {}: not a folder (a symlink is refused)",
+            rootfs.display()
+        )));
+    }
+    let rootfs = fs::canonicalize(&rootfs).map_err(|e| Error::Other(format!("root.path: {e}")))?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let (mut clone_flags, mut join) = (0, Vec::new());
+    for ns in linux.namespaces().iter().flatten() {
+        let flag = ns_flag(ns.typ())?;
+        match ns.path() {
+            Some(p) if !p.as_os_str().is_empty() => join.push((flag, p.clone())),
+            _ => clone_flags |= flag,
+        }
+    }
+    let has = |flag| clone_flags & flag != 0;
+    if clone_flags & libc::CLONE_NEWNS == 0 && !join.iter().any(|(f, _)| *f == libc::CLONE_NEWNS) {
+        return Err(Error::Other(
+            "linux.namespaces: a mount namespace is required".into(),
+        ));
+    }
+    let mounts = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, m)| mounts::parse(i, m, bundle))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dev_bound = mounts.iter().any(|m| m.dest.as_bytes() == b"dev" && m.bind);
+    let mut devices = if dev_bound {
+        Vec::new()
+    } else {
+        mounts::default_devices()
+    };
+    devices.extend(linux.devices().iter().flatten().cloned());
+    let mut sysctl = Vec::new();
+    for (k, v) in linux.sysctl().iter().flatten() {
+        match sysctl_namespace(k) {
+            Some(ns) if has(ns) || join.iter().any(|(f, _)| *f == ns) => {
+                sysctl.push((k.clone(), v.clone()))
+            }
+            Some(_) => {
+                return Err(Error::Other(format!(
+                    "linux.sysctl {k}: needs the container's own namespace for it"
+                )));
+            }
+            None => {
+                return Err(Error::Other(format!(
+                    "linux.sysctl {k}: not a namespaced sysctl"
+                )));
+            }
+        }
+    }
+    if spec.hostname().is_some() && !has(libc::CLONE_NEWUTS) {
+        return Err(Error::Other("hostname: needs a new UTS namespace".into()));
+    }
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(super::seccomp::filter)
+        .transpose()?;
+    let proc_spec = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Other("process: missing".into()))?;
+    let process = process::plan(proc_spec, seccomp)?;
+    if process.terminal && args.console_socket.is_none() {
+        return Err(Error::Other(
+            "process.terminal needs --console-socket".into(),
+        ));
+    }
+    refuse_unsupported(&spec)?;
+    let propagation_name = linux.rootfs_propagation().clone().unwrap_or_default();
+    let (propagation, shared_root) = match propagation_name.as_str() {
+        "" => (libc::MS_SLAVE, None),
+        "shared" | "rshared" => (libc::MS_SLAVE, mounts::propagation(&propagation_name)),
+        other => (
+            mounts::propagation(other).ok_or_else(|| {
+                Error::Other(format!("linux.rootfsPropagation {other:?}: unknown"))
+            })? & !libc::MS_REC,
+            None,
+        ),
+    };
+    Ok(Plan {
+        rootfs,
+        mounts,
+        devices,
+        clone_flags,
+        join,
+        process,
+        hostname: spec.hostname().clone(),
+        domainname: spec.domainname().clone(),
+        sysctl,
+        masked: linux.masked_paths().clone().unwrap_or_default(),
+        read_only: linux.readonly_paths().clone().unwrap_or_default(),
+        read_only_root: root.readonly().unwrap_or(false),
+        propagation,
+        shared_root,
+        spec,
+    })
+}
+
+fn refuse_unsupported(spec: &Spec) -> Result<(), Error> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    if linux.intel_rdt().is_some() {
+        return Err(Error::Other("linux.intelRdt: not supported".into()));
+    }
+    if linux.personality().is_some() {
+        return Err(Error::Other("linux.personality: not supported".into()));
+    }
+    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) && !process::selinux_enabled() {
+        return Err(Error::Other(
+            "linux.mountLabel: SELinux is not enabled on this host".into(),
+        ));
+    }
+    if let Some(h) = spec.hooks() {
+        for (name, hooks) in [
+            ("createContainer", h.create_container()),
+            ("startContainer", h.start_container()),
+        ] {
+            if hooks.as_ref().is_some_and(|v| !v.is_empty()) {
+                return Err(Error::Other(format!("hooks.{name}: not supported")));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn create(g: &Global, args: &CreateArgs) -> Result<(), Error> {
+    let bundle = fs::canonicalize(&args.bundle)
+        .map_err(|e| Error::Other(format!("bundle {}: {e}", args.bundle.display())))?;
+    state::check_id(&args.id)?;
+    let spec = load_spec(&bundle)?;
+    let plan = plan(spec, &bundle, args)?;
+    let root = state::open_root(&g.root)?;
+    let container = Container::create(&root, &args.id)?;
+    let made = Made::default();
+    match create_in(g, args, &bundle, plan, &container, made) {
+        Ok(()) => Ok(()),
+        Err((e, made)) => {
+            made.undo();
+            let _ = container.remove();
+            Err(e)
+        }
+    }
+}
+
+/// What a failed create must take back.
+#[derive(Default)]
+struct Made {
+    pid: Option<i32>,
+    groups: Vec<PathBuf>,
+    own_groups: Vec<PathBuf>,
+}
+
+impl Made {
+    fn undo(self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        // Out of the container's groups before removing them.
+        for dir in &self.own_groups {
+            let _ = fs::write(dir.join("cgroup.procs"), std::process::id().to_string());
+        }
+        let _ = cgroups::remove(&self.groups);
+    }
+}
+
+type Failed = (Error, Made);
+
+fn create_in(
+    g: &Global,
+    args: &CreateArgs,
+    bundle: &Path,
+    plan: Plan,
+    container: &Container,
+    mut made: Made,
+) -> Result<(), Failed> {
+    macro_rules! try_ {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => return Err((e, made)),
+            }
+        };
+    }
+    let other = |what: &str| {
+        let what = what.to_string();
+        move |e: io::Error| Error::Other(format!("{what}: {e}"))
+    };
+    try_!(
+        fs::copy(
+            bundle.join("config.json"),
+            container.dir.join("config.json")
+        )
+        .map_err(other("config.json"))
+    );
+    let fifo = CString::new(
+        container
+            .dir
+            .join(state::EXEC_FIFO)
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap_or_default();
+    // SAFETY: mkfifo with a C string.
+    if unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) } < 0 {
+        return Err((other("exec.fifo")(io::Error::last_os_error()), made));
+    }
+    let linux = plan.spec.linux().clone().unwrap_or_default();
+    let layout = Layout::detect();
+    let cg_path = try_!(cgroups::path_for(
+        linux.cgroups_path().as_deref(),
+        &args.id,
+        g.systemd_cgroup
+    ));
+    let groups = try_!(cgroups::create(&layout, &cg_path));
+    made.groups = groups.dirs.clone();
+    if let Some(r) = linux.resources() {
+        try_!(groups.set(r));
+    }
+    let console = match &args.console_socket {
+        Some(path) => Some(try_!(connect(path))),
+        None => None,
+    };
+    let joins = try_!(open_namespaces(&plan.join));
+    // The clone starts in the container's groups; our own return there on failure.
+    made.own_groups = own_groups(&layout);
+    try_!(groups.add(std::process::id() as i32));
+    for (flag, fd) in joins.iter().filter(|(f, _)| *f != libc::CLONE_NEWNS) {
+        // SAFETY: setns on a namespace fd we opened; affects only this short-lived process.
+        if unsafe { libc::setns(fd.as_raw_fd(), *flag) } < 0 {
+            return Err((
+                other("joining a namespace")(io::Error::last_os_error()),
+                made,
+            ));
+        }
+    }
+    let mnt_join = joins
+        .into_iter()
+        .find(|(f, _)| *f == libc::CLONE_NEWNS)
+        .map(|(_, fd)| fd);
+    let state_dir: OwnedFd =
+        try_!(fs::File::open(&container.dir).map_err(other("state folder"))).into();
+    let (ready_r, ready_w) = try_!(crate::run::pipe().map_err(other("pipe")));
+    let (go_r, go_w) = try_!(crate::run::pipe().map_err(other("pipe")));
+    let cgroup_view = cgroup_view(&layout, &groups);
+    let pid = try_!(clone(plan.clone_flags).map_err(other("clone")));
+    if pid == 0 {
+        drop(ready_r);
+        drop(go_w);
+        let child = Child {
+            plan: &plan,
+            go: go_r,
+            ready: ready_w,
+            state_dir,
+            console,
+            mnt_join,
+            cgroups: cgroup_view,
+            preserve_fds: args.preserve_fds,
+            no_pivot: args.no_pivot,
+            new_keyring: !args.no_new_keyring,
+        };
+        child.main();
+    }
+    made.pid = Some(pid);
+    drop(ready_w);
+    drop(go_r);
+    for dir in &made.own_groups {
+        let _ = fs::write(dir.join("cgroup.procs"), std::process::id().to_string());
+    }
+    if plan.clone_flags & libc::CLONE_NEWUSER != 0 {
+        try_!(write_id_maps(pid, &linux));
+    }
+    let start_time = state::start_time(pid).unwrap_or(0);
+    let saved = Saved {
+        id: args.id.clone(),
+        pid,
+        start_time,
+        bundle: bundle.to_path_buf(),
+        rootfs: plan.rootfs.clone(),
+        created: created_now(),
+        annotations: plan
+            .spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        owner: String::new(),
+        cgroup_paths: groups.dirs.clone(),
+        freezer: groups.freezer.clone(),
+    };
+    let state_json = super::report_json(&saved, state::Status::Creating);
+    if let Some(h) = plan.spec.hooks() {
+        try_!(hooks::run("prestart", h.prestart().as_ref(), &state_json));
+        try_!(hooks::run(
+            "createRuntime",
+            h.create_runtime().as_ref(),
+            &state_json
+        ));
+    }
+    let _ = rustix::io::write(&go_w, b"1");
+    drop(go_w);
+    try_!(wait_ready(ready_r));
+    try_!(
+        groups.set_devices(
+            linux
+                .resources()
+                .as_ref()
+                .and_then(|r| r.devices().as_ref())
+                .map_or(&[][..], |d| d)
+        )
+    );
+    try_!(container.save(&saved));
+    if let Some(path) = &args.pid_file {
+        try_!(write_pid_file(path, pid));
+    }
+    std::mem::forget(made);
+    Ok(())
+}
+
+fn created_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = crate::time_format::format_utc(now.as_secs() as i64);
+    // RFC 3339 with nanoseconds, as runc writes it.
+    format!(
+        "{}.{:09}Z",
+        secs.trim_end_matches('Z').replace(' ', "T"),
+        now.subsec_nanos()
+    )
+}
+
+/// The pid file, written whole (a reader never sees it half-written), as runc does.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    fs::write(&tmp, pid.to_string())
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(|e| Error::Other(format!("pid file {}: {e}", path.display())))
+}
+
+fn own_groups(layout: &Layout) -> Vec<PathBuf> {
+    match layout {
+        Layout::V1(hs) => hs.iter().map(|h| h.dir.clone()).collect(),
+        Layout::V2(mnt) => {
+            let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            let own = text
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap_or("/");
+            vec![mnt.join(own.trim_start_matches('/'))]
+        }
+        Layout::None => Vec::new(),
+    }
+}
+
+fn cgroup_view(layout: &Layout, groups: &cgroups::Groups) -> mounts::CgroupView {
+    match layout {
+        Layout::V1(hs) => hs
+            .iter()
+            .zip(&groups.dirs)
+            .map(|(h, dir)| (dir.clone(), h.mount_name.clone()))
+            .collect(),
+        Layout::V2(_) => groups
+            .dirs
+            .iter()
+            .map(|d| (d.clone(), String::new()))
+            .collect(),
+        Layout::None => Vec::new(),
+    }
+}
+
+fn connect(path: &Path) -> Result<OwnedFd, Error> {
+    let stream = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| Error::Other(format!("--console-socket {}: {e}", path.display())))?;
+    Ok(stream.into())
+}
+
+fn open_namespaces(join: &[(libc::c_int, PathBuf)]) -> Result<Vec<(libc::c_int, OwnedFd)>, Error> {
+    let mut fds: Vec<(libc::c_int, OwnedFd)> = join
+        .iter()
+        .map(|(flag, path)| {
+            fs::File::open(path)
+                .map(|f| (*flag, f.into()))
+                .map_err(|e| Error::Other(format!("linux.namespaces path {}: {e}", path.display())))
+        })
+        .collect::<Result<_, _>>()?;
+    // The user namespace first: the others are joined with its privileges.
+    fds.sort_by_key(|(flag, _)| *flag != libc::CLONE_NEWUSER);
+    Ok(fds)
+}
+
+fn write_id_maps(pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), Error> {
+    let text = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    for (file, maps) in [
+        ("uid_map", linux.uid_mappings()),
+        ("gid_map", linux.gid_mappings()),
+    ] {
+        let path = format!("/proc/{pid}/{file}");
+        let content = text(maps);
+        if content.is_empty() {
+            return Err(Error::Other(format!(
+                "linux.{}: a new user namespace needs them",
+                file.replace("_map", "Mappings")
+                    .replace("uid", "uid")
+                    .replace("gid", "gid")
+            )));
+        }
+        fs::write(&path, content).map_err(|e| Error::Other(format!("{path}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Waits for the child's ready byte; its message, when it failed instead.
+fn wait_ready(ready: OwnedFd) -> Result<(), Error> {
+    let mut file = fs::File::from(ready);
+    let mut first = [0u8; 1];
+    match file.read(&mut first) {
+        Ok(1) if first[0] == 0 => Ok(()),
+        Ok(0) => Err(Error::Other(
+            "the container's process died while being set up".into(),
+        )),
+        Ok(_) => {
+            let mut rest = String::new();
+            let _ = file.read_to_string(&mut rest);
+            Err(Error::Other(format!(
+                "{}{}",
+                first[0] as char,
+                rest.trim_end()
+            )))
+        }
+        Err(e) => Err(Error::Other(format!("waiting for the container: {e}"))),
+    }
+}
+
+/// clone(2) as fork into `flags`: 0 in the child.
+///
+/// # Safety (checked)
+/// The process must have one thread: the child is a copy of the calling thread only,
+/// and a lock another thread held would stay locked in it.
+pub fn clone(flags: libc::c_int) -> io::Result<i32> {
+    single_threaded()?;
+    clone_checked(flags)
+}
+
+/// Checked before anything that changes what `/proc` shows us.
+pub fn single_threaded() -> io::Result<()> {
+    let threads = fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "{threads} threads; a container is cloned from one"
+        )));
+    }
+    Ok(())
+}
+
+/// [`clone`] once [`single_threaded`] has been checked.
+pub fn clone_checked(flags: libc::c_int) -> io::Result<i32> {
+    // SAFETY: clone without CLONE_VM behaves as fork; we are single-threaded (above).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid as i32)
+}
+
+/// The cloned process until `execve`.
+struct Child<'a> {
+    plan: &'a Plan,
+    go: OwnedFd,
+    ready: OwnedFd,
+    state_dir: OwnedFd,
+    console: Option<OwnedFd>,
+    mnt_join: Option<OwnedFd>,
+    cgroups: mounts::CgroupView,
+    preserve_fds: u32,
+    no_pivot: bool,
+    new_keyring: bool,
+}
+
+impl Child<'_> {
+    fn main(self) -> ! {
+        // The runtime's other fds (the state folder's lock above all) are not the
+        // process's to hold while it waits.
+        let mut keep: Vec<RawFd> = (3..3 + self.preserve_fds as RawFd).collect();
+        keep.extend([
+            self.go.as_raw_fd(),
+            self.ready.as_raw_fd(),
+            self.state_dir.as_raw_fd(),
+        ]);
+        keep.extend(
+            self.console
+                .iter()
+                .chain(&self.mnt_join)
+                .map(|fd| fd.as_raw_fd()),
+        );
+        crate::run::security::close_fds_except(&keep);
+        // Until it is ready, it dies with the runtime.
+        crate::run::security::die_with_parent();
+        let mut byte = [0u8; 1];
+        if !matches!(rustix::io::read(&self.go, &mut byte), Ok(1)) {
+            // SAFETY: leaving the forked copy without running the parent's destructors.
+            unsafe { libc::_exit(1) };
+        }
+        let program = match self.setup() {
+            Ok(program) => program,
+            Err(e) => self.fail(&e.to_string()),
+        };
+        // SAFETY: prctl with integer arguments: no longer tied to the runtime, which exits.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+        let _ = rustix::io::write(&self.ready, &[0]);
+        drop(self.ready);
+        // Blocks until `start` opens the fifo for reading.
+        let fifo = rustix::fs::openat(
+            &self.state_dir,
+            state::EXEC_FIFO,
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        );
+        match fifo {
+            Ok(fd) => {
+                let _ = rustix::io::write(&fd, b"0");
+            }
+            // SAFETY: as above.
+            Err(_) => unsafe { libc::_exit(1) },
+        }
+        drop(self.state_dir);
+        process::exec(&self.plan.process, &program, self.preserve_fds)
+    }
+
+    fn fail(&self, message: &str) -> ! {
+        let _ = rustix::io::write(&self.ready, message.as_bytes());
+        // SAFETY: as above.
+        unsafe { libc::_exit(1) }
+    }
+
+    /// Everything between the clone and the wait for `start`; the program found.
+    fn setup(&self) -> Result<CString, Error> {
+        let p = self.plan;
+        let io_err = |what: &str| {
+            let what = what.to_string();
+            move |e: io::Error| Error::Other(format!("{what}: {e}"))
+        };
+        if let Some(fd) = &self.mnt_join {
+            // SAFETY: setns on an fd we own.
+            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNS) } < 0 {
+                return Err(io_err("joining the mount namespace")(
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        if self.new_keyring {
+            crate::run::security::join_new_session_keyring().map_err(io_err("session keyring"))?;
+        }
+        if p.clone_flags & libc::CLONE_NEWUSER != 0 {
+            crate::run::security::switch_ids(0, 0)
+                .map_err(io_err("becoming root in the user namespace"))?;
+        }
+        if p.clone_flags & libc::CLONE_NEWNET != 0 {
+            crate::run::rootfs::loopback_up().map_err(io_err("bringing lo up"))?;
+        }
+        self.build_root()?;
+        for (k, v) in &p.sysctl {
+            let path = format!("/proc/sys/{}", k.replace('.', "/"));
+            fs::write(&path, v).map_err(io_err(&format!("linux.sysctl {k}")))?;
+        }
+        if let Some(h) = &p.hostname {
+            rustix::system::sethostname(h.as_bytes()).map_err(|e| io_err("hostname")(e.into()))?;
+        }
+        if let Some(d) = &p.domainname {
+            rustix::system::setdomainname(d.as_bytes())
+                .map_err(|e| io_err("domainname")(e.into()))?;
+        }
+        self.finish_root()?;
+        if let Some(adj) = p.process.oom_score_adj {
+            fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .map_err(io_err("process.oomScoreAdj"))?;
+        }
+        if let Some(sock) = &self.console {
+            process::attach_console(sock.as_raw_fd(), true).map_err(io_err("process.terminal"))?;
+        }
+        // The cwd is made if missing, as runc does; the program must be there now.
+        let cwd = crate::tree::safe_path::RelPath::parse(p.process.cwd.as_bytes())
+            .map_err(|_| Error::Other(format!("process.cwd {:?}: bad path", p.process.cwd)))?;
+        Root::open(Path::new("/"))
+            .and_then(|r| r.open_dir(cwd.as_bytes(), true))
+            .map_err(io_err("process.cwd"))?;
+        process::find_program(&p.process).map_err(Error::Other)
+    }
+
+    fn build_root(&self) -> Result<(), Error> {
+        let p = self.plan;
+        let userns = p.clone_flags & libc::CLONE_NEWUSER != 0;
+        mounts::prepare_root(&p.rootfs, p.propagation)?;
+        let root = Root::open(&p.rootfs).map_err(|e| Error::Other(format!("root.path: {e}")))?;
+        mounts::apply(&root, &p.mounts, &self.cgroups, userns)?;
+        mounts::make_devices(&root, &p.devices, userns)?;
+        mounts::dev_symlinks(&root)?;
+        drop(root);
+        mounts::enter_root(&p.rootfs, self.no_pivot)?;
+        if let Some(shared) = p.shared_root {
+            mounts::mount(None, Path::new("/"), None, shared, "")
+                .map_err(|e| Error::Other(format!("linux.rootfsPropagation: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// After the sysctls are written: read-only and masked paths, a read-only root.
+    fn finish_root(&self) -> Result<(), Error> {
+        let p = self.plan;
+        crate::run::rootfs::read_only_paths(&p.read_only)
+            .map_err(|e| Error::Other(format!("linux.readonlyPaths: {e}")))?;
+        crate::run::rootfs::mask_paths(&p.masked)
+            .map_err(|e| Error::Other(format!("linux.maskedPaths: {e}")))?;
+        if p.read_only_root {
+            mounts::read_only_root()?;
+        }
+        Ok(())
+    }
+}
+
+/// A raw fd as owned, for fds handed to us by number.
+pub fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller passes an fd it owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Opens a file for reading even if it is a FIFO with no writer yet.
+pub fn open_nonblocking(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
