@@ -576,6 +576,7 @@ mod tests {
                     std::fs::create_dir(root.path().join(c)).unwrap();
                     Hierarchy {
                         dir: root.path().join(c),
+                        mount: root.path().join(c),
                         options: c.to_string(),
                         mount_name: c.to_string(),
                     }
@@ -622,6 +623,7 @@ mod tests {
         std::fs::create_dir(root.path().join("pids")).unwrap();
         let layout = Layout::V1(vec![Hierarchy {
             dir: root.path().join("pids"),
+            mount: root.path().join("pids"),
             options: "pids".into(),
             mount_name: "pids".into(),
         }]);

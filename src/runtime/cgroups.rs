@@ -89,6 +89,11 @@ pub fn create(layout: &Layout, path: &Path) -> Result<Groups, Error> {
                 let own = h.dir.strip_prefix(&h.mount).unwrap_or(Path::new(""));
                 let dir = below(&h.mount, own, path);
                 make_dirs(&h.mount, &dir, h.options.split(',').any(|o| o == "cpuset"))?;
+                // A group left by an earlier container keeps its device rules: open
+                // again until this one's are set (once its nodes are made).
+                if h.options.split(',').any(|o| o == "devices") {
+                    let _ = fs::write(dir.join("devices.allow"), "a");
+                }
                 if h.options.split(',').any(|o| o == "freezer") {
                     groups.freezer = Some(dir.join("freezer.state"));
                 }

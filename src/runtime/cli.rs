@@ -234,9 +234,9 @@ fn run(cli: Cli) -> Result<i32, Error> {
 }
 
 /// Writes an error where engines look: stderr, and `--log` as text or JSON lines.
-fn report(log: Option<&PathBuf>, json: bool, message: &str) {
+fn report(log: Option<&mut std::fs::File>, json: bool, message: &str) {
     eprintln!("rootpack-runtime: {message}");
-    let Some(path) = log else { return };
+    let Some(f) = log else { return };
     let time = crate::time_format::format_utc(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -247,23 +247,26 @@ fn report(log: Option<&PathBuf>, json: bool, message: &str) {
     } else {
         format!("time={time:?} level=error msg={message:?}")
     };
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = writeln!(f, "{line}");
-    }
+    let _ = writeln!(f, "{line}");
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (log, json) = (cli.log.clone(), cli.log_format == "json");
+    let json = cli.log_format == "json";
+    // Opened now: `exec` joins the container's mount namespace, where the path means
+    // something else.
+    let mut log = cli.log.as_ref().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
     let _ = cli.debug;
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            report(log.as_ref(), json, &e.to_string());
+            report(log.as_mut(), json, &e.to_string());
             ExitCode::from(match e {
                 Error::Usage(_) => 2,
                 Error::Status(code, _) => code.clamp(1, 255) as u8,

@@ -77,10 +77,10 @@ pub fn state(g: &Global, id: &str) -> Result<String, Error> {
 
 /// A signal by number or name (`9`, `KILL`, `SIGKILL`).
 pub fn parse_signal(s: &str) -> Result<i32, Error> {
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
+    if let Ok(n) = s.parse::<i32>()
+        && (1..=64).contains(&n)
+    {
+        return Ok(n);
     }
     let upper = s.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);

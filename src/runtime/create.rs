@@ -14,7 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespaceType, Spec};
 
 use super::state::{self, Container, Saved};
 use super::{Error, Global, cgroups, hooks, mounts, process};
@@ -423,21 +423,60 @@ fn create_in(
     let _ = rustix::io::write(&go_w, b"1");
     drop(go_w);
     try_!(wait_ready(ready_r));
-    try_!(
-        groups.set_devices(
-            linux
-                .resources()
-                .as_ref()
-                .and_then(|r| r.devices().as_ref())
-                .map_or(&[][..], |d| d)
-        )
-    );
+    try_!(groups.set_devices(&device_rules(&linux, &plan.devices)));
     try_!(container.save(&saved));
     if let Some(path) = &args.pid_file {
         try_!(write_pid_file(path, pid));
     }
     std::mem::forget(made);
     Ok(())
+}
+
+/// The spec's device rules, then what every container may use (runc's allowed devices:
+/// making any node, null, zero, full, random, urandom, tty, console, ptmx and the ptys),
+/// then the nodes it makes.
+fn device_rules(
+    linux: &oci_spec::runtime::Linux,
+    made: &[oci_spec::runtime::LinuxDevice],
+) -> Vec<LinuxDeviceCgroup> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let mut rules: Vec<LinuxDeviceCgroup> = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    if rules.is_empty() {
+        return rules;
+    }
+    let rule = |typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true)
+            .set_typ(Some(typ))
+            .set_major(major)
+            .set_minor(minor)
+            .set_access(Some(access.into()));
+        r
+    };
+    rules.push(rule(T::C, None, None, "m"));
+    rules.push(rule(T::B, None, None, "m"));
+    let allowed = [
+        (1, Some(3)),
+        (1, Some(5)),
+        (1, Some(7)),
+        (1, Some(8)),
+        (1, Some(9)),
+        (5, Some(0)),
+        (5, Some(1)),
+        (5, Some(2)),
+        (136, None),
+    ];
+    for (major, minor) in allowed {
+        rules.push(rule(T::C, Some(major), minor, "rwm"));
+    }
+    for d in made {
+        rules.push(rule(d.typ(), Some(d.major()), Some(d.minor()), "rwm"));
+    }
+    rules
 }
 
 fn created_now() -> String {
@@ -455,15 +494,48 @@ fn created_now() -> String {
 
 /// The pid file, written whole (a reader never sees it half-written), as runc does.
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    fs::write(&tmp, pid.to_string())
-        .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|e| Error::Other(format!("pid file {}: {e}", path.display())))
+    PidFile::open(path)?.write(pid)
+}
+
+/// A pid file's folder, opened before the namespaces change what paths mean.
+pub struct PidFile {
+    dir: OwnedFd,
+    name: std::ffi::OsString,
+    shown: PathBuf,
+}
+
+impl PidFile {
+    pub fn open(path: &Path) -> Result<PidFile, Error> {
+        let err = |e: io::Error| Error::Other(format!("pid file {}: {e}", path.display()));
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| err(io::Error::other("no file name")))?;
+        let dir = fs::File::open(parent).map_err(err)?;
+        Ok(PidFile {
+            dir: dir.into(),
+            name: name.to_os_string(),
+            shown: path.to_path_buf(),
+        })
+    }
+
+    pub fn write(&self, pid: i32) -> Result<(), Error> {
+        use rustix::fs::{Mode, OFlags};
+        let err =
+            |e: rustix::io::Errno| Error::Other(format!("pid file {}: {e}", self.shown.display()));
+        let mut tmp = std::ffi::OsString::from(".");
+        tmp.push(&self.name);
+        tmp.push(".tmp");
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let fd =
+            rustix::fs::openat(&self.dir, &tmp, flags, Mode::from_raw_mode(0o644)).map_err(err)?;
+        rustix::io::write(&fd, pid.to_string().as_bytes()).map_err(err)?;
+        rustix::fs::renameat(&self.dir, &tmp, &self.dir, &self.name).map_err(err)
+    }
 }
 
 fn own_groups(layout: &Layout) -> Vec<PathBuf> {
@@ -483,9 +555,11 @@ fn own_groups(layout: &Layout) -> Vec<PathBuf> {
 
 fn cgroup_view(layout: &Layout, groups: &cgroups::Groups) -> mounts::CgroupView {
     match layout {
+        // The v1 hierarchies, as runc shows them (a hybrid host's cgroup2 one is not).
         Layout::V1(hs) => hs
             .iter()
             .zip(&groups.dirs)
+            .filter(|(h, _)| !h.is_v2())
             .map(|(h, dir)| (dir.clone(), h.mount_name.clone()))
             .collect(),
         Layout::V2(_) => groups
@@ -524,18 +598,15 @@ fn write_id_maps(pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), Error
             .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
             .collect::<String>()
     };
-    for (file, maps) in [
-        ("uid_map", linux.uid_mappings()),
-        ("gid_map", linux.gid_mappings()),
+    for (file, key, maps) in [
+        ("uid_map", "uidMappings", linux.uid_mappings()),
+        ("gid_map", "gidMappings", linux.gid_mappings()),
     ] {
         let path = format!("/proc/{pid}/{file}");
         let content = text(maps);
         if content.is_empty() {
             return Err(Error::Other(format!(
-                "linux.{}: a new user namespace needs them",
-                file.replace("_map", "Mappings")
-                    .replace("uid", "uid")
-                    .replace("gid", "gid")
+                "linux.{key}: a new user namespace needs them"
             )));
         }
         fs::write(&path, content).map_err(|e| Error::Other(format!("{path}: {e}")))?;

@@ -146,6 +146,11 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32, Error> {
     // Our lock is not the process's: released before it runs.
     drop(c);
     let console = console(a, plan.terminal)?;
+    let pid_file = a
+        .pid_file
+        .as_deref()
+        .map(super::create::PidFile::open)
+        .transpose()?;
     super::create::single_threaded().map_err(|e| Error::Other(format!("exec: {e}")))?;
     for dir in &saved.cgroup_paths {
         fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
@@ -188,8 +193,8 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32, Error> {
         };
         return Err(Error::Status(code, message));
     }
-    if let Some(path) = &a.pid_file {
-        super::create::write_pid_file(path, pid)?;
+    if let Some(f) = &pid_file {
+        f.write(pid)?;
     }
     if a.detach {
         return Ok(0);

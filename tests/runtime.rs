@@ -1,0 +1,579 @@
+//! `rootpack-runtime`, the OCI runtime: its lifecycle as runc's callers see it, hostile
+//! ids and specs, and podman driving it side by side with runc.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn runtime_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rootpack-runtime")
+}
+
+/// A state root and a bundle of a busybox-static tree, with runc's default config.
+struct Bundle {
+    dir: tempfile::TempDir,
+}
+
+impl Bundle {
+    fn new(args: &[&str]) -> Bundle {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bundle/rootfs/bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+        for applet in [
+            "sh", "sleep", "cat", "echo", "ls", "readlink", "hostname", "id", "true",
+        ] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        let b = Bundle { dir };
+        let o = run(Command::new("runc").arg("spec").current_dir(b.bundle()));
+        assert!(o.status.success());
+        b.edit(|c| {
+            c["process"]["terminal"] = false.into();
+            c["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
+        });
+        b
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.dir.path().join("bundle")
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let path = self.bundle().join("config.json");
+        let mut c: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        f(&mut c);
+        fs::write(&path, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    }
+
+    fn rt(&self, args: &[&str]) -> Output {
+        Command::new(runtime_bin())
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `create`, whose stdout and stderr become the container's: into files here, since
+    /// a pipe would stay open as long as the container runs.
+    fn create(&self, id: &str) -> Output {
+        let pid_file = self.dir.path().join(format!("{id}.pid"));
+        let out = self.dir.path().join(format!("{}.out", id.len()));
+        let err = self.dir.path().join(format!("{}.err", id.len()));
+        let status = Command::new(runtime_bin())
+            .arg("--root")
+            .arg(self.root())
+            .args(["create", "--bundle"])
+            .arg(self.bundle())
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        Output {
+            status,
+            stdout: fs::read(&out).unwrap(),
+            stderr: fs::read(&err).unwrap(),
+        }
+    }
+
+    /// A command whose stdio a created container may keep: stdout and stderr discarded
+    /// but for the status.
+    fn rt_null(&self, args: &[&str]) -> Output {
+        let status = Command::new(runtime_bin())
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    fn status(&self, id: &str) -> String {
+        let o = self.rt(&["state", id]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["status"].as_str().unwrap().to_string()
+    }
+
+    fn pid(&self, id: &str) -> i32 {
+        fs::read_to_string(self.dir.path().join(format!("{id}.pid")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// The container's process is the caller's child only through a subreaper; here the
+/// test is one, so that it can reap what `create` leaves.
+fn become_subreaper() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+fn reap(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waiting for a process this test adopted as subreaper.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    status
+}
+
+fn cgroup_leftovers(id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for h in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let dir = h.path().join("rootpack-runtime").join(id);
+        if dir.exists() {
+            left.push(dir.display().to_string());
+        }
+    }
+    left
+}
+
+#[test]
+fn lifecycle_states_signals_exec_and_delete() {
+    if !require_root() {
+        return;
+    }
+    become_subreaper();
+    let b = Bundle::new(&["sleep", "100"]);
+    let o = b.create("life");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The pid file is there when create returns, and names the live process.
+    let pid = b.pid("life");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(b.status("life"), "created");
+    let mode = fs::metadata(b.root()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the state root is the owner's alone");
+    assert!(b.rt(&["start", "life"]).status.success());
+    assert_eq!(b.status("life"), "running");
+    let o = b.rt(&["start", "life"]);
+    assert!(!o.status.success(), "started twice");
+
+    // exec joins every namespace of the container: same PID namespace (sleep is PID 1).
+    let o = b.rt(&["exec", "life", "sh", "-c", "cat /proc/1/cmdline; echo; for n in /proc/1/ns/pid /proc/self/ns/pid /proc/self/ns/mnt /proc/1/ns/mnt; do readlink $n; done; exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].trim_end_matches('\0').replace('\0', " "),
+        "sleep 100"
+    );
+    assert_eq!(lines[1], lines[2], "{out}");
+    assert_eq!(lines[3], lines[4], "{out}");
+    let o = b.rt(&["exec", "life", "nothere"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(
+        stderr(&o).contains("executable file not found"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = b.rt(&["ps", "--format", "json", "life"]);
+    let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(pids.contains(&pid), "{pids:?}");
+    let o = b.rt(&["list", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["id"], "life");
+
+    // A running container is not deleted without --force.
+    let o = b.rt(&["delete", "life"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not stopped"), "{}", stderr(&o));
+    // Signals by name.
+    assert!(b.rt(&["kill", "life", "KILL"]).status.success());
+    let status = reap(pid);
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+    assert_eq!(b.status("life"), "stopped");
+    let o = b.rt(&["kill", "life", "9"]);
+    assert!(
+        stderr(&o).contains("container not running"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(b.rt(&["delete", "life"]).status.success());
+    let o = b.rt(&["state", "life"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    assert!(
+        cgroup_leftovers("life").is_empty(),
+        "{:?}",
+        cgroup_leftovers("life")
+    );
+    assert!(!b.root().join("life").exists());
+}
+
+#[test]
+fn delete_force_kills_a_running_container_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    become_subreaper();
+    let b = Bundle::new(&["sh", "-c", "sleep 100 & sleep 100"]);
+    let o = b.create("forced");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pid = b.pid("forced");
+    assert!(b.rt(&["start", "forced"]).status.success());
+    let o = b.rt(&["delete", "--force", "forced"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    reap(pid);
+    assert!(cgroup_leftovers("forced").is_empty());
+    assert!(!b.root().join("forced").exists());
+    // A created container that never started is deleted (and its process killed) too.
+    assert!(b.create("unstarted").status.success());
+    let pid = b.pid("unstarted");
+    assert!(b.rt(&["delete", "unstarted"]).status.success());
+    reap(pid);
+    assert!(
+        !Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            || fs::read(format!("/proc/{pid}/cmdline")).unwrap().is_empty()
+    );
+}
+
+#[test]
+fn stdio_reaches_the_caller_and_ends_with_the_process() {
+    if !require_root() {
+        return;
+    }
+    become_subreaper();
+    let b = Bundle::new(&["sh", "-c", "echo out; echo err >&2; exit 5"]);
+    let mut child = Command::new(runtime_bin())
+        .arg("--root")
+        .arg(b.root())
+        .args(["create", "--bundle"])
+        .arg(b.bundle())
+        .args(["--pid-file"])
+        .arg(b.dir.path().join("io.pid"))
+        .arg("io")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(b.rt(&["start", "io"]).status.success());
+    // Both pipes reach EOF once the container's process is gone: nothing else of ours
+    // holds them.
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(out, "out\n");
+    assert_eq!(err, "err\n");
+    let code = reap(b.pid("io"));
+    assert_eq!(libc::WEXITSTATUS(code), 5);
+    assert!(b.rt(&["delete", "io"]).status.success());
+}
+
+#[test]
+fn the_console_socket_gets_the_pty_master() {
+    if !require_root() {
+        return;
+    }
+    become_subreaper();
+    let b = Bundle::new(&["sh", "-c", "readlink /proc/self/fd/0; echo typed"]);
+    b.edit(|c| c["process"]["terminal"] = true.into());
+    let sock_path = b.dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let pid_file = b.dir.path().join("tty.pid");
+    let o = b.rt_null(&[
+        "create",
+        "--bundle",
+        b.bundle().to_str().unwrap(),
+        "--console-socket",
+        sock_path.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "tty",
+    ]);
+    assert!(o.status.success());
+    let (conn, _) = listener.accept().unwrap();
+    let master = receive_fd(&conn);
+    assert!(b.rt(&["start", "tty"]).status.success());
+    let mut f = fs::File::from(master);
+    let mut out = Vec::new();
+    let _ = f.read_to_end(&mut out); // EIO once the slave side closes
+    let text = String::from_utf8_lossy(&out).replace('\r', "");
+    assert!(text.starts_with("/dev/pts/0\n"), "{text:?}");
+    reap(b.pid("tty"));
+    assert!(b.rt(&["delete", "tty"]).status.success());
+}
+
+fn receive_fd(conn: &std::os::unix::net::UnixStream) -> OwnedFd {
+    let mut byte = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: byte.len(),
+    };
+    let mut control = [0u8; 64];
+    // SAFETY: recvmsg into buffers on the stack; the received fd is then owned.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        assert!(libc::recvmsg(conn.as_raw_fd(), &mut msg, 0) > 0);
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_RIGHTS);
+        OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const i32))
+    }
+}
+
+#[test]
+fn errors_go_to_the_log_as_json_lines() {
+    let b = Bundle::new(&["true"]);
+    let log = b.dir.path().join("log.json");
+    let o = Command::new(runtime_bin())
+        .args([
+            "--root",
+            b.root().to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "state",
+            "nothing",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let text = fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(
+        line["msg"].as_str().unwrap().contains("does not exist"),
+        "{text}"
+    );
+}
+
+#[test]
+fn hostile_ids_and_specs_are_refused_and_write_nothing_outside() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new(&["true"]);
+    let long = "a".repeat(10_000);
+    for id in ["../escape", "a/b", "..", ".", long.as_str(), "bad id"] {
+        let o = b.create(id);
+        assert_eq!(o.status.code(), Some(2), "{id:.20}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("invalid container id"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(stderr(&o).lines().count(), 1);
+    }
+    assert!(!b.dir.path().join("escape").exists());
+
+    // A mount whose destination is a symlink out to a host path.
+    let victim = b.dir.path().join("victim");
+    fs::create_dir(&victim).unwrap();
+    std::os::unix::fs::symlink(&victim, b.bundle().join("rootfs/evil")).unwrap();
+    b.edit(|c| {
+        let m = serde_json::json!({"destination": "/evil", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]});
+        c["mounts"].as_array_mut().unwrap().push(m);
+    });
+    let o = b.create("symlinked");
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("mounts[") && e.contains("symlink"), "{e}");
+    assert!(
+        !b.root().join("symlinked").exists(),
+        "nothing left of a failed create"
+    );
+    assert!(cgroup_leftovers("symlinked").is_empty());
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().pop();
+    });
+
+    // cgroupsPath with '..'.
+    b.edit(|c| c["linux"]["cgroupsPath"] = "/../../escape".into());
+    let o = b.create("dotdot");
+    assert!(stderr(&o).contains("linux.cgroupsPath"), "{}", stderr(&o));
+    b.edit(|c| c["linux"]["cgroupsPath"] = serde_json::Value::Null);
+
+    // A rootfs that is a symlink.
+    let real = b.dir.path().join("realroot");
+    fs::rename(b.bundle().join("rootfs"), &real).unwrap();
+    std::os::unix::fs::symlink(&real, b.bundle().join("rootfs")).unwrap();
+    let o = b.create("linkroot");
+    assert!(stderr(&o).contains("root.path"), "{}", stderr(&o));
+    fs::remove_file(b.bundle().join("rootfs")).unwrap();
+    fs::rename(&real, b.bundle().join("rootfs")).unwrap();
+
+    // exec --cwd through a magic link is refused.
+    become_subreaper();
+    b.edit(|c| c["process"]["args"] = serde_json::json!(["sleep", "100"]));
+    let o = b.create("cwd");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(b.rt(&["start", "cwd"]).status.success());
+    let o = b.rt(&["exec", "--cwd", "/proc/self/fd/0", "cwd", "sh", "-c", "pwd"]);
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).is_empty());
+    let pid = b.pid("cwd");
+    assert!(b.rt(&["delete", "--force", "cwd"]).status.success());
+    reap(pid);
+}
+
+/// podman with a private store, on the runtime given.
+fn podman(store: &Path, runtime: &str) -> Command {
+    let mut c = Command::new("podman");
+    c.arg("--root")
+        .arg(store.join("root"))
+        .arg("--runroot")
+        .arg(store.join("run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--runtime",
+            runtime,
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ]);
+    c
+}
+
+const LIMITS: &[&str] = &[
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
+#[test]
+fn podman_runs_containers_with_it_as_with_runc() {
+    if !require_root() {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    let bin = tree.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    let list = run(Command::new("/bin/busybox").arg("--list"));
+    for applet in stdout(&list).lines() {
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    }
+    let tar = store.path().join("tree.tar");
+    assert!(
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(tree.path())
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."))
+        .status
+        .success()
+    );
+    let o = run(podman(store.path(), "runc")
+        .args(["import", "-q", "--change", "CMD [\"/bin/sh\"]"])
+        .arg(&tar)
+        .arg("localhost/rt:1"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours = runtime_bin();
+    let script = "echo hi; id; cat /proc/self/status | grep -E '^(Cap|NoNewPrivs|Seccomp:)'; ls /dev; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max 2>/dev/null; exit 3";
+    let mut results = Vec::new();
+    for rt in ["runc", ours] {
+        let mut row = Vec::new();
+        for args in [
+            vec!["run", "--rm", "localhost/rt:1", "sh", "-c", script],
+            vec![
+                "run",
+                "--rm",
+                "--memory",
+                "64m",
+                "--pids-limit",
+                "50",
+                "localhost/rt:1",
+                "sh",
+                "-c",
+                script,
+            ],
+            vec!["run", "--rm", "localhost/rt:1", "nothere"],
+            vec!["run", "--rm", "localhost/rt:1", "/etc"],
+            vec![
+                "run",
+                "--rm",
+                "--read-only",
+                "localhost/rt:1",
+                "touch",
+                "/x",
+            ],
+        ] {
+            let mut c = podman(store.path(), rt);
+            c.arg(args[0]).args(LIMITS).args(&args[1..]);
+            let o = c.output().unwrap();
+            row.push((o.status.code(), stdout(&o)));
+        }
+        results.push(row);
+    }
+    assert_eq!(results[0], results[1], "runc, then rootpack-runtime");
+    assert_eq!(results[1][0].0, Some(3));
+    assert_eq!(results[1][2].0, Some(127));
+    assert_eq!(results[1][3].0, Some(126));
+
+    // Detached, exec, stop, rm.
+    let p = |args: &[&str]| {
+        let mut c = podman(store.path(), ours);
+        c.args(args);
+        c.output().unwrap()
+    };
+    let mut run_d = vec!["run", "-d", "--name", "bg"];
+    run_d.extend(LIMITS);
+    run_d.extend(["localhost/rt:1", "sleep", "100"]);
+    let o = p(&run_d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = p(&[
+        "exec",
+        "bg",
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "sleep 100 ");
+    let o = p(&["exec", "-d", "bg", "sleep", "50"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(p(&["pause", "bg"]).status.success());
+    assert_eq!(
+        stdout(&p(&["inspect", "bg", "--format", "{{.State.Status}}"])),
+        "paused\n"
+    );
+    assert!(p(&["unpause", "bg"]).status.success());
+    let o = p(&["stop", "-t", "1", "bg"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(p(&["rm", "bg"]).status.success());
+    let _ = p(&["rmi", "-f", "localhost/rt:1"]);
+}
