@@ -9,6 +9,7 @@ use std::path::Path;
 
 /// From the top: the binary's modules (`main`, `cli`) are above them all.
 const LAYERS: &[&[&str]] = &[
+    &["bin"],
     &["runtime"],
     &["builder", "run", "ops", "cleanup"],
     &["recipe", "manifest", "image"],

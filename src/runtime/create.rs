@@ -19,7 +19,6 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespaceType, Spec};
 use super::state::{self, Container, Saved};
 use super::{Error, Global, cgroups, hooks, mounts, process};
 use crate::run::cgroup::Layout;
-use crate::tree::safe_path::Root;
 
 pub struct CreateArgs {
     pub id: String,
@@ -32,23 +31,23 @@ pub struct CreateArgs {
 }
 
 /// Everything the child needs, worked out before the clone.
-struct Plan {
-    spec: Spec,
-    rootfs: PathBuf,
-    mounts: Vec<mounts::Entry>,
-    devices: Vec<oci_spec::runtime::LinuxDevice>,
+pub(super) struct Plan {
+    pub(super) spec: Spec,
+    pub(super) rootfs: PathBuf,
+    pub(super) mounts: Vec<mounts::Entry>,
+    pub(super) devices: Vec<oci_spec::runtime::LinuxDevice>,
     /// New namespaces (clone flags) and ones to join (flag, path).
-    clone_flags: libc::c_int,
-    join: Vec<(libc::c_int, PathBuf)>,
-    process: process::Plan,
-    hostname: Option<String>,
-    domainname: Option<String>,
-    sysctl: Vec<(String, String)>,
-    masked: Vec<String>,
-    read_only: Vec<String>,
-    read_only_root: bool,
-    propagation: libc::c_ulong,
-    shared_root: Option<libc::c_ulong>,
+    pub(super) clone_flags: libc::c_int,
+    pub(super) join: Vec<(libc::c_int, PathBuf)>,
+    pub(super) process: process::Plan,
+    pub(super) hostname: Option<String>,
+    pub(super) domainname: Option<String>,
+    pub(super) sysctl: Vec<(String, String)>,
+    pub(super) masked: Vec<String>,
+    pub(super) read_only: Vec<String>,
+    pub(super) read_only_root: bool,
+    pub(super) propagation: libc::c_ulong,
+    pub(super) shared_root: Option<libc::c_ulong>,
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> Result<libc::c_int, Error> {
@@ -369,7 +368,7 @@ fn create_in(
     if pid == 0 {
         drop(ready_r);
         drop(go_w);
-        let child = Child {
+        let child = super::child::Child {
             plan: &plan,
             go: go_r,
             ready: ready_w,
@@ -674,161 +673,6 @@ pub fn clone_checked(flags: libc::c_int) -> io::Result<i32> {
         return Err(io::Error::last_os_error());
     }
     Ok(pid as i32)
-}
-
-/// The cloned process until `execve`.
-struct Child<'a> {
-    plan: &'a Plan,
-    go: OwnedFd,
-    ready: OwnedFd,
-    state_dir: OwnedFd,
-    console: Option<OwnedFd>,
-    mnt_join: Option<OwnedFd>,
-    cgroups: mounts::CgroupView,
-    preserve_fds: u32,
-    no_pivot: bool,
-    new_keyring: bool,
-}
-
-impl Child<'_> {
-    fn main(self) -> ! {
-        // The runtime's other fds (the state folder's lock above all) are not the
-        // process's to hold while it waits.
-        let mut keep: Vec<RawFd> = (3..3 + self.preserve_fds as RawFd).collect();
-        keep.extend([
-            self.go.as_raw_fd(),
-            self.ready.as_raw_fd(),
-            self.state_dir.as_raw_fd(),
-        ]);
-        keep.extend(
-            self.console
-                .iter()
-                .chain(&self.mnt_join)
-                .map(|fd| fd.as_raw_fd()),
-        );
-        crate::run::security::close_fds_except(&keep);
-        // Until it is ready, it dies with the runtime.
-        crate::run::security::die_with_parent();
-        let mut byte = [0u8; 1];
-        if !matches!(rustix::io::read(&self.go, &mut byte), Ok(1)) {
-            // SAFETY: leaving the forked copy without running the parent's destructors.
-            unsafe { libc::_exit(1) };
-        }
-        let program = match self.setup() {
-            Ok(program) => program,
-            Err(e) => self.fail(&e.to_string()),
-        };
-        // SAFETY: prctl with integer arguments: no longer tied to the runtime, which exits.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
-        let _ = rustix::io::write(&self.ready, &[0]);
-        drop(self.ready);
-        // Blocks until `start` opens the fifo for reading.
-        let fifo = rustix::fs::openat(
-            &self.state_dir,
-            state::EXEC_FIFO,
-            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        );
-        match fifo {
-            Ok(fd) => {
-                let _ = rustix::io::write(&fd, b"0");
-            }
-            // SAFETY: as above.
-            Err(_) => unsafe { libc::_exit(1) },
-        }
-        drop(self.state_dir);
-        process::exec(&self.plan.process, &program, self.preserve_fds)
-    }
-
-    fn fail(&self, message: &str) -> ! {
-        let _ = rustix::io::write(&self.ready, message.as_bytes());
-        // SAFETY: as above.
-        unsafe { libc::_exit(1) }
-    }
-
-    /// Everything between the clone and the wait for `start`; the program found.
-    fn setup(&self) -> Result<CString, Error> {
-        let p = self.plan;
-        let io_err = |what: &str| {
-            let what = what.to_string();
-            move |e: io::Error| Error::Other(format!("{what}: {e}"))
-        };
-        if let Some(fd) = &self.mnt_join {
-            // SAFETY: setns on an fd we own.
-            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNS) } < 0 {
-                return Err(io_err("joining the mount namespace")(
-                    io::Error::last_os_error(),
-                ));
-            }
-        }
-        if self.new_keyring {
-            crate::run::security::join_new_session_keyring().map_err(io_err("session keyring"))?;
-        }
-        if p.clone_flags & libc::CLONE_NEWUSER != 0 {
-            crate::run::security::switch_ids(0, 0)
-                .map_err(io_err("becoming root in the user namespace"))?;
-        }
-        if p.clone_flags & libc::CLONE_NEWNET != 0 {
-            crate::run::rootfs::loopback_up().map_err(io_err("bringing lo up"))?;
-        }
-        self.build_root()?;
-        for (k, v) in &p.sysctl {
-            let path = format!("/proc/sys/{}", k.replace('.', "/"));
-            fs::write(&path, v).map_err(io_err(&format!("linux.sysctl {k}")))?;
-        }
-        if let Some(h) = &p.hostname {
-            rustix::system::sethostname(h.as_bytes()).map_err(|e| io_err("hostname")(e.into()))?;
-        }
-        if let Some(d) = &p.domainname {
-            rustix::system::setdomainname(d.as_bytes())
-                .map_err(|e| io_err("domainname")(e.into()))?;
-        }
-        self.finish_root()?;
-        if let Some(adj) = p.process.oom_score_adj {
-            fs::write("/proc/self/oom_score_adj", adj.to_string())
-                .map_err(io_err("process.oomScoreAdj"))?;
-        }
-        if let Some(sock) = &self.console {
-            process::attach_console(sock.as_raw_fd(), true).map_err(io_err("process.terminal"))?;
-        }
-        // The cwd is made if missing, as runc does; the program must be there now.
-        let cwd = crate::tree::safe_path::RelPath::parse(p.process.cwd.as_bytes())
-            .map_err(|_| Error::Other(format!("process.cwd {:?}: bad path", p.process.cwd)))?;
-        Root::open(Path::new("/"))
-            .and_then(|r| r.open_dir(cwd.as_bytes(), true))
-            .map_err(io_err("process.cwd"))?;
-        process::find_program(&p.process).map_err(Error::Other)
-    }
-
-    fn build_root(&self) -> Result<(), Error> {
-        let p = self.plan;
-        let userns = p.clone_flags & libc::CLONE_NEWUSER != 0;
-        mounts::prepare_root(&p.rootfs, p.propagation)?;
-        let root = Root::open(&p.rootfs).map_err(|e| Error::Other(format!("root.path: {e}")))?;
-        mounts::apply(&root, &p.mounts, &self.cgroups, userns)?;
-        mounts::make_devices(&root, &p.devices, userns)?;
-        mounts::dev_symlinks(&root)?;
-        drop(root);
-        mounts::enter_root(&p.rootfs, self.no_pivot)?;
-        if let Some(shared) = p.shared_root {
-            mounts::mount(None, Path::new("/"), None, shared, "")
-                .map_err(|e| Error::Other(format!("linux.rootfsPropagation: {e}")))?;
-        }
-        Ok(())
-    }
-
-    /// After the sysctls are written: read-only and masked paths, a read-only root.
-    fn finish_root(&self) -> Result<(), Error> {
-        let p = self.plan;
-        crate::run::rootfs::read_only_paths(&p.read_only)
-            .map_err(|e| Error::Other(format!("linux.readonlyPaths: {e}")))?;
-        crate::run::rootfs::mask_paths(&p.masked)
-            .map_err(|e| Error::Other(format!("linux.maskedPaths: {e}")))?;
-        if p.read_only_root {
-            mounts::read_only_root()?;
-        }
-        Ok(())
-    }
 }
 
 /// A raw fd as owned, for fds handed to us by number.

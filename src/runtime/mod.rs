@@ -7,6 +7,7 @@
 //! deleted by separate short-lived invocations (see [`commands`]).
 
 pub mod cgroups;
+mod child;
 pub mod cli;
 pub mod commands;
 pub mod create;
