@@ -112,6 +112,28 @@ pub enum Command {
             rootpack run --memory 64M --pids 32 -u 1000:100 images/busybox.ext4 id\n  \
             rootpack run images/tree -- ls /                   # a folder (output.format = \"dir\")")]
     Run(Box<RunArgs>),
+    /// List detached containers (`run -d`): the running ones, or with -a all.
+    #[command(after_help = "Examples:\n  \
+            rootpack ps\n  \
+            rootpack ps -a --json | jq -r '.[].name'")]
+    Ps(PsArgs),
+    /// Run a command in a running detached container, in all its namespaces and cgroups.
+    #[command(after_help = "Examples:\n  \
+            rootpack exec web ls /\n  \
+            rootpack exec -it web sh\n  \
+            rootpack exec -u 1000:1000 -w /tmp -e MODE=test web id")]
+    Exec(ExecArgs),
+    /// Print a detached container's output (stdout and stderr as they were written).
+    #[command(after_help = "Examples:\n  \
+            rootpack logs web\n  \
+            rootpack logs -f web      # until it ends")]
+    Logs(LogsArgs),
+    /// Stop detached containers: SIGTERM to the command, SIGKILL after --time seconds.
+    Stop(StopArgs),
+    /// Send a signal (default SIGKILL) to detached containers.
+    Kill(KillArgs),
+    /// Remove ended detached containers (-f: running ones too, killed first).
+    Rm(RmArgs),
     /// Show an image's manifest and verify the image's sha256.
     #[command(after_help = "Examples:\n  \
             rootpack inspect images/hello.ext4\n  \
@@ -266,6 +288,83 @@ pub enum MethodArg {
     Mount,
 }
 
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Also the ended ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+    /// Only the ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Give the command a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Keep stdin open: accepted for Docker's `-i`/`-it`; stdin is always passed on.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Run as UID[:GID] (default: the container's user).
+    #[arg(short, long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Working folder (default: the container's).
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Set an environment variable (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// The container: its name, id, or the start of its id.
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the output until the container ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u64,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The signal: a name (TERM, SIGHUP) or a number.
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Remove running containers too, killing them first.
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
 /// A bind mount: host path, path in the container, read-only.
 pub type VolumeArg = (PathBuf, String, bool);
 
@@ -338,10 +437,17 @@ pub struct RunArgs {
     /// Keep stdin open: accepted for Docker's `-i`/`-it`; rootpack always passes stdin on.
     #[arg(short, long)]
     pub interactive: bool,
-    /// Accepted for Docker's habit: a container leaves nothing behind anyway (only
-    /// --writable changes the image).
+    /// With -d: remove the container's record and log when it ends. In the foreground
+    /// a container leaves nothing behind anyway (only --writable changes the image).
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background: print the container's id and return; see `rootpack ps`,
+    /// `logs`, `exec`, `stop`, `kill` and `rm`.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// A name for a detached container (default: the start of its id).
+    #[arg(long, requires = "detach")]
+    pub name: Option<String>,
     /// Run in a user namespace: root in the container is uid 100000 outside, and the
     /// image is seen through an id-mapped mount.
     #[arg(long)]

@@ -72,3 +72,17 @@ pub fn parse_uid_gid(s: &str) -> Option<(u32, u32)> {
     let (u, g) = s.split_once(':').unwrap_or((s, s));
     Some((u.parse().ok()?, g.parse().ok()?))
 }
+
+/// When process `pid` started (field 22 of `/proc/PID/stat`, clock ticks since boot), so
+/// that a recycled pid is not taken for it; `None` when it is gone or a zombie.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}

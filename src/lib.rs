@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod builder;
 pub mod cleanup;
+pub mod containers;
 pub mod digest;
 pub mod format;
 pub mod fsutil;

@@ -3,6 +3,7 @@
 //! passes on the command's status (125 when the container could not be set up).
 
 mod cli;
+mod cmd;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -135,7 +136,14 @@ impl Command {
             Command::Build(a) => a.verbosity.verbose,
             Command::Inspect(a) => a.verbosity.verbose,
             Command::Run(a) => a.verbose,
-            Command::Completions { .. } | Command::Man { .. } => 0,
+            Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Ps(_)
+            | Command::Exec(_)
+            | Command::Logs(_)
+            | Command::Stop(_)
+            | Command::Kill(_)
+            | Command::Rm(_) => 0,
         }
     }
 }
@@ -155,6 +163,12 @@ fn run(cli: Cli) -> Result<Option<u8>> {
         }
         Command::Man { install } => cmd_man(install.as_deref(), quiet).map(|()| None),
         Command::Run(args) => cmd_run(*args, quiet).map(Some),
+        Command::Ps(args) => cmd::containers::ps(&args).map(|()| None),
+        Command::Exec(args) => cmd::containers::exec(&args).map(Some),
+        Command::Logs(args) => cmd::containers::logs(&args).map(|()| None),
+        Command::Stop(args) => cmd::containers::stop(&args).map(|()| None),
+        Command::Kill(args) => cmd::containers::kill(&args).map(|()| None),
+        Command::Rm(args) => cmd::containers::rm(&args).map(|()| None),
     }
 }
 
@@ -798,7 +812,28 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
         timeout: None,
         stage: None,
         rootless: false,
+        pid_file: None,
+        started: None,
     };
+    if args.detach {
+        if opts.tty {
+            return usage(
+                "-t with -d: a detached container has no terminal; use `rootpack exec -it` to enter it",
+            );
+        }
+        let root = rootpack::containers::state_root();
+        match rootpack::containers::monitor::start(&root, opts, args.name, args.rm) {
+            Ok(id) => {
+                println!("{id}");
+                return Ok(0);
+            }
+            Err(rootpack::containers::Error::Usage(m)) => return usage(m),
+            Err(e) => {
+                eprintln!("rootpack: run {}: {e}", image.display());
+                return Ok(125);
+            }
+        }
+    }
     // Like docker: 125 when the container could not be run at all.
     let outcome = match rootpack::run::run(&opts) {
         Ok(o) => o,

@@ -75,6 +75,12 @@ pub struct RunOptions {
     /// Started without root: a user namespace maps only the caller's uid and gid, as
     /// root; no cgroup and no loop device, so only a folder can be the root.
     pub rootless: bool,
+    /// Written once the container runs: its init's pid on the host and that process's
+    /// start time ("PID START"), for a detached container's record.
+    pub pid_file: Option<PathBuf>,
+    /// Closed once the container runs (after `pid_file` is written): a caller waiting for
+    /// its end of the pipe learns that it started.
+    pub started: Option<std::os::unix::io::RawFd>,
 }
 
 /// The host uid (and gid) the container's root becomes with `--userns`; the container's
@@ -139,6 +145,20 @@ pub fn run_with_output(
     output: &mut dyn FnMut(&[u8]),
 ) -> Result<Outcome, RunError> {
     start(opts, Some(output))
+}
+
+/// An error and its causes on one line, each said once.
+pub fn error_line(e: &RunError) -> String {
+    let mut line = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+        source = s.source();
+    }
+    line
 }
 
 /// Where a captured container's output goes.
@@ -209,6 +229,7 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     let _ = rustix::io::write(&go_w, b"1");
     drop(go_w);
     log::debug!("container started ({:.1} ms)", ms(t0));
+    announce_start(opts, pid);
     let (status, timed_out) =
         wait::wait_for(pid, &set, opts.timeout, out_r.zip(output), console.as_ref())?;
     relays.finish();
@@ -224,6 +245,23 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         outcome.notice = image::record_writes(opts, &rootfs.image, manifest.as_ref());
     }
     Ok(outcome)
+}
+
+/// The pid file and the started pipe of a detached container.
+fn announce_start(opts: &RunOptions, pid: i32) {
+    if let Some(path) = &opts.pid_file {
+        let start = crate::ids::process_start_time(pid).unwrap_or(0);
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, format!("{pid} {start}\n"))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            log::warn!("{}: {e}", path.display());
+        }
+    }
+    if let Some(fd) = opts.started {
+        // SAFETY: the caller handed this fd over to be closed here.
+        unsafe { libc::close(fd) };
+    }
 }
 
 /// The namespaces [`clone_into_namespaces`] makes, for the verbose log.

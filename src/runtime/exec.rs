@@ -142,9 +142,20 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32, Error> {
         .map(super::seccomp::filter)
         .transpose()?;
     let plan = process::plan(&p, seccomp)?;
-    let namespaces = namespaces_of(saved.pid)?;
     // Our lock is not the process's: released before it runs.
     drop(c);
+    enter(saved.pid, &saved.cgroup_paths, &plan, a)
+}
+
+/// Runs `plan` in the cgroups and namespaces of the container whose process is `pid`;
+/// the exit status to leave with (0 when detached).
+pub fn enter(
+    container_pid: i32,
+    cgroup_paths: &[PathBuf],
+    plan: &process::Plan,
+    a: &ExecArgs,
+) -> Result<i32, Error> {
+    let namespaces = namespaces_of(container_pid)?;
     let console = console(a, plan.terminal)?;
     let pid_file = a
         .pid_file
@@ -152,7 +163,7 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32, Error> {
         .map(super::create::PidFile::open)
         .transpose()?;
     super::create::single_threaded().map_err(|e| Error::Other(format!("exec: {e}")))?;
-    for dir in &saved.cgroup_paths {
+    for dir in cgroup_paths {
         fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
             .map_err(|e| Error::Other(format!("joining {}: {e}", dir.display())))?;
     }
@@ -173,7 +184,7 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32, Error> {
     if pid == 0 {
         drop(ready_r);
         child(
-            &plan,
+            plan,
             console.as_ref().map(|(_, theirs)| theirs),
             ready_w,
             a.preserve_fds,

@@ -206,18 +206,7 @@ fn frozen(path: &Path) -> bool {
     matches!(text.trim(), "FROZEN" | "FREEZING" | "1")
 }
 
-/// Field 22 of `/proc/PID/stat`: when the process started.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ');
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
-}
+pub use crate::ids::process_start_time as start_time;
 
 /// Whether `pid` is still the process that started at `started` (and not a zombie).
 pub fn alive(pid: i32, started: u64) -> bool {

@@ -1,0 +1,3 @@
+//! The binary's commands that live outside `main.rs`, one file per group.
+
+pub mod containers;
