@@ -25,14 +25,6 @@ fn mountinfo() -> Vec<String> {
     v
 }
 
-fn wait_for_no_leaks(image: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !run_leaks(image).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(run_leaks(image).is_empty(), "{:?}", run_leaks(image));
-}
-
 #[test]
 fn isolation_and_exit_codes() {
     if !require_root() {

@@ -141,7 +141,7 @@ fn reap(pid: i32) -> i32 {
 fn cgroup_leftovers(id: &str) -> Vec<String> {
     let mut left = Vec::new();
     for h in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let dir = h.path().join("rootpack-runtime").join(id);
+        let dir = h.path().join("rootpack.runtime").join(id);
         if dir.exists() {
             left.push(dir.display().to_string());
         }

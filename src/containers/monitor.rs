@@ -119,8 +119,10 @@ fn spawn(dir: &Path, opts: RunOptions) -> Result<(), Error> {
     if !message.is_empty() {
         return Err(Error::Other(message));
     }
-    let c = Container::load(dir.to_path_buf())
-        .ok_or_else(|| Error::Other("the container's record is gone".into()))?;
+    // No record: an `--rm` container that already ran and ended.
+    let Some(c) = Container::load(dir.to_path_buf()) else {
+        return Ok(());
+    };
     match c.status() {
         super::Status::Up { .. } | super::Status::Exited(_) => Ok(()),
         _ => Err(Error::Other("the container did not start".into())),
@@ -157,8 +159,10 @@ impl Log {
 
 /// The monitor: never returns.
 fn monitor(dir: &Path, mut opts: RunOptions, started: i32) -> ! {
-    // SAFETY: our stdio onto /dev/null: nothing of the caller's (a pipe it reads to its
-    // end) stays open in us.
+    // Nothing of the caller's stays open in us: not its stdio (a pipe it reads to the
+    // end), not any other fd it had (a lock it holds while it runs).
+    crate::run::security::close_fds_except(&[started]);
+    // SAFETY: our stdio onto /dev/null.
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         for fd in 0..3 {

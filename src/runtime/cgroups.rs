@@ -26,9 +26,12 @@ fn write(path: &Path, value: &str) -> Result<(), Error> {
 }
 
 /// Checks `linux.cgroupsPath`: an absolute path (below each hierarchy's root) or a
-/// relative one (below our own group), without `..`; empty: `/rootpack-runtime/ID`. The
+/// relative one (below our own group), without `..`; empty: [`DEFAULT_PARENT`]`/ID`. The
 /// systemd form `slice:prefix:name` needs a systemd cgroup manager, which this runtime
 /// does not drive.
+/// The parent of the groups of containers whose spec names none; removed with the last.
+pub const DEFAULT_PARENT: &str = "/rootpack.runtime";
+
 pub fn path_for(spec: Option<&Path>, id: &str, systemd: bool) -> Result<PathBuf, Error> {
     if systemd {
         return Err(Error::Other(
@@ -38,9 +41,9 @@ pub fn path_for(spec: Option<&Path>, id: &str, systemd: bool) -> Result<PathBuf,
         ));
     }
     let path = match spec {
-        None => return Ok(PathBuf::from("/rootpack-runtime").join(id)),
+        None => return Ok(PathBuf::from(DEFAULT_PARENT).join(id)),
         Some(p) if p.as_os_str().is_empty() => {
-            return Ok(PathBuf::from("/rootpack-runtime").join(id));
+            return Ok(PathBuf::from(DEFAULT_PARENT).join(id));
         }
         Some(p) => p,
     };
@@ -122,6 +125,14 @@ pub fn create(layout: &Layout, path: &Path) -> Result<Groups, Error> {
 }
 
 fn make_dirs(mount: &Path, dir: &Path, cpuset: bool) -> Result<(), Error> {
+    // A parent removed by another container's delete as we go: once more from the top.
+    match make_dirs_once(mount, dir, cpuset) {
+        Err(Error::Other(m)) if m.contains("No such file") => make_dirs_once(mount, dir, cpuset),
+        other => other,
+    }
+}
+
+fn make_dirs_once(mount: &Path, dir: &Path, cpuset: bool) -> Result<(), Error> {
     let mut at = mount.to_path_buf();
     for part in dir.strip_prefix(mount).unwrap_or(Path::new("")).iter() {
         let parent = at.clone();
@@ -479,10 +490,19 @@ pub fn procs(dirs: &[PathBuf]) -> Vec<i32> {
         .collect()
 }
 
-/// Removes the groups, waiting briefly for exiting tasks to leave them.
+/// Removes the groups, waiting briefly for exiting tasks to leave them, and the default
+/// parent once it is empty.
 pub fn remove(dirs: &[PathBuf]) -> Result<(), Error> {
     crate::run::cgroup::remove_dirs(dirs, std::time::Duration::from_secs(5))
-        .map_err(|e| Error::Other(format!("removing the cgroup: {e}")))
+        .map_err(|e| Error::Other(format!("removing the cgroup: {e}")))?;
+    let parent_name = DEFAULT_PARENT.trim_start_matches('/');
+    for parent in dirs.iter().filter_map(|d| d.parent()) {
+        if parent.file_name().is_some_and(|n| n == parent_name) {
+            // Fails harmlessly while another container is in it.
+            let _ = fs::remove_dir(parent);
+        }
+    }
+    Ok(())
 }
 
 /// The groups of an existing container, from the folders in its state.

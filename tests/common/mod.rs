@@ -430,3 +430,13 @@ pub fn run_leaks(image: &Path) -> Vec<String> {
     }
     found
 }
+
+/// Waits up to 5 s for [`run_leaks`] to be empty (a container's teardown finishes after
+/// its status is known), then asserts it is.
+pub fn wait_for_no_leaks(image: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !run_leaks(image).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(run_leaks(image).is_empty(), "{:?}", run_leaks(image));
+}
