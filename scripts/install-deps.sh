@@ -13,7 +13,7 @@ packages=(
 )
 # Container images in and out, the peers the tests check outputs with; with their
 # recommended packages, which podman needs to run as it does on a desktop.
-containers=(podman runc skopeo umoci docker-registry)
+containers=(podman runc skopeo umoci docker-registry containerd bats)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

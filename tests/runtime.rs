@@ -577,3 +577,131 @@ fn podman_runs_containers_with_it_as_with_runc() {
     assert!(p(&["rm", "bg"]).status.success());
     let _ = p(&["rmi", "-f", "localhost/rt:1"]);
 }
+
+/// containerd on a private socket and folders, killed (and its shims with it) on drop.
+struct Containerd {
+    dir: tempfile::TempDir,
+    daemon: std::process::Child,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/sock\"\n",
+            d.display()
+        );
+        fs::write(d.join("config.toml"), config).unwrap();
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(d.join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !d.join("sock").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Containerd { dir, daemon }
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("-a")
+            .arg(self.dir.path().join("sock"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn containerd_runs_tasks_with_it_as_with_runc() {
+    if !require_root() {
+        return;
+    }
+    // An image rootpack built, imported from its OCI archive.
+    let img = recipe_image(
+        "busybox",
+        "[output]\nformat = \"oci-archive\"\ntag = \"rpbox:1\"\n",
+    );
+    let archive = img.dir.path().join("busybox.oci.tar");
+    let c = Containerd::start();
+    let o = c.ctr(&["images", "import", archive.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours = runtime_bin();
+    let mut seen = Vec::new();
+    for (i, rt) in ["runc", ours].iter().enumerate() {
+        let id = format!("once{i}");
+        let o = c.ctr(&[
+            "run",
+            "--rm",
+            "--runc-binary",
+            rt,
+            "rpbox:1",
+            &id,
+            "sh",
+            "-c",
+            "echo hi; id -u; exit 3",
+        ]);
+        seen.push((o.status.code(), stdout(&o)));
+        // Detached, exec into it, kill it, delete it.
+        let id = format!("task{i}");
+        let o = c.ctr(&[
+            "run",
+            "-d",
+            "--runc-binary",
+            rt,
+            "rpbox:1",
+            &id,
+            "sleep",
+            "100",
+        ]);
+        assert!(o.status.success(), "{rt}: {}", stderr(&o));
+        let o = c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            &id,
+            "sh",
+            "-c",
+            "echo in; exit 5",
+        ]);
+        assert_eq!(
+            (o.status.code(), stdout(&o).as_str()),
+            (Some(5), "in\n"),
+            "{rt}: {}",
+            stderr(&o)
+        );
+        let o = c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+        assert!(o.status.success(), "{rt}: {}", stderr(&o));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !stdout(&c.ctr(&["task", "ls"]))
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("STOPPED"))
+        {
+            assert!(std::time::Instant::now() < deadline, "{rt}: not stopped");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(c.ctr(&["task", "delete", &id]).status.success());
+        assert!(c.ctr(&["container", "rm", &id]).status.success());
+    }
+    assert_eq!(seen[0], seen[1], "runc, then rootpack-runtime");
+    assert_eq!(seen[1], (Some(3), "hi\n0\n".to_string()));
+}
