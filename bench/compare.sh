@@ -12,7 +12,7 @@
 # Environment:
 #   ROOTPACK  binary to test (default: <repo>/target/release/rootpack)
 #   RUNS      hyperfine runs per command (default: 10)
-#   STAGES    stages to run, in order (default: "extract ls pack frames rss image oci run");
+#   STAGES    stages to run, in order (default: "extract ls pack frames rss image oci run runtime");
 #             each stage NAME is a function bench_NAME below.
 set -euo pipefail
 export LC_ALL=C
@@ -20,7 +20,7 @@ export LC_ALL=C
 here=$(cd -- "$(dirname -- "$0")" && pwd)
 ROOTPACK=${ROOTPACK:-$here/../target/release/rootpack}
 RUNS=${RUNS:-10}
-STAGES=${STAGES:-extract ls pack frames rss image oci run}
+STAGES=${STAGES:-extract ls pack frames rss image oci run runtime}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 [[ -x $ROOTPACK ]] || die "rootpack binary not found: $ROOTPACK (cargo build --release, or set ROOTPACK)"
@@ -262,6 +262,45 @@ bench_run() {
 	rm -rf -- "$b" "$work/bb" "$work/bbm"
 }
 
+# The OCI runtime as engines use it: podman's `run --rm` of /bin/true with
+# rootpack-runtime and with runc (private vfs storage), and an exec of /bin/true into a
+# running container: rootpack-runtime's and runc's into their own (same bundle), and
+# `rootpack exec` into a `run -d` container.
+bench_runtime() {
+	local runs=${RUNTIME_RUNS:-20} b=$work/rtbundle rt=$(dirname "$ROOTPACK")/rootpack-runtime
+	local st=$work/podman-store
+	"$ROOTPACK" build -q "$here/../recipes/busybox.toml" --out "$work/rtbb"
+	mkdir -p "$b/rootfs" "$work/rtm" && (cd "$b" && runc spec)
+	mount -o ro,loop "$work/rtbb/busybox.ext4" "$work/rtm"
+	cp -a "$work/rtm/." "$b/rootfs/" && umount "$work/rtm"
+	python3 - "$b/config.json" <<-'PY'
+		import json, sys
+		c = json.load(open(sys.argv[1]))
+		c["process"]["terminal"] = False
+		c["process"]["args"] = ["/bin/sleep", "1000"]
+		json.dump(c, open(sys.argv[1], "w"))
+	PY
+	local p="podman --root $st/root --runroot $st/run --storage-driver vfs --cgroup-manager cgroupfs"
+	local lim="--ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
+	tar -C "$b/rootfs" -cf "$work/rt.tar" .
+	$p import -q "$work/rt.tar" localhost/rp-bench:1 >/dev/null
+	hyperfine -N --warmup 2 --runs "$runs" --export-json "$work/runtime.json" \
+		-n "podman run (rootpack-runtime)" "$p --runtime $rt run --rm $lim localhost/rp-bench:1 /bin/true" \
+		-n "podman run (runc)" "$p --runtime runc run --rm $lim localhost/rp-bench:1 /bin/true"
+	"$rt" create --bundle "$b" rp-bench-exec </dev/null >/dev/null 2>&1 && "$rt" start rp-bench-exec
+	runc create --bundle "$b" rp-bench-exec-runc </dev/null >/dev/null 2>&1 && runc start rp-bench-exec-runc
+	"$ROOTPACK" run -d --name rp-bench-exec "$work/rtbb/busybox.ext4" sleep 1000 >/dev/null
+	hyperfine -N --warmup 5 --runs "${RUN_RUNS:-100}" --export-json "$work/exec.json" \
+		-n "rootpack-runtime exec" "$rt exec rp-bench-exec /bin/true" \
+		-n "runc exec" "runc exec rp-bench-exec-runc /bin/true" \
+		-n "rootpack exec" "$ROOTPACK exec rp-bench-exec /bin/true"
+	"$rt" delete -f rp-bench-exec
+	runc delete -f rp-bench-exec-runc
+	"$ROOTPACK" rm -f rp-bench-exec >/dev/null
+	$p rmi -f localhost/rp-bench:1 >/dev/null
+	rm -rf -- "$b" "$work/rtbb" "$work/rtm" "$work/rt.tar" "$st"
+}
+
 for stage in $STAGES; do
 	declare -F "bench_$stage" >/dev/null || die "unknown stage: $stage"
 	echo "=== $stage"
@@ -278,6 +317,7 @@ python3 - "$work" $STAGES <<-'EOF'
 	# The image stage has a second shape of tree; its rows are prefixed "small: ".
 	files = [(s, "") for s in stages] + [("image-small", "small: ")] * ("image" in stages)
 	files += [("run-pipe", "")] * ("run" in stages)
+	files += [("exec", "")] * ("runtime" in stages)
 	for stage, prefix in files:
 	    path = os.path.join(work, stage + ".json")
 	    for r in json.load(open(path))["results"] if os.path.exists(path) else []:
@@ -312,7 +352,10 @@ python3 - "$work" $STAGES <<-'EOF'
 	         ("sealed init / --no-init", "rootpack run", "rootpack run --no-init"),
 	         ("stdout relayed / a pipe", "rootpack run", "rootpack run (stdout a pipe)"),
 	         ("rootpack run / runc", "rootpack run", "runc run"),
-	         ("rootpack run / bwrap", "rootpack run", "bwrap")]
+	         ("rootpack run / bwrap", "rootpack run", "bwrap"),
+	         ("podman: rootpack-runtime / runc", "podman run (rootpack-runtime)", "podman run (runc)"),
+	         ("runtime exec / runc exec", "rootpack-runtime exec", "runc exec"),
+	         ("rootpack exec / runc exec", "rootpack exec", "runc exec")]
 	print()
 	for label, a, b in pairs:
 	    if a in median and b in median:

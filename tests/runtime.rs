@@ -705,3 +705,32 @@ fn containerd_runs_tasks_with_it_as_with_runc() {
     assert_eq!(seen[0], seen[1], "runc, then rootpack-runtime");
     assert_eq!(seen[1], (Some(3), "hi\n0\n".to_string()));
 }
+
+/// podman's own system tests on the lifecycle (ps, start, stop, pause, kill), from
+/// Debian's libpod source, with podman driving rootpack-runtime; the whole list (run,
+/// logs, rm, exec too) is `scripts/podman-system-tests.sh`.
+#[test]
+fn podmans_own_system_tests_pass_with_it() {
+    if !require_root() {
+        return;
+    }
+    let o = Command::new(Path::new(REPO).join("scripts/podman-system-tests.sh"))
+        .args([
+            "--runtime",
+            runtime_bin(),
+            "040-ps",
+            "045-start",
+            "050-stop",
+            "080-pause",
+            "130-kill",
+        ])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}\n{}", out, stderr(&o));
+    assert!(
+        out.lines().last().unwrap_or("").starts_with("passed "),
+        "{out}"
+    );
+    assert!(out.contains(", failed 0,"), "{out}");
+}
