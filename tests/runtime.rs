@@ -734,3 +734,50 @@ fn podmans_own_system_tests_pass_with_it() {
     );
     assert!(out.contains(", failed 0,"), "{out}");
 }
+
+/// `kill -9` of the runtime in the middle of `create` (here during a prestart hook): the
+/// cloned process dies with it, and `delete --force` removes the rest.
+#[test]
+fn a_create_killed_midway_is_cleaned_by_delete_force() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new(&["sleep", "100"]);
+    b.edit(|c| {
+        c["hooks"] =
+            serde_json::json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "5"]}]});
+    });
+    let mut create = Command::new(runtime_bin())
+        .arg("--root")
+        .arg(b.root())
+        .args(["create", "--bundle"])
+        .arg(b.bundle())
+        .arg("halfway")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cgroup_leftovers("halfway").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "create did not get to its hook"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    create.kill().unwrap();
+    create.wait().unwrap();
+    let o = b.rt(&["delete", "--force", "halfway"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!b.root().join("halfway").exists());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cgroup_leftovers("halfway").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            cgroup_leftovers("halfway")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -81,6 +81,25 @@ fn below(base: &Path, own: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// The folders [`create`] makes for `path`, those that exist.
+pub fn dirs_for(layout: &Layout, path: &Path) -> Vec<PathBuf> {
+    let dirs = match layout {
+        Layout::None => Vec::new(),
+        Layout::V1(hs) => hs
+            .iter()
+            .map(|h| {
+                below(
+                    &h.mount,
+                    h.dir.strip_prefix(&h.mount).unwrap_or(Path::new("")),
+                    path,
+                )
+            })
+            .collect(),
+        Layout::V2(mnt) => vec![below(mnt, &own_v2_group(), path)],
+    };
+    dirs.into_iter().filter(|d| d.is_dir()).collect()
+}
+
 /// Makes the groups (and their parents), copying cpuset's CPUs and memory nodes down the
 /// way, since a new cpuset group takes no task until it has them.
 pub fn create(layout: &Layout, path: &Path) -> Result<Groups, Error> {

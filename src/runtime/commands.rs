@@ -165,8 +165,7 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<(), Error> {
     state::check_id(id)?;
     let (c, saved, status) = match open(g, id) {
         Err(Error::Missing(_)) if force => {
-            // A folder a killed create left behind, without its state.
-            let _ = std::fs::remove_dir_all(g.root.join(id));
+            remove_unfinished(g, id);
             return Ok(());
         }
         other => other?,
@@ -207,6 +206,25 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<(), Error> {
         )?;
     }
     Ok(())
+}
+
+/// What a create killed before it wrote the state left: the folder, and the cgroups its
+/// copy of the spec names (with anything still in them).
+fn remove_unfinished(g: &Global, id: &str) {
+    let dir = g.root.join(id);
+    let spec = oci_spec::runtime::Spec::load(dir.join("config.json")).ok();
+    let cg_path = spec
+        .as_ref()
+        .and_then(|s| s.linux().as_ref())
+        .and_then(|l| l.cgroups_path().clone());
+    if spec.is_some()
+        && let Ok(path) = cgroups::path_for(cg_path.as_deref(), id, false)
+    {
+        let dirs = cgroups::dirs_for(&crate::run::cgroup::Layout::detect(), &path);
+        crate::run::cgroup::kill_tasks(&dirs);
+        let _ = cgroups::remove(&dirs);
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 pub fn list(g: &Global, json: bool, quiet: bool) -> Result<String, Error> {
