@@ -503,6 +503,7 @@ fn podman_runs_containers_with_it_as_with_runc() {
         .arg("localhost/rt:1"));
     assert!(o.status.success(), "{}", stderr(&o));
     let ours = runtime_bin();
+    let tree_path = tree.path().to_str().unwrap();
     let script = "echo hi; id; cat /proc/self/status | grep -E '^(Cap|NoNewPrivs|Seccomp:)'; ls /dev; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max 2>/dev/null; exit 3";
     let mut results = Vec::new();
     for rt in ["runc", ours] {
@@ -531,6 +532,25 @@ fn podman_runs_containers_with_it_as_with_runc() {
                 "touch",
                 "/x",
             ],
+            vec![
+                "run",
+                "--rm",
+                "-v",
+                "rpvol:/data",
+                "localhost/rt:1",
+                "sh",
+                "-c",
+                "echo x > /data/f; cat /data/f; ls -ld /data | cut -c1-10",
+            ],
+            vec![
+                "run",
+                "--rm",
+                "--rootfs",
+                tree_path,
+                "/bin/sh",
+                "-c",
+                "echo rootfs; id -u",
+            ],
         ] {
             let mut c = podman(store.path(), rt);
             c.arg(args[0]).args(LIMITS).args(&args[1..]);
@@ -543,6 +563,35 @@ fn podman_runs_containers_with_it_as_with_runc() {
     assert_eq!(results[1][0].0, Some(3));
     assert_eq!(results[1][2].0, Some(127));
     assert_eq!(results[1][3].0, Some(126));
+    assert_eq!(results[1][5], (Some(0), "x\ndrwxr-xr-x\n".to_string()));
+
+    // A terminal: `run -it` under script(1), the pty from the console socket.
+    let mut tty_out = Vec::new();
+    for rt in ["runc", ours] {
+        let c = podman(store.path(), rt);
+        let mut line: Vec<String> = std::iter::once(c.get_program())
+            .chain(c.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        line.extend(["run", "--rm", "-it"].map(String::from));
+        line.extend(LIMITS.iter().map(|s| s.to_string()));
+        // After a pause: podman attaches after the start, and output written before it
+        // attaches is lost (with runc as well, 2 runs in 10 here).
+        line.extend(["localhost/rt:1", "sh", "-c", "'sleep 1; tty; echo done'"].map(String::from));
+        let o = Command::new("script")
+            .args(["-qec", &line.join(" "), "/dev/null"])
+            .output()
+            .unwrap();
+        // script(1) sometimes echoes a NUL of its own as "^@": not the container's.
+        let text = stdout(&o).replace('\r', "").replace("^@", "");
+        tty_out.push((o.status.code(), text));
+    }
+    assert_eq!(tty_out[0], tty_out[1]);
+    assert!(
+        tty_out[1].1.contains("/dev/pts/0\ndone"),
+        "{:?}",
+        tty_out[1]
+    );
 
     // Detached, exec, stop, rm.
     let p = |args: &[&str]| {
