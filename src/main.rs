@@ -24,7 +24,7 @@ use rootpack::{builder, interrupt, manifest, ops, progress, recipe};
 
 /// A mistake in how rootpack was called: exit 2, like clap's own usage errors.
 #[derive(Debug)]
-struct Usage(String);
+pub(crate) struct Usage(pub(crate) String);
 
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -816,23 +816,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
         started: None,
     };
     if args.detach {
-        if opts.tty {
-            return usage(
-                "-t with -d: a detached container has no terminal; use `rootpack exec -it` to enter it",
-            );
-        }
-        let root = rootpack::containers::state_root();
-        match rootpack::containers::monitor::start(&root, opts, args.name, args.rm) {
-            Ok(id) => {
-                println!("{id}");
-                return Ok(0);
-            }
-            Err(rootpack::containers::Error::Usage(m)) => return usage(m),
-            Err(e) => {
-                eprintln!("rootpack: run {}: {e}", image.display());
-                return Ok(125);
-            }
-        }
+        return cmd::containers::run_detached(opts, args.name, args.rm);
     }
     // Like docker: 125 when the container could not be run at all.
     let outcome = match rootpack::run::run(&opts) {

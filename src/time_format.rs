@@ -1,5 +1,19 @@
 //! Times as people read them, for `ls` listings, `inspect` and OCI `created` fields.
 
+/// Now as RFC 3339 with nanoseconds (`2026-12-04T09:51:54.479945402Z`), as runc writes
+/// `created`.
+pub fn rfc3339_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = format_utc(d.as_secs() as i64);
+    format!(
+        "{}.{:09}Z",
+        secs.trim_end_matches('Z').replace(' ', "T"),
+        d.subsec_nanos()
+    )
+}
+
 /// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC), by Howard Hinnant's civil date
 /// algorithm.
 pub fn format_utc(secs: i64) -> String {

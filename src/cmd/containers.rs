@@ -5,11 +5,34 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::Usage;
 use crate::cli::{ExecArgs, KillArgs, LogsArgs, PsArgs, RmArgs, StopArgs};
 use rootpack::containers::{self, Container, Status};
+use rootpack::run::RunOptions;
 
 fn find(key: &str) -> Result<Container> {
     Ok(containers::find(&containers::state_root(), key)?)
+}
+
+/// `run -d`: the id once it runs; 125 when it could not be started.
+pub fn run_detached(opts: RunOptions, name: Option<String>, auto_remove: bool) -> Result<u8> {
+    if opts.tty {
+        let m =
+            "-t with -d: a detached container has no terminal; use `rootpack exec -it` to enter it";
+        return Err(Usage(m.into()).into());
+    }
+    let image = opts.image.clone();
+    match containers::monitor::start(&containers::state_root(), opts, name, auto_remove) {
+        Ok(id) => {
+            println!("{id}");
+            Ok(0)
+        }
+        Err(containers::Error::Usage(m)) => Err(Usage(m).into()),
+        Err(e) => {
+            eprintln!("rootpack: run {}: {e}", image.display());
+            Ok(125)
+        }
+    }
 }
 
 pub fn ps(args: &PsArgs) -> Result<()> {
@@ -74,23 +97,7 @@ pub fn exec(args: &ExecArgs) -> Result<u8> {
         bail!("container {} is not running", c.record.name);
     };
     let r = &c.record;
-    let mut env: Vec<(String, String)> = vec![
-        (
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ),
-        ("HOME".into(), "/root".into()),
-    ];
-    if args.tty {
-        env.push((
-            "TERM".into(),
-            std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
-        ));
-    }
-    for (k, v) in r.env.iter().chain(&args.env) {
-        env.retain(|(key, _)| key != k);
-        env.push((k.clone(), v.clone()));
-    }
+    let env = exec_env(r, args);
     let (uid, gid) = match &args.user {
         Some(u) => rootpack::ids::parse_uid_gid(u)
             .with_context(|| format!("--user {u:?}: expected UID[:GID]"))?,
@@ -155,6 +162,29 @@ pub fn exec(args: &ExecArgs) -> Result<u8> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The environment of an exec: PATH and HOME, TERM with -t, the container's `run -e`
+/// variables, then the exec's own.
+fn exec_env(r: &containers::Record, args: &ExecArgs) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        ("HOME".into(), "/root".into()),
+    ];
+    if args.tty {
+        env.push((
+            "TERM".into(),
+            std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
+        ));
+    }
+    for (k, v) in r.env.iter().chain(&args.env) {
+        env.retain(|(key, _)| key != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
 }
 
 pub fn logs(args: &LogsArgs) -> Result<()> {

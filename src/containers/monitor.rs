@@ -39,19 +39,6 @@ fn check_name(name: &str) -> Result<(), Error> {
     }
 }
 
-fn now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{}.{:09}Z",
-        crate::time_format::format_utc(d.as_secs() as i64)
-            .trim_end_matches('Z')
-            .replace(' ', "T"),
-        d.subsec_nanos()
-    )
-}
-
 /// Starts `opts` detached; its id once it runs.
 pub fn start(
     root: &Path,
@@ -75,7 +62,7 @@ pub fn start(
         name,
         image: opts.image.clone(),
         command: opts.command.clone(),
-        created: now(),
+        created: crate::time_format::rfc3339_now(),
         auto_remove,
         env: opts.env.clone(),
         workdir: opts.workdir.clone(),

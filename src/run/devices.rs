@@ -79,19 +79,23 @@ const EXIT: u8 = 0x95;
 const ACC_MKNOD: i32 = 1;
 const DEV_CHAR: i32 = 2;
 
-/// The v2 program over `struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32
-/// minor; }` (access in the high 16 bits, the node's type in the low): 1 allows, 0
-/// refuses.
-pub fn program() -> Vec<Insn> {
-    // r2 = access, r3 = type, r4 = major, r5 = minor.
-    let mut p = vec![
+/// Loads the context into r2 = access, r3 = the node's type, r4 = major, r5 = minor.
+fn prologue() -> Vec<Insn> {
+    vec![
         insn(LDX_W, 2, 1, 0, 0),
         insn(MOV_REG, 3, 2, 0, 0),
         insn(AND_K, 3, 0, 0, 0xffff),
         insn(RSH_K, 2, 0, 0, 16),
         insn(LDX_W, 4, 1, 4, 0),
         insn(LDX_W, 5, 1, 8, 0),
-    ];
+    ]
+}
+
+/// The v2 program over `struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32
+/// minor; }` (access in the high 16 bits, the node's type in the low): 1 allows, 0
+/// refuses.
+pub fn program() -> Vec<Insn> {
+    let mut p = prologue();
     // Making any node is allowed: access is MKNOD alone.
     let mut jumps_to_allow = vec![p.len()];
     p.push(insn(JEQ_K, 2, 0, 0, ACC_MKNOD));
@@ -193,15 +197,8 @@ pub fn apply_v1_rules(dir: &Path, rules: &[Rule]) -> io::Result<()> {
 
 /// The v2 program for OCI rules: the last rule that matches decides; none refuses.
 pub fn program_for(rules: &[Rule]) -> Vec<Insn> {
-    // r2 = access, r3 = type, r4 = major, r5 = minor, r6 scratch.
-    let mut p = vec![
-        insn(LDX_W, 2, 1, 0, 0),
-        insn(MOV_REG, 3, 2, 0, 0),
-        insn(AND_K, 3, 0, 0, 0xffff),
-        insn(RSH_K, 2, 0, 0, 16),
-        insn(LDX_W, 4, 1, 4, 0),
-        insn(LDX_W, 5, 1, 8, 0),
-    ];
+    // r6: scratch.
+    let mut p = prologue();
     for rule in rules.iter().rev() {
         // Each check jumps to the next rule when it fails.
         let mut skips = Vec::new();

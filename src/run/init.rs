@@ -110,7 +110,7 @@ fn unsafe_file(fd: RawFd) -> std::fs::File {
 }
 
 /// The pointer array execve takes: each string's pointer, then NULL.
-fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+pub(crate) fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
     strings
         .iter()
         .map(|s| s.as_ptr())
@@ -152,7 +152,7 @@ pub fn exec_command(
     {
         fail(err_fd, 125, &format!("allocating a terminal: {e}"));
     }
-    if let Err(e) = enter_workdir(&spec.workdir) {
+    if let Err(e) = enter_workdir(&spec.workdir, true) {
         fail(err_fd, 125, &format!("workdir /{}: {e}", spec.workdir));
     }
     let mut env = spec.env.clone();
@@ -274,9 +274,9 @@ fn lookup_user(name: &super::user::UserSpec) -> Result<super::user::Resolved, St
 /// folder. Resolved with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS: `/proc/self/fd/N` names
 /// a magic link and is refused, so a leaked host folder cannot become the cwd
 /// (CVE-2024-21626); `..` and absolute symlinks stay inside the root.
-fn enter_workdir(workdir: &RelPath) -> io::Result<()> {
+pub(crate) fn enter_workdir(workdir: &RelPath, create: bool) -> io::Result<()> {
     let root = Root::open(std::path::Path::new("/"))?;
-    let dir = root.open_dir(workdir.as_bytes(), true)?;
+    let dir = root.open_dir(workdir.as_bytes(), create)?;
     rustix::process::fchdir(&dir)?;
     Ok(())
 }

@@ -376,12 +376,7 @@ fn make_cgroup(
 /// The process must be single-threaded (checked): the child is a copy of this one
 /// thread, and a lock another thread held (the allocator's) would stay locked in it.
 fn clone_into_namespaces(opts: &RunOptions) -> io::Result<i32> {
-    let threads = std::fs::read_dir("/proc/self/task")?.count();
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "rootpack runs {threads} threads; a container is cloned from one"
-        )));
-    }
+    single_threaded()?;
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
     if !opts.net_host {
@@ -390,7 +385,26 @@ fn clone_into_namespaces(opts: &RunOptions) -> io::Result<i32> {
     if opts.userns || opts.rootless {
         flags |= libc::CLONE_NEWUSER;
     }
-    // SAFETY: clone without CLONE_VM behaves as fork; we are single-threaded (above).
+    clone_checked(flags)
+}
+
+/// Fails unless the process has one thread: a clone copies the calling thread only, and
+/// a lock another thread held (the allocator's) would stay locked in the child. Checked
+/// before anything that changes what `/proc` shows us.
+pub(crate) fn single_threaded() -> io::Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "rootpack runs {threads} threads; a container is cloned from one"
+        )));
+    }
+    Ok(())
+}
+
+/// clone(2) as a fork into the namespaces of `flags`: 0 in the child, its pid in the
+/// parent. The caller has checked [`single_threaded`].
+pub(crate) fn clone_checked(flags: libc::c_int) -> io::Result<i32> {
+    // SAFETY: clone without CLONE_VM behaves as fork; the caller is single-threaded.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,

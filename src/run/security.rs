@@ -154,6 +154,11 @@ pub fn limit_bounding_set(mask: u64) -> io::Result<()> {
 
 /// Sets effective and permitted to `mask`, inheritable to nothing.
 pub fn set_capabilities(mask: u64) -> io::Result<()> {
+    set_capability_sets(mask, mask, 0)
+}
+
+/// Sets the effective, permitted and inheritable sets.
+pub fn set_capability_sets(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -170,17 +175,12 @@ pub fn set_capabilities(mask: u64) -> io::Result<()> {
         version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
         pid: 0,
     };
-    let low = Data {
-        effective: mask as u32,
-        permitted: mask as u32,
-        inheritable: 0,
+    let word = |shift: u32| Data {
+        effective: (effective >> shift) as u32,
+        permitted: (permitted >> shift) as u32,
+        inheritable: (inheritable >> shift) as u32,
     };
-    let high = Data {
-        effective: (mask >> 32) as u32,
-        permitted: (mask >> 32) as u32,
-        inheritable: 0,
-    };
-    let data = [low, high];
+    let data = [word(0), word(32)];
     // SAFETY: capset with a v3 header and two data words, as the ABI requires.
     check(
         unsafe {

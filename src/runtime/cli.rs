@@ -38,21 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a container from a bundle; its process waits for `start`.
-    Create {
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-        #[arg(long)]
-        console_socket: Option<PathBuf>,
-        #[arg(long)]
-        pid_file: Option<PathBuf>,
-        #[arg(long)]
-        no_pivot: bool,
-        #[arg(long)]
-        no_new_keyring: bool,
-        #[arg(long, default_value_t = 0)]
-        preserve_fds: u32,
-        id: String,
-    },
+    Create(CreateArgs),
     /// Let a created container's process run.
     Start { id: String },
     /// A container's state, as JSON.
@@ -72,38 +58,7 @@ enum Command {
         id: String,
     },
     /// Run a new process in a container.
-    Exec {
-        #[arg(short, long)]
-        process: Option<PathBuf>,
-        #[arg(short, long)]
-        detach: bool,
-        #[arg(short, long)]
-        tty: bool,
-        #[arg(long)]
-        console_socket: Option<PathBuf>,
-        #[arg(long)]
-        pid_file: Option<PathBuf>,
-        #[arg(long)]
-        cwd: Option<String>,
-        #[arg(short, long)]
-        env: Vec<String>,
-        #[arg(short, long)]
-        user: Option<String>,
-        #[arg(short = 'g', long)]
-        additional_gids: Vec<u32>,
-        #[arg(short, long)]
-        cap: Vec<String>,
-        #[arg(long)]
-        no_new_privs: bool,
-        #[arg(long, default_value_t = 0)]
-        preserve_fds: u32,
-        /// Accepted for runc's callers; the process runs in the container's groups.
-        #[arg(long)]
-        cgroup: Option<String>,
-        id: String,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<String>,
-    },
+    Exec(ExecArgs),
     /// The container's processes.
     Ps {
         #[arg(short, long, default_value = "table")]
@@ -153,65 +108,12 @@ fn run(cli: Cli) -> Result<i32, Error> {
         }
     };
     match cli.command {
-        Command::Create {
-            bundle,
-            console_socket,
-            pid_file,
-            no_pivot,
-            no_new_keyring,
-            preserve_fds,
-            id,
-        } => {
-            let args = CreateArgs {
-                id,
-                bundle,
-                pid_file,
-                console_socket,
-                no_pivot,
-                no_new_keyring,
-                preserve_fds,
-            };
-            super::create::create(&g, &args)?;
-        }
+        Command::Create(args) => super::create::create(&g, &args)?,
         Command::Start { id } => commands::start(&g, &id)?,
         Command::State { id } => print(commands::state(&g, &id)?),
         Command::Kill { all, id, signal } => commands::kill(&g, &id, &signal, all)?,
         Command::Delete { force, id } => commands::delete(&g, &id, force)?,
-        Command::Exec {
-            process,
-            detach,
-            tty,
-            console_socket,
-            pid_file,
-            cwd,
-            env,
-            user,
-            additional_gids,
-            cap,
-            no_new_privs,
-            preserve_fds,
-            cgroup: _,
-            id,
-            command,
-        } => {
-            let args = ExecArgs {
-                id,
-                process,
-                args: command,
-                detach,
-                tty,
-                console_socket,
-                pid_file,
-                cwd,
-                env,
-                user,
-                additional_gids,
-                caps: cap,
-                no_new_privs,
-                preserve_fds,
-            };
-            return super::exec::exec(&g, &args);
-        }
+        Command::Exec(args) => return super::exec::exec(&g, &args),
         Command::Ps {
             format,
             id,

@@ -11,7 +11,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::io::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespaceType, Spec};
@@ -20,13 +20,21 @@ use super::state::{self, Container, Saved};
 use super::{Error, Global, cgroups, hooks, mounts, process};
 use crate::run::cgroup::Layout;
 
+/// `create`'s arguments, as runc takes them.
+#[derive(Debug, clap::Args)]
 pub struct CreateArgs {
     pub id: String,
+    #[arg(short, long, default_value = ".")]
     pub bundle: PathBuf,
+    #[arg(long)]
     pub pid_file: Option<PathBuf>,
+    #[arg(long)]
     pub console_socket: Option<PathBuf>,
+    #[arg(long)]
     pub no_pivot: bool,
+    #[arg(long)]
     pub no_new_keyring: bool,
+    #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
 }
 
@@ -364,7 +372,11 @@ fn create_in(
     let (ready_r, ready_w) = try_!(crate::run::pipe().map_err(other("pipe")));
     let (go_r, go_w) = try_!(crate::run::pipe().map_err(other("pipe")));
     let cgroup_view = cgroup_view(&layout, &groups);
-    let pid = try_!(clone(plan.clone_flags).map_err(other("clone")));
+    let pid = try_!(
+        crate::run::single_threaded()
+            .and_then(|()| crate::run::clone_checked(plan.clone_flags))
+            .map_err(other("clone"))
+    );
     if pid == 0 {
         drop(ready_r);
         drop(go_w);
@@ -398,7 +410,7 @@ fn create_in(
         start_time,
         bundle: bundle.to_path_buf(),
         rootfs: plan.rootfs.clone(),
-        created: created_now(),
+        created: crate::time_format::rfc3339_now(),
         annotations: plan
             .spec
             .annotations()
@@ -476,19 +488,6 @@ fn device_rules(
         rules.push(rule(d.typ(), Some(d.major()), Some(d.minor()), "rwm"));
     }
     rules
-}
-
-fn created_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = crate::time_format::format_utc(now.as_secs() as i64);
-    // RFC 3339 with nanoseconds, as runc writes it.
-    format!(
-        "{}.{:09}Z",
-        secs.trim_end_matches('Z').replace(' ', "T"),
-        now.subsec_nanos()
-    )
 }
 
 /// The pid file, written whole (a reader never sees it half-written), as runc does.
@@ -633,52 +632,6 @@ fn wait_ready(ready: OwnedFd) -> Result<(), Error> {
         }
         Err(e) => Err(Error::Other(format!("waiting for the container: {e}"))),
     }
-}
-
-/// clone(2) as fork into `flags`: 0 in the child.
-///
-/// # Safety (checked)
-/// The process must have one thread: the child is a copy of the calling thread only,
-/// and a lock another thread held would stay locked in it.
-pub fn clone(flags: libc::c_int) -> io::Result<i32> {
-    single_threaded()?;
-    clone_checked(flags)
-}
-
-/// Checked before anything that changes what `/proc` shows us.
-pub fn single_threaded() -> io::Result<()> {
-    let threads = fs::read_dir("/proc/self/task")?.count();
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "{threads} threads; a container is cloned from one"
-        )));
-    }
-    Ok(())
-}
-
-/// [`clone`] once [`single_threaded`] has been checked.
-pub fn clone_checked(flags: libc::c_int) -> io::Result<i32> {
-    // SAFETY: clone without CLONE_VM behaves as fork; we are single-threaded (above).
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(pid as i32)
-}
-
-/// A raw fd as owned, for fds handed to us by number.
-pub fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: the caller passes an fd it owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// Opens a file for reading even if it is a FIFO with no writer yet.

@@ -14,22 +14,43 @@ use oci_spec::runtime::Process;
 use super::state::{Container, Status};
 use super::{Error, Global, process};
 
-#[derive(Debug, Default)]
+/// `exec`'s arguments, as runc takes them.
+#[derive(Debug, Default, clap::Args)]
 pub struct ExecArgs {
-    pub id: String,
+    #[arg(short, long)]
     pub process: Option<PathBuf>,
-    pub args: Vec<String>,
+    #[arg(short, long)]
     pub detach: bool,
+    #[arg(short, long)]
     pub tty: bool,
+    #[arg(long)]
     pub console_socket: Option<PathBuf>,
+    #[arg(long)]
     pub pid_file: Option<PathBuf>,
+    #[arg(long)]
     pub cwd: Option<String>,
+    #[arg(short, long)]
     pub env: Vec<String>,
+    #[arg(short, long)]
     pub user: Option<String>,
+    #[arg(short = 'g', long)]
     pub additional_gids: Vec<u32>,
+    #[arg(short, long = "cap")]
     pub caps: Vec<String>,
+    #[arg(long)]
     pub no_new_privs: bool,
+    #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
+    /// Accepted for runc's callers; the process runs in the container's groups.
+    #[arg(long)]
+    pub cgroup: Option<String>,
+    pub id: String,
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub args: Vec<String>,
 }
 
 /// The namespaces joined, in order: the user namespace's privileges for the others, the
@@ -162,7 +183,7 @@ pub fn enter(
         .as_deref()
         .map(super::create::PidFile::open)
         .transpose()?;
-    super::create::single_threaded().map_err(|e| Error::Other(format!("exec: {e}")))?;
+    crate::run::single_threaded().map_err(|e| Error::Other(format!("exec: {e}")))?;
     for dir in cgroup_paths {
         fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
             .map_err(|e| Error::Other(format!("joining {}: {e}", dir.display())))?;
@@ -180,7 +201,7 @@ pub fn enter(
     let set = crate::run::init::signal_set();
     let old = crate::run::init::block(&set);
     let (ready_r, ready_w) = crate::run::pipe().map_err(|e| Error::Other(format!("pipe: {e}")))?;
-    let pid = super::create::clone_checked(0).map_err(|e| Error::Other(format!("fork: {e}")))?;
+    let pid = crate::run::clone_checked(0).map_err(|e| Error::Other(format!("fork: {e}")))?;
     if pid == 0 {
         drop(ready_r);
         child(

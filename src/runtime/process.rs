@@ -217,7 +217,8 @@ fn set_credentials(plan: &Plan) -> io::Result<()> {
             "keeping capabilities",
         )?;
     }
-    capset(plan.caps)?;
+    let c = plan.caps;
+    crate::run::security::set_capability_sets(c.effective, c.permitted, c.inheritable)?;
     for cap in 0..64u32 {
         if plan.caps.ambient & (1 << cap) != 0 {
             // SAFETY: prctl with integer arguments.
@@ -240,33 +241,6 @@ fn set_credentials(plan: &Plan) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn capset(c: Caps) -> io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let word = |shift: u32| Data {
-        effective: (c.effective >> shift) as u32,
-        permitted: (c.permitted >> shift) as u32,
-        inheritable: (c.inheritable >> shift) as u32,
-    };
-    let data = [word(0), word(32)];
-    // SAFETY: capset with a v3 header and two data words.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
-    check(r, "setting capabilities")
 }
 
 /// Marks every fd from `first` on close-on-exec (the preserved ones below it stay).
@@ -339,8 +313,8 @@ pub fn exec(plan: &Plan, program: &CString, preserve_fds: u32) -> ! {
         }
     }
     cloexec_from(3 + preserve_fds);
-    let argv = null_terminated(&plan.args);
-    let envp = null_terminated(&plan.env);
+    let argv = crate::run::init::null_terminated(&plan.args);
+    let envp = crate::run::init::null_terminated(&plan.env);
     // SAFETY: default dispositions and an empty mask for the new program; execve with
     // NUL-terminated arrays that outlive the call.
     unsafe {
@@ -363,25 +337,13 @@ pub fn exec(plan: &Plan, program: &CString, preserve_fds: u32) -> ! {
     die(code, &format!("exec {}: {e}", program.to_string_lossy()))
 }
 
-/// The cwd, resolved inside the root without magic links: `/proc/self/fd/N` cannot make
-/// a host folder the cwd (CVE-2024-21626).
+/// The cwd, resolved inside the root without magic links (see
+/// [`crate::run::init::enter_workdir`]); it must exist.
 fn enter_cwd(cwd: &str) -> io::Result<()> {
-    let bad = || io::Error::other(format!("{cwd:?}: not a path in the container"));
-    let rel = crate::tree::safe_path::RelPath::parse(cwd.as_bytes()).map_err(|_| bad())?;
-    let root = crate::tree::safe_path::Root::open(std::path::Path::new("/"))?;
-    let dir = root
-        .open_dir(rel.as_bytes(), false)
-        .map_err(|e| io::Error::new(e.kind(), format!("{cwd}: {e}")))?;
-    rustix::process::fchdir(&dir)?;
-    Ok(())
-}
-
-fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain([std::ptr::null()])
-        .collect()
+    let rel = crate::tree::safe_path::RelPath::parse(cwd.as_bytes())
+        .map_err(|_| io::Error::other(format!("{cwd:?}: not a path in the container")))?;
+    crate::run::init::enter_workdir(&rel, false)
+        .map_err(|e| io::Error::new(e.kind(), format!("{cwd}: {e}")))
 }
 
 /// With `terminal`: a pty from the container's devpts, its master sent through the
