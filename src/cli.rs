@@ -404,9 +404,17 @@ pub struct RunArgs {
     /// Mount the image read-write: changes persist in the image file or folder.
     #[arg(long)]
     pub writable: bool,
-    /// Network: "none" (a namespace with only lo, the default) or "host".
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
-    pub net: String,
+    /// Network: none (a namespace with only lo: the default, closed unless asked), host
+    /// (the host's), private (an address on the rootpack0 bridge with egress and DNS;
+    /// slirp4netns without root), container:ID (a detached container's), ns:PATH (a
+    /// network namespace), or a network's name from /etc/rootpack/net.d or
+    /// /etc/cni/net.d.
+    #[arg(long, alias = "net", value_name = "NETWORK", value_parser = parse_network)]
+    pub network: Option<rootpack::net::Network>,
+    /// Publish a port: [IP:]HOST:CONTAINER[/tcp|udp] (repeatable); implies
+    /// `--network private`. Without IP, on all of the host's addresses.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]", value_parser = parse_port)]
+    pub publish: Vec<rootpack::net::PortMapping>,
     /// Bind a host path: HOST:CONTAINER[:ro] (repeatable).
     #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]", value_parser = parse_volume)]
     pub volume: Vec<VolumeArg>,
@@ -537,4 +545,12 @@ fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
         None if s == "no-new-privileges" => Ok(SecurityOpt::NoNewPrivileges),
         _ => Err("expected seccomp=unconfined, seccomp=FILE.json or no-new-privileges".into()),
     }
+}
+
+fn parse_network(text: &str) -> Result<rootpack::net::Network, String> {
+    text.parse()
+}
+
+fn parse_port(text: &str) -> Result<rootpack::net::PortMapping, String> {
+    text.parse()
 }

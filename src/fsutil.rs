@@ -210,3 +210,8 @@ pub fn tree_size(dir: &Path) -> io::Result<u64> {
     }
     Ok(total)
 }
+
+/// A pipe, both ends close-on-exec: (read, write).
+pub fn pipe() -> io::Result<(std::os::unix::io::OwnedFd, std::os::unix::io::OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}

@@ -13,6 +13,7 @@ pub mod image;
 pub mod interrupt;
 pub mod manifest;
 pub mod mapped;
+pub mod net;
 pub mod ops;
 pub mod progress;
 pub mod recipe;

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["bin"],
     &["runtime", "containers"],
     &["builder", "run", "ops", "cleanup"],
-    &["recipe", "manifest", "image"],
+    &["recipe", "manifest", "image", "net"],
     &["format", "tree"],
     &["archive"],
     &[

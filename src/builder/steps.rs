@@ -185,7 +185,13 @@ impl Steps<'_> {
             volumes.push((m.host.clone(), format!("/{}", m.target), m.read_only));
         }
         let resolv = rel("etc/resolv.conf");
-        if step.network == StepNetwork::Host {
+        if step.network == StepNetwork::Private {
+            // The runtime binds the network's own resolv.conf and hosts there.
+            for file in [resolv, rel("etc/hosts")] {
+                changes.move_symlink_aside(root, &file).map_err(out)?;
+                changes.note_created(root, &file).map_err(out)?;
+            }
+        } else if step.network == StepNetwork::Host {
             let copy = self.work.join("resolv.conf");
             // The host's, following symlinks (systemd-resolved's stub file, ...).
             let text = std::fs::read("/etc/resolv.conf").unwrap_or_default();
@@ -247,7 +253,11 @@ impl Steps<'_> {
                     .unwrap_or_else(|| recipe.name.clone()),
             ),
             writable: true,
-            net_host: step.network == StepNetwork::Host,
+            network: match step.network {
+                StepNetwork::Host => crate::net::Network::Host,
+                StepNetwork::Private => crate::net::Network::Private,
+                StepNetwork::None => crate::net::Network::None,
+            },
             volumes,
             tmpfs,
             seccomp: Seccomp::Default,

@@ -14,6 +14,31 @@ fn find(key: &str) -> Result<Container> {
     Ok(containers::find(&containers::state_root(), key)?)
 }
 
+/// The network a run asks for: `-p` alone means private; a detached container's is
+/// its network namespace, by path.
+pub fn network_for(
+    asked: Option<rootpack::net::Network>,
+    ports: &[rootpack::net::PortMapping],
+) -> Result<rootpack::net::Network> {
+    use rootpack::net::Network;
+    let network = match asked {
+        None if !ports.is_empty() => Network::Private,
+        None => Network::None,
+        Some(n) => n,
+    };
+    let Network::Container(key) = &network else {
+        return Ok(network);
+    };
+    let container = find(key).map_err(|e| Usage(format!("--network container:{key}: {e}")))?;
+    match container.status() {
+        Status::Up { pid } => Ok(Network::Join(format!("/proc/{pid}/ns/net").into())),
+        status => Err(Usage(format!(
+            "--network container:{key}: the container is not running ({status})"
+        ))
+        .into()),
+    }
+}
+
 /// `run -d`: the id once it runs; 125 when it could not be started.
 pub fn run_detached(opts: RunOptions, name: Option<String>, auto_remove: bool) -> Result<u8> {
     if opts.tty {

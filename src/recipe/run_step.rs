@@ -45,6 +45,8 @@ pub enum StepNetwork {
     None,
     /// The host's network, with a copy of the host's resolv.conf.
     Host,
+    /// A private network with egress, as `run --network private` gives.
+    Private,
 }
 
 /// `mounts = ["HOST:CTR[:ro]"]`: a host folder or file bound into the step only.
@@ -185,9 +187,10 @@ fn network(ctx: &Ctx<'_>, value: &Option<Spanned<String>>) -> Result<StepNetwork
     match value.as_ref().map(|n| (n, n.get_ref().as_str())) {
         None | Some((_, "none")) => Ok(StepNetwork::None),
         Some((_, "host")) => Ok(StepNetwork::Host),
+        Some((_, "private")) => Ok(StepNetwork::Private),
         Some((n, other)) => ctx.err(
             n.span(),
-            format!("run.network = \"{other}\": one of none, host"),
+            format!("run.network = \"{other}\": one of none, private, host"),
         ),
     }
 }

@@ -112,7 +112,7 @@ fn finish_process(opts: &RunOptions, layout: &cgroup::Layout, hostname: &str) ->
     rustix::system::sethostname(hostname.as_bytes()).map_err(io::Error::from)?;
     security::join_new_session_keyring()
         .map_err(|e| io::Error::new(e.kind(), format!("joining a session keyring: {e}")))?;
-    if !opts.net_host {
+    if opts.network.new_namespace() {
         rootfs::loopback_up()
             .map_err(|e| io::Error::new(e.kind(), format!("bringing lo up: {e}")))?;
     }

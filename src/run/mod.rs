@@ -15,6 +15,7 @@ pub mod devices;
 mod handover;
 mod image;
 pub mod init;
+mod network;
 pub mod rlimit;
 pub mod rootfs;
 pub mod seccomp;
@@ -46,7 +47,12 @@ pub struct RunOptions {
     pub user_name: Option<user::UserSpec>,
     pub hostname: Option<String>,
     pub writable: bool,
-    pub net_host: bool,
+    /// `--network`; `Container` must be resolved to `Join` by the caller.
+    pub network: crate::net::Network,
+    /// `-p`: published ports of a private network.
+    pub ports: Vec<crate::net::PortMapping>,
+    /// A name for the container's address in its `/etc/hosts` (besides its hostname).
+    pub name: Option<String>,
     pub volumes: Vec<(PathBuf, String, bool)>,
     pub tmpfs: Vec<String>,
     pub memory: Option<u64>,
@@ -123,10 +129,7 @@ pub struct Outcome {
     pub notice: Option<String>,
 }
 
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    Ok((r, w))
-}
+pub(crate) use crate::fsutil::pipe;
 
 pub use crate::ids::parse_uid_gid as parse_user;
 
@@ -179,7 +182,10 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     let (layout, cg) = make_cgroup(opts, &limits, t0)?;
     // A user namespace can make no node, and its mounts are nodev whatever we ask.
     rootfs.devices = cg.limits_devices() && !opts.userns && !opts.rootless;
-    let watcher = spawn_cgroup_watcher(cg.dirs()).map_err(RunError::Start)?;
+    let network = network::prepare(opts, &hostname, &mut rootfs, t0)?;
+    let join = network::open_joined(opts)?;
+    let watcher = spawn_cgroup_watcher(cg.dirs(), network.as_ref().map(|n| n.dir()))
+        .map_err(RunError::Start)?;
 
     let (go_r, go_w) = pipe().map_err(RunError::Start)?;
     let (ready_r, ready_w) = pipe().map_err(RunError::Start)?;
@@ -194,7 +200,7 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     // Read before the clone: the child must not allocate for them.
     let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
     // No thread has been started yet: the relays start after the hand-over.
-    let pid = clone_into_namespaces(opts).map_err(RunError::Start)?;
+    let pid = clone_into_namespaces(opts, join.as_ref()).map_err(RunError::Start)?;
     if pid == 0 {
         // Our ends of the pipes, the watcher's and the output's: closed with every other
         // fd the child does not keep (`security::close_fds_except`).
@@ -221,8 +227,13 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     let console = console.map(|(ours, _theirs)| ours);
     let caller = (uid.as_raw(), gid.as_raw());
     if let Err(e) = handover::hand_over(opts, pid, caller, &rootfs, &cg, &ready_r) {
+        network.map(network::Prepared::abandon);
         return Err(abandon(pid, err_r, e));
     }
+    let attachment = match network.map(|n| network::attach(n, pid, t0)).transpose() {
+        Ok(a) => a,
+        Err(e) => return Err(abandon(pid, err_r, e)),
+    };
     // Threads only now: entering the child's mount namespace above needs a process of
     // one thread.
     let relays = stdio.start();
@@ -234,6 +245,7 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         wait::wait_for(pid, &set, opts.timeout, out_r.zip(output), console.as_ref())?;
     relays.finish();
     drop(mask);
+    network::detach(attachment);
     let ended = ended(status, timed_out, read_message(err_r), limits.memory, &cg);
     // Removed on drop, retrying briefly while the kernel finishes tearing down.
     drop(cg);
@@ -267,7 +279,7 @@ fn announce_start(opts: &RunOptions, pid: i32) {
 /// The namespaces [`clone_into_namespaces`] makes, for the verbose log.
 fn namespaces(opts: &RunOptions) -> String {
     let mut names = vec!["mount", "uts", "ipc", "pid"];
-    names.extend((!opts.net_host).then_some("net"));
+    names.extend(opts.network.new_namespace().then_some("net"));
     names.extend((opts.userns || opts.rootless).then_some("user"));
     names.join(", ")
 }
@@ -370,22 +382,33 @@ fn make_cgroup(
     Ok((layout, cg))
 }
 
-/// Forks into new mount, UTS, IPC and PID namespaces (network unless `--net host`, user
-/// with `--userns` or without root): 0 in the child, its pid in the parent.
+/// Forks into new mount, UTS, IPC and PID namespaces (network unless the host's or a
+/// joined one, user with `--userns` or without root): 0 in the child, its pid in the
+/// parent. A joined network namespace (`join`) is entered around the clone, so the
+/// child starts in it whatever user namespace it gets.
 ///
 /// The process must be single-threaded (checked): the child is a copy of this one
 /// thread, and a lock another thread held (the allocator's) would stay locked in it.
-fn clone_into_namespaces(opts: &RunOptions) -> io::Result<i32> {
+fn clone_into_namespaces(opts: &RunOptions, join: Option<&network::Joined>) -> io::Result<i32> {
     single_threaded()?;
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
-    if !opts.net_host {
+    if opts.network.new_namespace() {
         flags |= libc::CLONE_NEWNET;
     }
     if opts.userns || opts.rootless {
         flags |= libc::CLONE_NEWUSER;
     }
-    clone_checked(flags)
+    let Some(join) = join else {
+        return clone_checked(flags);
+    };
+    join.enter()?;
+    let pid = clone_checked(flags);
+    if pid.as_ref().is_ok_and(|&p| p == 0) {
+        return pid;
+    }
+    join.leave()?;
+    pid
 }
 
 /// Fails unless the process has one thread: a clone copies the calling thread only, and
@@ -443,10 +466,14 @@ fn read_message(err: OwnedFd) -> String {
     message
 }
 
-/// A process outside the container that removes its cgroup once the container is gone,
-/// even when rootpack was killed. It waits for the returned pipe end to close.
-fn spawn_cgroup_watcher(dirs: &[PathBuf]) -> io::Result<Option<OwnedFd>> {
-    if dirs.is_empty() {
+/// A process outside the container that removes its cgroup and its network once the
+/// container is gone, even when rootpack was killed. It waits for the returned pipe end
+/// to close.
+fn spawn_cgroup_watcher(
+    dirs: &[PathBuf],
+    network: Option<&std::path::Path>,
+) -> io::Result<Option<OwnedFd>> {
+    if dirs.is_empty() && network.is_none() {
         return Ok(None);
     }
     let (r, w) = pipe()?;
@@ -480,6 +507,9 @@ fn spawn_cgroup_watcher(dirs: &[PathBuf]) -> io::Result<Option<OwnedFd>> {
         cgroup::kill_tasks(dirs);
         // Patient: a container killed with rootpack may take a while to be reaped.
         let _ = cgroup::remove_dirs(dirs, std::time::Duration::from_secs(60));
+        if let Some(dir) = network {
+            crate::net::teardown_orphan(dir);
+        }
         // SAFETY: leaving without running the parent's destructors.
         unsafe { libc::_exit(0) };
     }

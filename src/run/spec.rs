@@ -166,7 +166,7 @@ fn rootfs_spec(
             .iter()
             .map(|t| image_path(t, "--tmpfs"))
             .collect::<Result<_, _>>()?,
-        net_host: opts.net_host,
+        net_host: opts.network == crate::net::Network::Host,
         devices: false,
         stage: match &opts.stage {
             Some(stage) => stage.clone(),

@@ -1,0 +1,465 @@
+//! A container's network: none (`lo` alone), the host's, one joined from elsewhere, or a
+//! private one with egress, made by the CNI plugins as root ([`cni`], [`bridge`]) and by
+//! slirp4netns without root ([`slirp`]), with published ports ([`ports`]) and the
+//! container's resolv.conf and hosts ([`files`]).
+//!
+//! Each private attachment is a folder under the state root: its record (the network
+//! list, the runtime values, the ADD result), the container's network namespace pinned
+//! by a bind mount (so DEL finds the veth and the rules the plugins keyed on it), and a
+//! lock its owner holds for the container's life. Whoever finds an attachment unlocked
+//! (the next start's sweep, or the watcher of an owner that was killed) runs DEL and
+//! removes it: a `kill -9` leaves nothing the next start does not clean.
+
+pub mod bridge;
+pub mod cni;
+pub mod files;
+pub mod ports;
+pub mod slirp;
+
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::io::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+pub use ports::PortMapping;
+
+/// What `--network` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Network {
+    /// A network namespace of its own with only `lo`.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+    /// The default private network: an address, a route out, DNS.
+    Private,
+    /// A network list of the user's, by name (see [`cni::CONFIG_DIRS`]).
+    Named(String),
+    /// The network namespace of a detached container, by id or name.
+    Container(String),
+    /// A network namespace by path (`ns:PATH`).
+    Join(PathBuf),
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "none" => Network::None,
+            "host" => Network::Host,
+            // Docker's and podman's name for their default network.
+            "private" | "bridge" => Network::Private,
+            "" => return Err("--network \"\": one of none, host, private, container:ID, ns:PATH or a network's name".into()),
+            _ => match text.split_once(':') {
+                Some(("container", id)) if !id.is_empty() => Network::Container(id.into()),
+                Some(("ns", path)) if path.starts_with('/') => Network::Join(path.into()),
+                Some(("ns", _)) => return Err(format!("--network {text}: ns: takes an absolute path")),
+                Some(_) => return Err(format!("--network {text}: one of none, host, private, container:ID, ns:PATH or a network's name")),
+                None if cni_name(text) => Network::Named(text.into()),
+                None => return Err(format!("--network {text:?} is not a network's name")),
+            },
+        })
+    }
+}
+
+fn cni_name(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !text.starts_with('.')
+}
+
+impl Network {
+    /// A private network that rootpack attaches (not none, the host's or a joined one).
+    pub fn is_attached(&self) -> bool {
+        matches!(self, Network::Private | Network::Named(_))
+    }
+
+    /// The container gets a network namespace of its own at the clone.
+    pub fn new_namespace(&self) -> bool {
+        matches!(self, Network::None | Network::Private | Network::Named(_))
+    }
+}
+
+/// The state root: `/run/rootpack-net` for root, else under `$XDG_RUNTIME_DIR`.
+pub fn state_root() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/run/rootpack-net");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("rootpack-net"),
+        None => std::env::temp_dir().join(format!(
+            "rootpack-net-{}",
+            rustix::process::getuid().as_raw()
+        )),
+    }
+}
+
+/// What a private network is asked for.
+pub struct Request<'a> {
+    pub network: &'a Network,
+    pub ports: &'a [PortMapping],
+    /// Unique among running containers: the CNI container id and the folder's name.
+    pub id: &'a str,
+    /// The names `/etc/hosts` gives the container's address (its hostname first).
+    pub names: Vec<String>,
+    /// Without root: slirp4netns instead of the CNI plugins.
+    pub rootless: bool,
+}
+
+/// A private network ready to attach, prepared before the clone: the ports reserved,
+/// the files the container binds written (the hosts file is completed by
+/// [`Prepared::attach`]), and the attachment's folder locked.
+pub struct Prepared {
+    dir: PathBuf,
+    lock: File,
+    backend: Backend,
+    reserved: Vec<OwnedFd>,
+    ports: Vec<PortMapping>,
+    id: String,
+    names: Vec<String>,
+    pub resolv_conf: PathBuf,
+    pub hosts: PathBuf,
+}
+
+enum Backend {
+    Cni(cni::NetworkList),
+    Slirp,
+}
+
+/// An attached network; detached (DEL, files removed) by [`Attachment::detach`] or on
+/// drop.
+pub struct Attachment {
+    dir: PathBuf,
+    lock: Option<File>,
+    slirp: Option<slirp::Slirp>,
+    _reserved: Vec<OwnedFd>,
+    /// The container's address on the network, if the plugins gave one.
+    pub address: Option<IpAddr>,
+}
+
+/// Checks the request, reserves its ports and writes the container's files.
+pub fn prepare(req: &Request<'_>) -> Result<Prepared, String> {
+    let root = state_root();
+    make_private_dir(&root)?;
+    let backend = if req.rootless {
+        if !matches!(req.network, Network::Private) {
+            return Err(format!(
+                "--network {}: only the private network exists without root",
+                network_name(req.network)
+            ));
+        }
+        Backend::Slirp
+    } else {
+        let _global = lock(&root.join("lock"), true)?;
+        sweep(&root);
+        let list = match req.network {
+            Network::Named(name) => cni::NetworkList::find(name)?,
+            _ => bridge::ensure(&root.join("rootpack.conflist"), &root.join("ipam"))?,
+        };
+        cni::plugin_dir()?;
+        if !has_iptables() {
+            return Err("iptables is not installed (the CNI plugins need it): install iptables".into());
+        }
+        Backend::Cni(list)
+    };
+    // slirp4netns binds the ports itself, and says when one is taken.
+    let reserved = match backend {
+        Backend::Cni(_) => ports::reserve(req.ports)?,
+        Backend::Slirp => Vec::new(),
+    };
+    let attachments = root.join("attachments");
+    make_private_dir(&attachments)?;
+    let dir = attachments.join(req.id);
+    std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock = lock(&dir.join("lock"), true)?;
+    let resolv_conf = dir.join("resolv.conf");
+    let hosts = dir.join("hosts");
+    let resolv = match backend {
+        Backend::Cni(_) => files::resolv_conf(),
+        Backend::Slirp => files::resolv_conf_with(slirp::DNS),
+    };
+    let names: Vec<&str> = req.names.iter().map(String::as_str).collect();
+    let placeholder = files::hosts(None, &names, None);
+    let written = std::fs::write(&resolv_conf, resolv)
+        .and_then(|()| std::fs::write(&hosts, placeholder));
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(format!("{}: {e}", dir.display()));
+    }
+    Ok(Prepared {
+        dir,
+        lock,
+        backend,
+        reserved,
+        ports: req.ports.to_vec(),
+        id: req.id.to_string(),
+        names: req.names.clone(),
+        resolv_conf,
+        hosts,
+    })
+}
+
+fn network_name(n: &Network) -> String {
+    match n {
+        Network::None => "none".into(),
+        Network::Host => "host".into(),
+        Network::Private => "private".into(),
+        Network::Named(name) => name.clone(),
+        Network::Container(id) => format!("container:{id}"),
+        Network::Join(p) => format!("ns:{}", p.display()),
+    }
+}
+
+impl Prepared {
+    /// The attachment's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The folder removed; for a start that failed before [`Prepared::attach`].
+    pub fn abandon(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Connects the container `pid` (cloned into a new network namespace, not yet
+    /// running anything) and completes its hosts file.
+    pub fn attach(self, pid: i32) -> Result<Attachment, String> {
+        let Prepared {
+            dir,
+            lock: dir_lock,
+            backend,
+            reserved,
+            ports,
+            id,
+            names,
+            hosts,
+            ..
+        } = self;
+        let mut attachment = Attachment {
+            dir: dir.clone(),
+            lock: Some(dir_lock),
+            slirp: None,
+            _reserved: reserved,
+            address: None,
+        };
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (address, host_side) = match backend {
+            Backend::Slirp => {
+                attachment.slirp = Some(slirp::start(pid, &dir, &ports)?);
+                (Some(IpAddr::V4(slirp::ADDRESS)), Some(IpAddr::V4(slirp::GATEWAY)))
+            }
+            Backend::Cni(list) => attach_cni(&dir, &list, &id, pid, &ports)?,
+        };
+        attachment.address = address;
+        std::fs::write(&hosts, files::hosts(address, &names, host_side))
+            .map_err(|e| format!("{}: {e}", hosts.display()))?;
+        Ok(attachment)
+    }
+}
+
+/// The record written before ADD (so a DEL can follow a start killed midway), the
+/// namespace pinned, ADD run, and its result recorded.
+fn attach_cni(
+    dir: &Path,
+    list: &cni::NetworkList,
+    id: &str,
+    pid: i32,
+    ports: &[PortMapping],
+) -> Result<(Option<IpAddr>, Option<IpAddr>), String> {
+    let pin = dir.join("netns");
+    let mut runtime = Map::new();
+    if !ports.is_empty() {
+        let maps: Vec<Value> = ports
+            .iter()
+            .map(|p| {
+                let mut m = json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol.name()});
+                if let Some(ip) = p.host_ip {
+                    m["hostIP"] = Value::String(ip.to_string());
+                }
+                m
+            })
+            .collect();
+        runtime.insert("portMappings".into(), Value::Array(maps));
+    }
+    let mut record = json!({"id": id, "network": list.to_json(), "runtime": runtime, "result": null});
+    write_record(dir, &record)?;
+    pin_netns(pid, &pin).map_err(|e| format!("pinning the network namespace: {e}"))?;
+    let _global = lock(&dir.parent().and_then(Path::parent).unwrap_or(dir).join("lock"), true)?;
+    let target = cni::Target {
+        container_id: id,
+        netns: Some(&pin),
+        ifname: "eth0",
+        runtime: &runtime,
+    };
+    let result = cni::add(list, &target)?;
+    record["result"] = result.clone();
+    write_record(dir, &record)?;
+    Ok(cni::address(&result))
+}
+
+impl Attachment {
+    /// DEL (as root), slirp4netns stopped, the folder removed.
+    pub fn detach(mut self) -> Result<(), String> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<(), String> {
+        drop(self.slirp.take());
+        let Some(lock) = self.lock.take() else {
+            return Ok(());
+        };
+        let result = teardown_locked(&self.dir);
+        drop(lock);
+        result
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            log::warn!("removing the network of {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// For a process that outlived the attachment's owner (its watcher): tears the
+/// attachment in `dir` down unless someone holds it.
+pub fn teardown_orphan(dir: &Path) {
+    let Some(root) = dir.parent().and_then(Path::parent) else {
+        return;
+    };
+    let Ok(_global) = lock(&root.join("lock"), true) else {
+        return;
+    };
+    teardown_if_unlocked(dir);
+}
+
+/// Attachments whose owners are gone (their locks free): torn down. The caller holds
+/// the state root's lock.
+fn sweep(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root.join("attachments")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        teardown_if_unlocked(&entry.path());
+    }
+}
+
+fn teardown_if_unlocked(dir: &Path) {
+    let Ok(lock) = lock(&dir.join("lock"), false) else {
+        return;
+    };
+    log::info!("removing the network of a container that is gone: {}", dir.display());
+    if let Err(e) = teardown_locked(dir) {
+        log::warn!("{}: {e}", dir.display());
+    }
+    drop(lock);
+}
+
+/// DEL from the record (if there is one), the pin unmounted, the folder removed.
+fn teardown_locked(dir: &Path) -> Result<(), String> {
+    let mut outcome = Ok(());
+    if let Ok(text) = std::fs::read_to_string(dir.join("record.json")) {
+        outcome = del_recorded(dir, &text);
+    }
+    let pin = dir.join("netns");
+    let _ = rustix::mount::unmount(&pin, rustix::mount::UnmountFlags::DETACH);
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        outcome = outcome.and(Err(format!("{}: {e}", dir.display())));
+    }
+    outcome
+}
+
+fn del_recorded(dir: &Path, text: &str) -> Result<(), String> {
+    let record: Value =
+        serde_json::from_str(text).map_err(|e| format!("record.json: {e}"))?;
+    let list = cni::NetworkList::from_json(&record["network"])?;
+    let runtime = record["runtime"].as_object().cloned().unwrap_or_default();
+    let pin = dir.join("netns");
+    let pinned = is_nsfs(&pin);
+    let id = record["id"].as_str().unwrap_or_default();
+    let target = cni::Target {
+        container_id: id,
+        netns: pinned.then_some(pin.as_path()),
+        ifname: "eth0",
+        runtime: &runtime,
+    };
+    let result = Some(&record["result"]).filter(|r| !r.is_null());
+    cni::del(&list, &target, result)
+}
+
+fn write_record(dir: &Path, record: &Value) -> Result<(), String> {
+    let path = dir.join("record.json");
+    let tmp = dir.join("record.json.tmp");
+    std::fs::write(&tmp, record.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `/proc/PID/ns/net` bound on `pin`, so the namespace outlives the container until DEL.
+fn pin_netns(pid: i32, pin: &Path) -> io::Result<()> {
+    File::create(pin)?;
+    let source = format!("/proc/{pid}/ns/net");
+    rustix::mount::mount_bind(source.as_str(), pin)?;
+    Ok(())
+}
+
+fn is_nsfs(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    rustix::fs::statfs(path).is_ok_and(|s| s.f_type as i64 == NSFS_MAGIC)
+}
+
+/// A lock file under `path`, taken exclusively (waiting for it with `wait`).
+fn lock(path: &Path, wait: bool) -> Result<File, String> {
+    use rustix::fs::FlockOperation;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let op = match wait {
+        true => FlockOperation::LockExclusive,
+        false => FlockOperation::NonBlockingLockExclusive,
+    };
+    rustix::fs::flock(&file, op).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(file)
+}
+
+fn make_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
+}
+
+fn has_iptables() -> bool {
+    ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables", "/usr/local/sbin/iptables"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_names_parse() {
+        let p = |s: &str| s.parse::<Network>();
+        assert_eq!(p("none"), Ok(Network::None));
+        assert_eq!(p("bridge"), Ok(Network::Private));
+        assert_eq!(p("container:web"), Ok(Network::Container("web".into())));
+        assert_eq!(p("ns:/run/netns/x"), Ok(Network::Join("/run/netns/x".into())));
+        assert_eq!(p("mynet"), Ok(Network::Named("mynet".into())));
+        assert!(p("ns:relative").unwrap_err().contains("absolute"));
+        assert!(p("container:").is_err());
+        assert!(p("a/b").is_err());
+    }
+}
