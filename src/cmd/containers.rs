@@ -87,6 +87,7 @@ pub fn ps(args: &PsArgs) -> Result<()> {
                     "created": r.created, "status": s.to_string(),
                     "pid": match s { Status::Up { pid } => Some(*pid), _ => None },
                     "exit_code": match s { Status::Exited(code) => Some(*code), _ => None },
+                    "ports": r.ports,
                 })
             })
             .collect();
@@ -95,8 +96,8 @@ pub fn ps(args: &PsArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "{:<12}  {:<20}  {:<28}  {:<24}  {:<30}  STATUS",
-        "CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED"
+        "{:<12}  {:<20}  {:<28}  {:<24}  {:<30}  {:<10}  PORTS",
+        "CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS"
     )?;
     for (c, s) in &shown {
         let r = &c.record;
@@ -104,12 +105,14 @@ pub fn ps(args: &PsArgs) -> Result<()> {
         let image = r.image.display().to_string();
         writeln!(
             out,
-            "{:<12}  {:<20}  {:<28}  {:<24}  {:<30}  {s}",
+            "{:<12}  {:<20}  {:<28}  {:<24}  {:<30}  {:<10}  {}",
             &r.id[..12],
             r.name,
             image,
             command,
-            r.created
+            r.created,
+            s.to_string(),
+            r.ports.join(", ")
         )?;
     }
     Ok(())

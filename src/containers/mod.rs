@@ -42,6 +42,9 @@ pub struct Record {
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
     pub user: Option<(u32, u32)>,
+    /// Its published ports, as `HOSTIP:HOST->CONTAINER/PROTO`.
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

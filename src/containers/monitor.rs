@@ -67,7 +67,11 @@ pub fn start(
         env: opts.env.clone(),
         workdir: opts.workdir.clone(),
         user: opts.user,
+        ports: opts.ports.iter().map(|p| p.to_string()).collect(),
     };
+    // Its name is an address in its /etc/hosts too.
+    let mut opts = opts;
+    opts.name = Some(record.name.clone());
     let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Other(e.to_string()))?;
     fs::write(dir.join("record.json"), json).map_err(other("record.json"))?;
     match spawn(&dir, opts) {

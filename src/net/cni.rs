@@ -27,8 +27,7 @@ impl NetworkList {
     /// A `.conflist`, or a `.conf` of one plugin.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, String> {
         let bad = |why: String| format!("{}: {why}", origin.display());
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
         let Value::Object(mut top) = value else {
             return Err(bad("not a JSON object".into()));
         };
@@ -144,13 +143,19 @@ pub fn plugin_dir() -> Result<PathBuf, String> {
         })
 }
 
-/// ADD: each plugin in turn; the last one's result.
-pub fn add(list: &NetworkList, target: &Target<'_>) -> Result<Value, String> {
+/// ADD: each plugin in turn, each result handed to `record` as it comes; the last one's.
+pub fn add(
+    list: &NetworkList,
+    target: &Target<'_>,
+    mut record: impl FnMut(&Value) -> Result<(), String>,
+) -> Result<Value, String> {
     let dir = plugin_dir()?;
     let mut prev: Option<Value> = None;
     for plugin in &list.plugins {
         let config = plugin_config(list, plugin, target, prev.as_ref());
-        prev = Some(exec(&dir, plugin, "ADD", target, &config)?);
+        let result = exec(&dir, plugin, "ADD", target, &config)?;
+        record(&result)?;
+        prev = Some(result);
     }
     Ok(prev.unwrap_or(Value::Null))
 }
@@ -211,7 +216,10 @@ fn exec(
     let netns = target.netns.map(|p| p.as_os_str().to_owned());
     let mut child = Command::new(&program)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", target.container_id)
         .env("CNI_NETNS", netns.unwrap_or_default())
@@ -328,6 +336,9 @@ mod tests {
         assert_eq!(portmap["runtimeConfig"]["portMappings"][0]["hostPort"], 1);
         assert_eq!(portmap["name"], "n");
         let (ip, gw) = address(&prev);
-        assert_eq!((ip.unwrap().to_string(), gw.unwrap().to_string()), ("10.0.0.2".into(), "10.0.0.1".into()));
+        assert_eq!(
+            (ip.unwrap().to_string(), gw.unwrap().to_string()),
+            ("10.0.0.2".into(), "10.0.0.1".into())
+        );
     }
 }

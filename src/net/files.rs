@@ -68,9 +68,7 @@ fn nameservers(text: &str) -> impl Iterator<Item = IpAddr> + '_ {
 /// The hosts file: localhost, the container's own address under its names, and the
 /// host's side of the network as `host.containers.internal` (podman's name).
 pub fn hosts(address: Option<IpAddr>, names: &[&str], host_side: Option<IpAddr>) -> String {
-    let mut out = String::from(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    );
+    let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     let mut names: Vec<&str> = names.iter().copied().filter(|n| !n.is_empty()).collect();
     names.dedup();
     if let Some(ip) = address {
@@ -79,7 +77,9 @@ pub fn hosts(address: Option<IpAddr>, names: &[&str], host_side: Option<IpAddr>)
         out.push_str(&format!("127.0.1.1\t{}\n", names.join(" ")));
     }
     if let Some(ip) = host_side {
-        out.push_str(&format!("{ip}\thost.containers.internal host.rootpack.internal\n"));
+        out.push_str(&format!(
+            "{ip}\thost.containers.internal host.rootpack.internal\n"
+        ));
     }
     out
 }
@@ -112,6 +112,9 @@ mod tests {
         let gw = "10.99.0.1".parse().ok();
         let text = hosts(ip, &["web", "web"], gw);
         assert!(text.contains("10.99.0.2\tweb\n"), "{text}");
-        assert!(text.contains("10.99.0.1\thost.containers.internal"), "{text}");
+        assert!(
+            text.contains("10.99.0.1\thost.containers.internal"),
+            "{text}"
+        );
     }
 }

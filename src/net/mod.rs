@@ -162,7 +162,9 @@ pub fn prepare(req: &Request<'_>) -> Result<Prepared, String> {
         };
         cni::plugin_dir()?;
         if !has_iptables() {
-            return Err("iptables is not installed (the CNI plugins need it): install iptables".into());
+            return Err(
+                "iptables is not installed (the CNI plugins need it): install iptables".into(),
+            );
         }
         Backend::Cni(list)
     };
@@ -184,8 +186,8 @@ pub fn prepare(req: &Request<'_>) -> Result<Prepared, String> {
     };
     let names: Vec<&str> = req.names.iter().map(String::as_str).collect();
     let placeholder = files::hosts(None, &names, None);
-    let written = std::fs::write(&resolv_conf, resolv)
-        .and_then(|()| std::fs::write(&hosts, placeholder));
+    let written =
+        std::fs::write(&resolv_conf, resolv).and_then(|()| std::fs::write(&hosts, placeholder));
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(format!("{}: {e}", dir.display()));
@@ -225,16 +227,35 @@ impl Prepared {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
+    /// What connecting a container through the CNI plugins takes (`None` without root):
+    /// run by a process that outlives a killed rootpack (see [`CniJob::add`]).
+    pub fn cni_job(&self) -> Option<CniJob> {
+        match &self.backend {
+            Backend::Cni(list) => Some(CniJob {
+                dir: self.dir.clone(),
+                list: list.clone(),
+                id: self.id.clone(),
+                ports: self.ports.clone(),
+            }),
+            Backend::Slirp => None,
+        }
+    }
+
     /// Connects the container `pid` (cloned into a new network namespace, not yet
-    /// running anything) and completes its hosts file.
-    pub fn attach(self, pid: i32) -> Result<Attachment, String> {
+    /// running anything) and completes its hosts file. With the CNI plugins, `add` runs
+    /// the [`CniJob`] (in another process, or with [`CniJob::add`] here) and returns
+    /// the addresses.
+    pub fn attach(
+        self,
+        pid: i32,
+        add: impl FnOnce(&CniJob, i32) -> Result<Addresses, String>,
+    ) -> Result<Attachment, String> {
+        let job = self.cni_job();
         let Prepared {
             dir,
             lock: dir_lock,
-            backend,
             reserved,
             ports,
-            id,
             names,
             hosts,
             ..
@@ -247,12 +268,15 @@ impl Prepared {
             address: None,
         };
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let (address, host_side) = match backend {
-            Backend::Slirp => {
+        let (address, host_side) = match job {
+            None => {
                 attachment.slirp = Some(slirp::start(pid, &dir, &ports)?);
-                (Some(IpAddr::V4(slirp::ADDRESS)), Some(IpAddr::V4(slirp::GATEWAY)))
+                (
+                    Some(IpAddr::V4(slirp::ADDRESS)),
+                    Some(IpAddr::V4(slirp::GATEWAY)),
+                )
             }
-            Backend::Cni(list) => attach_cni(&dir, &list, &id, pid, &ports)?,
+            Some(job) => add(&job, pid)?,
         };
         attachment.address = address;
         std::fs::write(&hosts, files::hosts(address, &names, host_side))
@@ -261,44 +285,63 @@ impl Prepared {
     }
 }
 
-/// The record written before ADD (so a DEL can follow a start killed midway), the
-/// namespace pinned, ADD run, and its result recorded.
-fn attach_cni(
-    dir: &Path,
-    list: &cni::NetworkList,
-    id: &str,
-    pid: i32,
-    ports: &[PortMapping],
-) -> Result<(Option<IpAddr>, Option<IpAddr>), String> {
-    let pin = dir.join("netns");
-    let mut runtime = Map::new();
-    if !ports.is_empty() {
-        let maps: Vec<Value> = ports
-            .iter()
-            .map(|p| {
-                let mut m = json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol.name()});
-                if let Some(ip) = p.host_ip {
-                    m["hostIP"] = Value::String(ip.to_string());
-                }
-                m
-            })
-            .collect();
-        runtime.insert("portMappings".into(), Value::Array(maps));
+/// The container's address and the host's side of the network.
+pub type Addresses = (Option<IpAddr>, Option<IpAddr>);
+
+/// A CNI ADD to run for a prepared attachment.
+#[derive(Debug, Clone)]
+pub struct CniJob {
+    dir: PathBuf,
+    list: cni::NetworkList,
+    id: String,
+    ports: Vec<PortMapping>,
+}
+
+impl CniJob {
+    /// The record written before ADD (so a DEL can follow a start killed midway), the
+    /// namespace of `pid` pinned, ADD run under the state root's lock, and each plugin's
+    /// result recorded as it comes (the firewall's rules are keyed on the address).
+    pub fn add(&self, pid: i32) -> Result<Addresses, String> {
+        let dir = &self.dir;
+        let pin = dir.join("netns");
+        let runtime = runtime_config(&self.ports);
+        let mut record = json!({"id": self.id, "network": self.list.to_json(), "runtime": runtime, "result": null});
+        write_record(dir, &record)?;
+        pin_netns(pid, &pin).map_err(|e| format!("pinning the network namespace: {e}"))?;
+        let root = dir.parent().and_then(Path::parent).unwrap_or(dir);
+        let _global = lock(&root.join("lock"), true)?;
+        let target = cni::Target {
+            container_id: &self.id,
+            netns: Some(&pin),
+            ifname: "eth0",
+            runtime: &runtime,
+        };
+        let result = cni::add(&self.list, &target, |partial| {
+            record["result"] = partial.clone();
+            write_record(dir, &record)
+        })?;
+        Ok(cni::address(&result))
     }
-    let mut record = json!({"id": id, "network": list.to_json(), "runtime": runtime, "result": null});
-    write_record(dir, &record)?;
-    pin_netns(pid, &pin).map_err(|e| format!("pinning the network namespace: {e}"))?;
-    let _global = lock(&dir.parent().and_then(Path::parent).unwrap_or(dir).join("lock"), true)?;
-    let target = cni::Target {
-        container_id: id,
-        netns: Some(&pin),
-        ifname: "eth0",
-        runtime: &runtime,
-    };
-    let result = cni::add(list, &target)?;
-    record["result"] = result.clone();
-    write_record(dir, &record)?;
-    Ok(cni::address(&result))
+}
+
+/// `runtimeConfig.portMappings`, as the portmap plugin reads it.
+fn runtime_config(ports: &[PortMapping]) -> Map<String, Value> {
+    let mut runtime = Map::new();
+    if ports.is_empty() {
+        return runtime;
+    }
+    let maps: Vec<Value> = ports
+        .iter()
+        .map(|p| {
+            let mut m = json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol.name()});
+            if let Some(ip) = p.host_ip {
+                m["hostIP"] = Value::String(ip.to_string());
+            }
+            m
+        })
+        .collect();
+    runtime.insert("portMappings".into(), Value::Array(maps));
+    runtime
 }
 
 impl Attachment {
@@ -353,7 +396,10 @@ fn teardown_if_unlocked(dir: &Path) {
     let Ok(lock) = lock(&dir.join("lock"), false) else {
         return;
     };
-    log::info!("removing the network of a container that is gone: {}", dir.display());
+    log::info!(
+        "removing the network of a container that is gone: {}",
+        dir.display()
+    );
     if let Err(e) = teardown_locked(dir) {
         log::warn!("{}: {e}", dir.display());
     }
@@ -377,8 +423,7 @@ fn teardown_locked(dir: &Path) -> Result<(), String> {
 }
 
 fn del_recorded(dir: &Path, text: &str) -> Result<(), String> {
-    let record: Value =
-        serde_json::from_str(text).map_err(|e| format!("record.json: {e}"))?;
+    let record: Value = serde_json::from_str(text).map_err(|e| format!("record.json: {e}"))?;
     let list = cni::NetworkList::from_json(&record["network"])?;
     let runtime = record["runtime"].as_object().cloned().unwrap_or_default();
     let pin = dir.join("netns");
@@ -434,16 +479,25 @@ fn lock(path: &Path, wait: bool) -> Result<File, String> {
 
 fn make_private_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir) {
+    match std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+    {
         Ok(()) => Ok(()),
         Err(e) => Err(format!("{}: {e}", dir.display())),
     }
 }
 
 fn has_iptables() -> bool {
-    ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables", "/usr/local/sbin/iptables"]
-        .iter()
-        .any(|p| Path::new(p).exists())
+    [
+        "/usr/sbin/iptables",
+        "/sbin/iptables",
+        "/usr/bin/iptables",
+        "/usr/local/sbin/iptables",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
 }
 
 #[cfg(test)]
@@ -456,7 +510,10 @@ mod tests {
         assert_eq!(p("none"), Ok(Network::None));
         assert_eq!(p("bridge"), Ok(Network::Private));
         assert_eq!(p("container:web"), Ok(Network::Container("web".into())));
-        assert_eq!(p("ns:/run/netns/x"), Ok(Network::Join("/run/netns/x".into())));
+        assert_eq!(
+            p("ns:/run/netns/x"),
+            Ok(Network::Join("/run/netns/x".into()))
+        );
         assert_eq!(p("mynet"), Ok(Network::Named("mynet".into())));
         assert!(p("ns:relative").unwrap_err().contains("absolute"));
         assert!(p("container:").is_err());

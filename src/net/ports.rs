@@ -90,7 +90,9 @@ fn split_address(text: &str) -> Result<(Option<IpAddr>, &str), String> {
         let (ip, ports) = rest
             .split_once("]:")
             .ok_or("an IPv6 address in brackets is followed by :HOST:CONTAINER")?;
-        let ip = ip.parse().map_err(|_| format!("{ip:?} is not an address"))?;
+        let ip = ip
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an address"))?;
         return Ok((Some(ip), ports));
     }
     match text.matches(':').count() {
@@ -169,17 +171,32 @@ mod tests {
         let p = parse("[::1]:8080:80").unwrap();
         assert_eq!(p.host_ip, Some("::1".parse().unwrap()));
         assert_eq!(parse(":53:53/udp").unwrap().host_ip, None);
-        assert_eq!(parse("1.2.3.4:1:2").unwrap().to_string(), "1.2.3.4:1->2/tcp");
+        assert_eq!(
+            parse("1.2.3.4:1:2").unwrap().to_string(),
+            "1.2.3.4:1->2/tcp"
+        );
     }
 
     #[test]
     fn bad_ones_say_what() {
-        assert!(parse("70000:80").unwrap_err().contains("70000 is not in 1-65535"));
+        assert!(
+            parse("70000:80")
+                .unwrap_err()
+                .contains("70000 is not in 1-65535")
+        );
         assert!(parse("80").unwrap_err().contains("HOST:CONTAINER"));
         assert!(parse("abc").unwrap_err().contains("HOST:CONTAINER"));
-        assert!(parse("abc:80").unwrap_err().contains("\"abc\" is not a number"));
+        assert!(
+            parse("abc:80")
+                .unwrap_err()
+                .contains("\"abc\" is not a number")
+        );
         assert!(parse("0:80").unwrap_err().contains("0 is not in"));
         assert!(parse("80:80/sctp").unwrap_err().contains("tcp or udp"));
-        assert!(parse("x.y:80:80").unwrap_err().contains("not an IP address"));
+        assert!(
+            parse("x.y:80:80")
+                .unwrap_err()
+                .contains("not an IP address")
+        );
     }
 }

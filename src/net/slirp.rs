@@ -80,7 +80,10 @@ pub fn start(pid: i32, dir: &Path, ports: &[PortMapping]) -> Result<Slirp, Strin
         if let Some(mut e) = slirp.child.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
-        return Err(format!("slirp4netns failed: {}", err.trim().replace('\n', "; ")));
+        return Err(format!(
+            "slirp4netns failed: {}",
+            err.trim().replace('\n', "; ")
+        ));
     }
     for port in ports {
         add_forward(&socket, port)?;
@@ -89,10 +92,14 @@ pub fn start(pid: i32, dir: &Path, ports: &[PortMapping]) -> Result<Slirp, Strin
 }
 
 fn find() -> Option<std::path::PathBuf> {
-    ["/usr/bin/slirp4netns", "/usr/local/bin/slirp4netns", "/bin/slirp4netns"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/bin/slirp4netns",
+        "/usr/local/bin/slirp4netns",
+        "/bin/slirp4netns",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
 }
 
 /// One `add_hostfwd` request; slirp4netns refuses a port in use with an error.

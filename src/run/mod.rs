@@ -26,9 +26,10 @@ pub(crate) mod tty;
 pub mod user;
 pub mod verify;
 pub(crate) mod wait;
+mod watcher;
 
 use std::io::{self, Read};
-use std::os::unix::io::{AsRawFd, OwnedFd};
+use std::os::unix::io::OwnedFd;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Default)]
@@ -184,8 +185,7 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     rootfs.devices = cg.limits_devices() && !opts.userns && !opts.rootless;
     let network = network::prepare(opts, &hostname, &mut rootfs, t0)?;
     let join = network::open_joined(opts)?;
-    let watcher = spawn_cgroup_watcher(cg.dirs(), network.as_ref().map(|n| n.dir()))
-        .map_err(RunError::Start)?;
+    let watcher = watcher::spawn(cg.dirs(), network.as_ref()).map_err(RunError::Start)?;
 
     let (go_r, go_w) = pipe().map_err(RunError::Start)?;
     let (ready_r, ready_w) = pipe().map_err(RunError::Start)?;
@@ -230,7 +230,10 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         network.map(network::Prepared::abandon);
         return Err(abandon(pid, err_r, e));
     }
-    let attachment = match network.map(|n| network::attach(n, pid, t0)).transpose() {
+    let attachment = match network
+        .map(|n| network::attach(n, pid, watcher.as_ref(), t0))
+        .transpose()
+    {
         Ok(a) => a,
         Err(e) => return Err(abandon(pid, err_r, e)),
     };
@@ -464,56 +467,4 @@ fn read_message(err: OwnedFd) -> String {
     let mut message = String::new();
     let _ = std::fs::File::from(err).read_to_string(&mut message);
     message
-}
-
-/// A process outside the container that removes its cgroup and its network once the
-/// container is gone, even when rootpack was killed. It waits for the returned pipe end
-/// to close.
-fn spawn_cgroup_watcher(
-    dirs: &[PathBuf],
-    network: Option<&std::path::Path>,
-) -> io::Result<Option<OwnedFd>> {
-    if dirs.is_empty() && network.is_none() {
-        return Ok(None);
-    }
-    let (r, w) = pipe()?;
-    // SAFETY: fork in a single-threaded process; the child only reads, removes folders
-    // and exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        // SAFETY: detaching from our parent's stdio and every other fd (a console socket,
-        // a pipe someone waits on for EOF), keeping only our pipe's end, as fd 3.
-        unsafe {
-            libc::setsid();
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-            libc::dup2(r.as_raw_fd(), 3);
-            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
-        }
-        std::mem::forget(w);
-        std::mem::forget(r);
-        // SAFETY: fd 3 is the pipe's read end, dup'ed above.
-        let r = unsafe { <OwnedFd as std::os::unix::io::FromRawFd>::from_raw_fd(3) };
-        // Off the container's start path: what earlier killed runs left beside ours.
-        cgroup::remove_stale(dirs);
-        let mut byte = [0u8; 1];
-        let _ = rustix::io::read(&r, &mut byte);
-        // rootpack is gone, so must the container be, whatever survived it.
-        cgroup::kill_tasks(dirs);
-        // Patient: a container killed with rootpack may take a while to be reaped.
-        let _ = cgroup::remove_dirs(dirs, std::time::Duration::from_secs(60));
-        if let Some(dir) = network {
-            crate::net::teardown_orphan(dir);
-        }
-        // SAFETY: leaving without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
-    drop(r);
-    // The watcher is not our concern any more: let init reap it.
-    Ok(Some(w))
 }

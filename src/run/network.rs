@@ -74,12 +74,20 @@ pub(super) fn prepare(
 }
 
 /// The prepared network connected to the container `pid`.
+/// The plugins run in the watcher when there is one, so that an ADD that rootpack's
+/// death interrupts is finished there, and then undone.
 pub(super) fn attach(
     prepared: Prepared,
     pid: i32,
+    watcher: Option<&super::watcher::Watcher>,
     t0: std::time::Instant,
 ) -> Result<Attachment, RunError> {
-    let attachment = prepared.attach(pid).map_err(RunError::Setup)?;
+    let attachment = prepared
+        .attach(pid, |job, pid| match watcher {
+            Some(w) => w.add(pid),
+            None => job.add(pid),
+        })
+        .map_err(RunError::Setup)?;
     log::debug!(
         "network attached: address {} ({:.1} ms)",
         attachment
@@ -136,12 +144,10 @@ pub(super) fn open_joined(opts: &RunOptions) -> Result<Option<Joined>, RunError>
     let Network::Join(path) = &opts.network else {
         return Ok(None);
     };
-    let open = |p: &std::path::Path| -> std::io::Result<OwnedFd> {
-        Ok(std::fs::File::open(p)?.into())
-    };
-    let bad = |e: std::io::Error| {
-        RunError::Invalid(format!("--network ns:{}: {e}", path.display()))
-    };
+    let open =
+        |p: &std::path::Path| -> std::io::Result<OwnedFd> { Ok(std::fs::File::open(p)?.into()) };
+    let bad =
+        |e: std::io::Error| RunError::Invalid(format!("--network ns:{}: {e}", path.display()));
     let target = open(path).map_err(bad)?;
     let own = open(std::path::Path::new("/proc/self/ns/net")).map_err(RunError::Start)?;
     let joined = Joined { target, own };

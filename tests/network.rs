@@ -1,0 +1,285 @@
+//! Networks: `--network private` with egress and /etc/hosts, `-p` publishing, `none` and
+//! `host`, joined namespaces, and nothing left (iptables rules, veths, address leases,
+//! pinned namespaces) after removal, a killed rootpack, or many containers at once.
+//!
+//! Every test runs in a network namespace of its own (`unshare --net`, `lo` up) with a
+//! private mount namespace whose tmpfs holds the network state, so each bridge, address
+//! and rule lives and dies with the test, and traffic goes only to 127.0.0.1 or to
+//! addresses inside that namespace.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+/// Runs `script` with bash in a fresh network and mount namespace, with `$RP` the binary,
+/// `$IMG` the image, the helpers below, and `lo` up.
+fn in_netns(image: &Path, script: &str) -> Output {
+    let prelude = format!(
+        r#"set -u
+ip link set lo up
+for state in /run/rootpack-net /run/rootpack-containers; do
+    mkdir -p $state && mount -t tmpfs -o mode=0700 tmpfs $state
+done
+RP={rp}
+IMG={img}
+BB=/bin/busybox
+# Whatever a failing script left running goes with it.
+trap 'for c in $($RP ps -aq); do $RP rm -f $c >/dev/null 2>&1; done' EXIT
+# What a removed container may not leave: its port rules, veths, leases, attachments.
+leftovers() {{
+    iptables-save -t nat | grep -E '^-A (CNI-DN|CNI-[0-9a-f]{{24}})' || true
+    iptables-save -t filter | grep -E '^-A CNI-FORWARD .*-d 10\.' || true
+    ip -o link show type veth || true
+    find /run/rootpack-net/ipam -type f ! -name lock ! -name 'last_reserved_ip*' 2>/dev/null
+    find /run/rootpack-net/attachments -mindepth 1 2>/dev/null
+    grep rootpack-net /proc/self/mountinfo | grep -v ' /run/rootpack-net ' || true
+}}
+# Polls until nothing is left (a veth goes with its namespace, shortly after).
+no_leftovers() {{
+    for i in $(seq 50); do [ -z "$(leftovers)" ] && {{ echo CLEAN; return; }}; sleep 0.1; done
+    echo "LEFT:"; leftovers
+}}
+"#,
+        rp = rootpack().get_program().to_string_lossy(),
+        img = image.display()
+    );
+    Command::new("unshare")
+        .args(["--net", "--mount", "bash", "-c"])
+        .arg(format!("{prelude}\n{script}"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn check(o: &Output, wanted: &[&str]) {
+    let (out, err) = (stdout(o), stderr(o));
+    for w in wanted {
+        assert!(out.contains(w), "no {w:?} in:\n{out}\nstderr:\n{err}");
+    }
+    assert!(
+        !out.contains("LEFT:"),
+        "left behind:\n{out}\nstderr:\n{err}"
+    );
+}
+
+#[test]
+fn published_port_serves_and_goes_with_the_container() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    let o = in_netns(
+        &img.path,
+        r#"
+$RP run -d --name np-web -p 8080:80 -p 127.0.0.1:8081:80 $IMG sh -c \
+    'mkdir -p /tmp/www && echo served-page > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www' >/dev/null
+for i in $(seq 50); do timeout 2 $BB wget -q -O- http://127.0.0.1:8080/ 2>/dev/null && break; sleep 0.1; done
+timeout 3 $BB wget -q -O- http://127.0.0.1:8081/ | sed 's/^/one-address:/'
+GW=$(ip -4 -o addr show rootpack0 | awk '{print $4}' | cut -d/ -f1)
+# -p 127.0.0.1:… binds one address: the bridge's side of the host does not answer.
+timeout 3 $BB wget -q -O- http://$GW:8081/ >/dev/null 2>&1 || echo only-on-loopback
+timeout 3 $BB wget -q -O- http://$GW:8080/ | sed 's/^/all-addresses:/'
+$RP ps | grep np-web | grep -q 8080 && echo ps-shows-ports
+$RP rm -f np-web >/dev/null
+no_leftovers
+"#,
+    );
+    check(
+        &o,
+        &[
+            "served-page",
+            "one-address:served-page",
+            "only-on-loopback",
+            "all-addresses:served-page",
+            "ps-shows-ports",
+            "CLEAN",
+        ],
+    );
+}
+
+#[test]
+fn private_network_has_egress_hosts_and_neighbours() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    let o = in_netns(
+        &img.path,
+        r#"
+# The first run makes the bridge; then a server on its host side, as the "outside".
+$RP run -q --network private $IMG true
+GW=$(ip -4 -o addr show rootpack0 | awk '{print $4}' | cut -d/ -f1)
+mkdir -p /tmp/np-www.$$ && echo from-outside > /tmp/np-www.$$/index.html
+$BB httpd -f -p $GW:9090 -h /tmp/np-www.$$ & SERVER=$!
+sleep 0.2
+$RP run -q --network private --hostname box $IMG sh -c \
+    'busybox timeout 3 busybox wget -q -O- http://host.containers.internal:9090/; grep -q "	box" /etc/hosts && echo named; cat /etc/resolv.conf | grep -q nameserver && echo resolv'
+# Two containers reach each other by address.
+$RP run -d --name np-a --network private $IMG sh -c \
+    'mkdir -p /w && echo neighbour > /w/index.html && exec busybox httpd -f -p 80 -h /w' >/dev/null
+sleep 0.3
+A=$($RP exec np-a sh -c "ip -4 -o addr show eth0" | awk '{print $4}' | cut -d/ -f1)
+$RP run -q --network private $IMG busybox timeout 3 busybox wget -q -O- http://$A/
+# none reaches nothing; host sees the namespace's interfaces.
+$RP run -q --network none $IMG busybox timeout 1 busybox wget -q -O- http://$GW:9090/ >/dev/null 2>&1 || echo none-is-closed
+$RP run -q --network host $IMG ip -o link | grep -q rootpack0 && echo host-sees-bridge
+# container:ID joins np-a's namespace: its address answers on lo's neighbour.
+$RP run -q --network container:np-a $IMG busybox timeout 3 busybox wget -q -O- http://127.0.0.1/ | sed 's/^/joined:/'
+$RP rm -f np-a >/dev/null
+kill $SERVER
+no_leftovers
+"#,
+    );
+    check(
+        &o,
+        &[
+            "from-outside",
+            "named",
+            "resolv",
+            "neighbour",
+            "none-is-closed",
+            "host-sees-bridge",
+            "joined:neighbour",
+            "CLEAN",
+        ],
+    );
+}
+
+#[test]
+fn killed_owners_and_many_at_once_leave_nothing() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    let o = in_netns(
+        &img.path,
+        r#"
+# A foreground run killed with SIGKILL: its watcher removes the network.
+$RP run -q -p 8090:80 $IMG sleep 60 & FG=$!
+for i in $(seq 50); do [ -n "$(ip -o link show type veth)" ] && break; sleep 0.1; done
+kill -9 $FG
+wait $FG 2>/dev/null
+no_leftovers | sed 's/^/foreground:/'
+# A detached container whose monitor is killed, then removed.
+$RP run -d --name np-k -p 8091:80 $IMG sleep 60 >/dev/null
+for i in $(seq 50); do [ -n "$(ip -o link show type veth)" ] && break; sleep 0.1; done
+kill -9 $(cut -d' ' -f1 /run/rootpack-containers/*/monitor)
+$RP rm -f np-k >/dev/null 2>&1
+no_leftovers | sed 's/^/monitor:/'
+# 20 containers with ports, started and removed in parallel.
+for i in $(seq 20); do $RP run -d --name np-p$i -p $((9100+i)):80 $IMG sleep 60 >/dev/null & done
+wait
+echo "up: $($RP ps | grep -c np-p)"
+for i in $(seq 20); do $RP rm -f np-p$i >/dev/null & done
+wait
+no_leftovers | sed 's/^/parallel:/'
+"#,
+    );
+    check(
+        &o,
+        &[
+            "foreground:CLEAN",
+            "monitor:CLEAN",
+            "up: 20",
+            "parallel:CLEAN",
+        ],
+    );
+}
+
+#[test]
+fn bad_network_input_is_one_line_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    for (args, wanted) in [
+        (&["-p", "70000:80"][..], "host port 70000 is not in 1-65535"),
+        (&["-p", "80"], "HOST:CONTAINER"),
+        (&["-p", "abc"], "HOST:CONTAINER"),
+        (&["--network", "container:np-missing"], "np-missing"),
+        (&["--network", "ns:/nonexistent"], "ns:/nonexistent"),
+        (&["--network", "nosuchnet"], "no network \"nosuchnet\""),
+        (
+            &["--network", "none", "-p", "1:1"],
+            "--network none has none",
+        ),
+    ] {
+        let o = rootpack()
+            .arg("run")
+            .args(args)
+            .arg(&img.path)
+            .arg("true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        assert!(err.contains(wanted), "{args:?}: {err}");
+        // One line (clap's usage errors add a hint to --help after it).
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.contains(wanted), "{args:?}: {err}");
+        assert!(
+            !err.contains("\n\n") || err.contains("--help"),
+            "{args:?}: {err}"
+        );
+    }
+    // A host port already taken: one line naming it, and nothing of the second start left.
+    let o = in_netns(
+        &img.path,
+        r#"
+$BB nc -l -p 8095 >/dev/null 2>&1 & NC=$!
+sleep 0.2
+$RP run -q -p 8095:80 $IMG true; echo "status $?"
+kill $NC
+no_leftovers
+"#,
+    );
+    check(&o, &["status 125", "CLEAN"]);
+    let err = stderr(&o);
+    assert!(err.contains("port 8095/tcp is already in use"), "{err}");
+}
+
+#[test]
+fn build_step_on_the_private_network() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    let busybox = std::fs::read_to_string(Path::new(REPO).join("recipes/busybox.toml")).unwrap();
+    let recipe = format!(
+        r#"{busybox}
+[[run]]
+network = "private"
+script = "busybox timeout 3 busybox wget -q -O /fetched http://host.containers.internal:9091/ && grep -q host.containers.internal /etc/hosts"
+
+[output]
+format = "dir"
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let recipe_path = dir.path().join("busybox.toml");
+    std::fs::write(&recipe_path, recipe).unwrap();
+    let out = dir.path().join("out");
+    let o = in_netns(
+        &img.path,
+        &format!(
+            r#"
+$RP run -q --network private $IMG true
+GW=$(ip -4 -o addr show rootpack0 | awk '{{print $4}}' | cut -d/ -f1)
+mkdir -p /tmp/np-s.$$ && echo for-the-step > /tmp/np-s.$$/index.html
+$BB httpd -f -p $GW:9091 -h /tmp/np-s.$$ & SERVER=$!
+sleep 0.2
+$RP build -q {recipe} --out {out} && cat $(find {out} -name fetched)
+[ -n "$(find {out} -path '*/etc/hosts')" ] || echo no-hosts-left
+kill $SERVER
+no_leftovers
+"#,
+            recipe = recipe_path.display(),
+            out = out.display(),
+        ),
+    );
+    check(&o, &["for-the-step", "no-hosts-left", "CLEAN"]);
+}
