@@ -760,10 +760,15 @@ fn seccomp_choice(opts: &[SecurityOpt]) -> rootpack::run::seccomp::Seccomp {
 }
 
 fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
-    if !rustix::process::geteuid().is_root() {
+    // Without root, a folder image runs in a user namespace of the caller's own (as
+    // build steps do): no cgroup limits, no loop device, slirp4netns for a network.
+    let rootless = !rustix::process::geteuid().is_root();
+    if rootless && !args.image.is_dir() {
         eprintln!(
-            "rootpack: run needs root: it mounts the image, creates namespaces and a cgroup \
-             (try: sudo rootpack run …)"
+            "rootpack: run {}: an image file needs root: it is loop-mounted (try: sudo \
+             rootpack run …, or build the recipe with format = \"dir\", which runs without \
+             root)",
+            args.image.display()
         );
         return Ok(125);
     }
@@ -813,7 +818,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
         no_manifest: false,
         timeout: None,
         stage: None,
-        rootless: false,
+        rootless,
         pid_file: None,
         started: None,
     };

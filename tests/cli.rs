@@ -513,7 +513,11 @@ fn output_folder_and_privilege_errors_say_what_failed() {
     );
     let o = as_nobody(w.path(), &["run", "img.ext4", "true"]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(stderr(&o).contains("run needs root"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("an image file needs root"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 // 16. Docker habits: trailing command, --rm, -i, -it, -w, --entrypoint, --env-file, -u NAME.

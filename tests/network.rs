@@ -283,3 +283,42 @@ no_leftovers
     );
     check(&o, &["for-the-step", "no-hosts-left", "CLEAN"]);
 }
+
+#[test]
+fn rootless_private_network_publishes_through_slirp4netns() {
+    if !require_root() {
+        return;
+    }
+    // A folder image owned by the unprivileged user, in a folder it can reach.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let busybox = std::fs::read_to_string(Path::new(REPO).join("recipes/busybox.toml")).unwrap();
+    let recipe = dir.path().join("busybox.toml");
+    std::fs::write(&recipe, format!("{busybox}\n[output]\nformat = \"dir\"\n")).unwrap();
+    let out = dir.path().join("out");
+    run(rootpack()
+        .args(["build", "-q"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&out));
+    run(Command::new("chown").args(["-R", "65534:65534"]).arg(&out));
+    let image = out.join("busybox");
+    let o = in_netns(
+        &image,
+        r#"
+cd /tmp
+su -s /bin/sh nobody -c "XDG_RUNTIME_DIR= HOME=/tmp $RP run -d --name rl-web -p 8088:80 $IMG sh -c \
+    'mkdir -p /tmp/w && echo rootless-page > /tmp/w/index.html && exec busybox httpd -f -p 80 -h /tmp/w'" >/dev/null
+for i in $(seq 50); do timeout 2 $BB wget -q -O- http://127.0.0.1:8088/ 2>/dev/null && break; sleep 0.1; done
+su -s /bin/sh nobody -c "XDG_RUNTIME_DIR= HOME=/tmp $RP run -q --network private $IMG ip -4 -o addr show tap0" | grep -q 10.0.2.100 && echo tap-address
+su -s /bin/sh nobody -c "XDG_RUNTIME_DIR= HOME=/tmp $RP rm -f rl-web" >/dev/null
+sleep 0.2
+pgrep -x slirp4netns >/dev/null && echo LEFT: slirp4netns || echo CLEAN
+"#,
+    );
+    check(&o, &["rootless-page", "tap-address", "CLEAN"]);
+}

@@ -271,10 +271,8 @@ impl Prepared {
         let (address, host_side) = match job {
             None => {
                 attachment.slirp = Some(slirp::start(pid, &dir, &ports)?);
-                (
-                    Some(IpAddr::V4(slirp::ADDRESS)),
-                    Some(IpAddr::V4(slirp::GATEWAY)),
-                )
+                // Its gateway is the host's loopback, which it does not let through.
+                (Some(IpAddr::V4(slirp::ADDRESS)), None)
             }
             Some(job) => add(&job, pid)?,
         };

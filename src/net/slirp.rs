@@ -15,9 +15,8 @@ use std::process::{Child, Command, Stdio};
 
 use super::ports::PortMapping;
 
-/// The container's address, and slirp4netns' gateway and DNS forwarder.
+/// The container's address, and slirp4netns' DNS forwarder.
 pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
-pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 pub const DNS: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3));
 
 /// A running slirp4netns: it ends when this is dropped (its exit pipe closes).

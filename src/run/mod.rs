@@ -369,12 +369,12 @@ fn make_cgroup(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos())
     );
-    let layout = if opts.rootless {
-        cgroup::Layout::None
+    let (layout, limits) = if opts.rootless {
+        (cgroup::Layout::None, rootless_limits(opts, limits)?)
     } else {
-        cgroup::Layout::detect()
+        (cgroup::Layout::detect(), limits.clone())
     };
-    let cg = cgroup::Cgroup::create(&layout, &id, limits).map_err(RunError::Cgroup)?;
+    let cg = cgroup::Cgroup::create(&layout, &id, &limits).map_err(RunError::Cgroup)?;
     log::debug!(
         "cgroup {id}: memory {:?}, pids {:?}, cpus {:?} ({:.1} ms)",
         limits.memory,
@@ -383,6 +383,22 @@ fn make_cgroup(
         ms(t0)
     );
     Ok((layout, cg))
+}
+
+/// Without root there is no cgroup: limits asked for on the command line are refused,
+/// the manifest's are not applied (with a warning, as rootless Docker does on cgroup v1).
+fn rootless_limits(opts: &RunOptions, limits: &cgroup::Limits) -> Result<cgroup::Limits, RunError> {
+    if opts.memory.is_some() || opts.cpus.is_some() || opts.pids.is_some() {
+        return Err(RunError::Invalid(
+            "--memory, --cpus and --pids need root: a container started without root has no \
+             cgroup"
+                .into(),
+        ));
+    }
+    if *limits != cgroup::Limits::default() && !opts.no_manifest {
+        log::warn!("the manifest's limits are not applied: a container without root has no cgroup");
+    }
+    Ok(cgroup::Limits::default())
 }
 
 /// Forks into new mount, UTS, IPC and PID namespaces (network unless the host's or a
