@@ -12,7 +12,7 @@
 # Environment:
 #   ROOTPACK  binary to test (default: <repo>/target/release/rootpack)
 #   RUNS      hyperfine runs per command (default: 10)
-#   STAGES    stages to run, in order (default: "extract ls pack frames rss image oci run runtime");
+#   STAGES    stages to run, in order (default: "extract ls pack frames rss image oci run runtime network");
 #             each stage NAME is a function bench_NAME below.
 set -euo pipefail
 export LC_ALL=C
@@ -20,7 +20,7 @@ export LC_ALL=C
 here=$(cd -- "$(dirname -- "$0")" && pwd)
 ROOTPACK=${ROOTPACK:-$here/../target/release/rootpack}
 RUNS=${RUNS:-10}
-STAGES=${STAGES:-extract ls pack frames rss image oci run runtime}
+STAGES=${STAGES:-extract ls pack frames rss image oci run runtime network}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 [[ -x $ROOTPACK ]] || die "rootpack binary not found: $ROOTPACK (cargo build --release, or set ROOTPACK)"
@@ -301,6 +301,43 @@ bench_runtime() {
 	rm -rf -- "$b" "$work/rtbb" "$work/rtm" "$work/rt.tar" "$st"
 }
 
+# Networks, in a network namespace of the stage's own (every bridge, rule and address goes
+# with it, and traffic stays on 127.0.0.1): start-to-exit of /bin/true with no network, the
+# private one and a published port, against podman's bridge network (runc); and 1 GiB
+# downloaded through a published port from busybox httpd, through rootpack's and podman's.
+bench_network() {
+	local runs=${NET_RUNS:-20} st=$work/net-podman
+	"$ROOTPACK" build -q "$here/../recipes/busybox.toml" --out "$work/nbb"
+	mkdir -p "$work/nbm" "$work/nroot" && mount -o ro,loop "$work/nbb/busybox.ext4" "$work/nbm"
+	cp -a "$work/nbm/." "$work/nroot/" && umount "$work/nbm"
+	truncate -s 1G "$work/big"
+	local p="podman --root $st/root --runroot $st/run --storage-driver vfs --cgroup-manager cgroupfs --runtime runc"
+	local lim="--ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
+	local img=$work/nbb/busybox.ext4 serve="busybox httpd -f -p 80 -h /www"
+	tar -C "$work/nroot" -cf "$work/nroot.tar" .
+	$p import -q "$work/nroot.tar" localhost/rp-net:1 >/dev/null
+	unshare --net --mount bash -euo pipefail -c "
+		ip link set lo up
+		mkdir -p /run/rootpack-net && mount -t tmpfs tmpfs /run/rootpack-net
+		hyperfine -N --warmup 3 --runs $runs --export-json $work/network.json \
+			-n 'rootpack run --network none' '$rp run $img /bin/true' \
+			-n 'rootpack run --network private' '$rp run --network private $img /bin/true' \
+			-n 'rootpack run -p 18080:80' '$rp run -p 18080:80 $img /bin/true' \
+			-n 'podman run --network bridge (runc)' '$p run --rm --network bridge $lim localhost/rp-net:1 /bin/true' \
+			-n 'podman run -p 18081:80 (runc)' '$p run --rm -p 18081:80 $lim localhost/rp-net:1 /bin/true'
+		$rp run -d --name rp-bench-net -p 18090:80 -v $work/big:/www/big:ro $img $serve >/dev/null
+		$p run -d --name rp-bench-net -p 18091:80 -v $work/big:/www/big:ro $lim localhost/rp-net:1 $serve >/dev/null
+		sleep 1
+		hyperfine -N --warmup 1 --runs 5 --export-json $work/network-download.json \
+			-n '1 GiB through rootpack -p' 'busybox wget -q -O /dev/null http://127.0.0.1:18090/big' \
+			-n '1 GiB through podman -p (runc)' 'busybox wget -q -O /dev/null http://127.0.0.1:18091/big'
+		$rp rm -f rp-bench-net >/dev/null
+		$p rm -f rp-bench-net >/dev/null
+	"
+	$p rmi -f localhost/rp-net:1 >/dev/null
+	rm -rf -- "$work/nbb" "$work/nbm" "$work/nroot" "$work/nroot.tar" "$work/big" "$st"
+}
+
 for stage in $STAGES; do
 	declare -F "bench_$stage" >/dev/null || die "unknown stage: $stage"
 	echo "=== $stage"
@@ -318,6 +355,7 @@ python3 - "$work" $STAGES <<-'EOF'
 	files = [(s, "") for s in stages] + [("image-small", "small: ")] * ("image" in stages)
 	files += [("run-pipe", "")] * ("run" in stages)
 	files += [("exec", "")] * ("runtime" in stages)
+	files += [("network-download", "")] * ("network" in stages)
 	for stage, prefix in files:
 	    path = os.path.join(work, stage + ".json")
 	    for r in json.load(open(path))["results"] if os.path.exists(path) else []:

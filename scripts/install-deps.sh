@@ -10,6 +10,7 @@ packages=(
 	gcc-multilib                                                 # a 32-bit probe for the i386 filter
 	gzip zstd xz-utils bzip2 lz4 lzop                            # every initramfs compression
 	qemu-system-x86                                              # a kernel boots what pack writes
+	containernetworking-plugins iptables iproute2 slirp4netns    # private networks, -p
 )
 # Container images in and out, the peers the tests check outputs with; with their
 # recommended packages, which podman needs to run as it does on a desktop.

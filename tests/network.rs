@@ -117,6 +117,17 @@ $BB httpd -f -p $GW:9090 -h /tmp/np-www.$$ & SERVER=$!
 sleep 0.2
 $RP run -q --network private --hostname box $IMG sh -c \
     'busybox timeout 3 busybox wget -q -O- http://host.containers.internal:9090/; grep -q "	box" /etc/hosts && echo named; cat /etc/resolv.conf | grep -q nameserver && echo resolv'
+# Egress through masquerade: a server in a namespace beyond this one, which has no
+# route back to the bridge's subnet, answers only if the container's address is rewritten.
+ip netns add np-out
+ip link add np-host type veth peer name np-peer netns np-out
+ip addr add 198.18.0.1/24 dev np-host && ip link set np-host up
+ip -n np-out addr add 198.18.0.2/24 dev np-peer && ip -n np-out link set np-peer up
+mkdir -p /tmp/np-out.$$ && echo through-masquerade > /tmp/np-out.$$/index.html
+ip netns exec np-out $BB httpd -f -p 198.18.0.2:9092 -h /tmp/np-out.$$ & OUT=$!
+sleep 0.2
+$RP run -q --network private $IMG busybox timeout 3 busybox wget -q -O- http://198.18.0.2:9092/
+kill $OUT; wait $OUT 2>/dev/null; ip netns del np-out
 # Two containers reach each other by address.
 $RP run -d --name np-a --network private $IMG sh -c \
     'mkdir -p /w && echo neighbour > /w/index.html && exec busybox httpd -f -p 80 -h /w' >/dev/null
@@ -137,6 +148,7 @@ no_leftovers
         &o,
         &[
             "from-outside",
+            "through-masquerade",
             "named",
             "resolv",
             "neighbour",

@@ -1,7 +1,13 @@
 //! The default private network, `rootpack`: a `rootpack0` bridge with host-local
-//! addresses, masquerade for egress, `portmap` for `-p` and `firewall` for hosts whose
-//! FORWARD policy drops. Its list is written under the state root at first use, with a
-//! subnet that no route of the host covers yet.
+//! addresses and `portmap` for `-p`. Its list is written under the state root at first
+//! use, with a subnet that no route of the host covers yet.
+//!
+//! Egress is the network's, not each container's: one masquerade rule for the subnet and
+//! two FORWARD rules for the bridge (replies and published ports in, anything out, ahead
+//! of a DROP policy such as Docker's), checked at each start and added once, as Docker
+//! does for `docker0`. The bridge plugin's `ipMasq` and the `firewall` plugin would add
+//! and remove rules per container instead, a dozen `iptables` runs each way, most of a
+//! start's cost.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -44,7 +50,7 @@ fn default_list(subnet: Ipv4Addr, ipam_dir: &Path) -> NetworkList {
                 "type": "bridge",
                 "bridge": BRIDGE,
                 "isGateway": true,
-                "ipMasq": true,
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -53,11 +59,87 @@ fn default_list(subnet: Ipv4Addr, ipam_dir: &Path) -> NetworkList {
                     "dataDir": ipam_dir,
                 }
             },
-            {"type": "portmap", "capabilities": {"portMappings": true}},
-            {"type": "firewall", "backend": "iptables"}
+            {"type": "portmap", "capabilities": {"portMappings": true}}
         ]
     });
     NetworkList::from_json(&value).expect("the default network list is valid")
+}
+
+/// The list a container runs: without `portmap` when it publishes nothing (the plugin
+/// would do nothing, at the cost of a run each way).
+pub fn for_container(list: &NetworkList, publishes: bool) -> NetworkList {
+    let mut list = list.clone();
+    if !publishes {
+        list.plugins
+            .retain(|p| p.get("type").and_then(|t| t.as_str()) != Some("portmap"));
+    }
+    list
+}
+
+/// The network's own rules (see the module's notes), added where missing.
+pub fn ensure_host_rules(list: &NetworkList) -> Result<(), String> {
+    let bridge = &list.plugins[0];
+    let name = bridge["bridge"].as_str().unwrap_or(BRIDGE);
+    let subnet = bridge["ipam"]["ranges"][0][0]["subnet"]
+        .as_str()
+        .unwrap_or_default();
+    let comment = ["-m", "comment", "--comment", "rootpack network"];
+    let rules: [(&str, &str, Vec<&str>); 3] = [
+        (
+            "nat",
+            "POSTROUTING",
+            [
+                &["-s", subnet, "!", "-o", name][..],
+                &comment,
+                &["-j", "MASQUERADE"],
+            ]
+            .concat(),
+        ),
+        (
+            "filter",
+            "FORWARD",
+            [
+                &[
+                    "-o",
+                    name,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "RELATED,ESTABLISHED,DNAT",
+                ][..],
+                &comment,
+                &["-j", "ACCEPT"],
+            ]
+            .concat(),
+        ),
+        (
+            "filter",
+            "FORWARD",
+            [&["-i", name][..], &comment, &["-j", "ACCEPT"]].concat(),
+        ),
+    ];
+    for (table, chain, spec) in rules {
+        let run = |op: &[&str]| {
+            std::process::Command::new(super::iptables())
+                .args(["-w", "-t", table])
+                .args(op)
+                .args(&spec)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .output()
+        };
+        let present = run(&["-C", chain]).is_ok_and(|o| o.status.success());
+        if present {
+            continue;
+        }
+        let added = run(&["-I", chain, "1"]).map_err(|e| format!("iptables: {e}"))?;
+        if !added.status.success() {
+            let err = String::from_utf8_lossy(&added.stderr);
+            return Err(format!("iptables -t {table} -I {chain}: {}", err.trim()));
+        }
+    }
+    Ok(())
 }
 
 /// The host's IPv4 routes as (network, mask), the default route left out.

@@ -126,7 +126,11 @@ pub struct Prepared {
 }
 
 enum Backend {
-    Cni(cni::NetworkList),
+    /// `own`: rootpack's default network, whose host rules rootpack keeps.
+    Cni {
+        list: cni::NetworkList,
+        own: bool,
+    },
     Slirp,
 }
 
@@ -156,21 +160,24 @@ pub fn prepare(req: &Request<'_>) -> Result<Prepared, String> {
     } else {
         let _global = lock(&root.join("lock"), true)?;
         sweep(&root);
-        let list = match req.network {
-            Network::Named(name) => cni::NetworkList::find(name)?,
-            _ => bridge::ensure(&root.join("rootpack.conflist"), &root.join("ipam"))?,
+        let (list, own) = match req.network {
+            Network::Named(name) => (cni::NetworkList::find(name)?, false),
+            _ => {
+                let list = bridge::ensure(&root.join("rootpack.conflist"), &root.join("ipam"))?;
+                (bridge::for_container(&list, !req.ports.is_empty()), true)
+            }
         };
         cni::plugin_dir()?;
-        if !has_iptables() {
+        if !Path::new(iptables()).exists() {
             return Err(
                 "iptables is not installed (the CNI plugins need it): install iptables".into(),
             );
         }
-        Backend::Cni(list)
+        Backend::Cni { list, own }
     };
     // slirp4netns binds the ports itself, and says when one is taken.
     let reserved = match backend {
-        Backend::Cni(_) => ports::reserve(req.ports)?,
+        Backend::Cni { .. } => ports::reserve(req.ports)?,
         Backend::Slirp => Vec::new(),
     };
     let attachments = root.join("attachments");
@@ -181,7 +188,7 @@ pub fn prepare(req: &Request<'_>) -> Result<Prepared, String> {
     let resolv_conf = dir.join("resolv.conf");
     let hosts = dir.join("hosts");
     let resolv = match backend {
-        Backend::Cni(_) => files::resolv_conf(),
+        Backend::Cni { .. } => files::resolv_conf(),
         Backend::Slirp => files::resolv_conf_with(slirp::DNS),
     };
     let names: Vec<&str> = req.names.iter().map(String::as_str).collect();
@@ -222,18 +229,23 @@ impl Prepared {
         &self.dir
     }
 
-    /// The folder removed; for a start that failed before [`Prepared::attach`].
+    /// For a start that failed before [`Prepared::attach`]: the folder removed, unless
+    /// the CNI plugins may have begun (another process then runs DEL from its record; the
+    /// lock, released here, says it is free to).
     pub fn abandon(self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if matches!(self.backend, Backend::Slirp) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 
     /// What connecting a container through the CNI plugins takes (`None` without root):
     /// run by a process that outlives a killed rootpack (see [`CniJob::add`]).
     pub fn cni_job(&self) -> Option<CniJob> {
         match &self.backend {
-            Backend::Cni(list) => Some(CniJob {
+            Backend::Cni { list, own } => Some(CniJob {
                 dir: self.dir.clone(),
                 list: list.clone(),
+                own: *own,
                 id: self.id.clone(),
                 ports: self.ports.clone(),
             }),
@@ -291,6 +303,8 @@ pub type Addresses = (Option<IpAddr>, Option<IpAddr>);
 pub struct CniJob {
     dir: PathBuf,
     list: cni::NetworkList,
+    /// rootpack's default network: its host rules are checked first.
+    own: bool,
     id: String,
     ports: Vec<PortMapping>,
 }
@@ -308,6 +322,9 @@ impl CniJob {
         pin_netns(pid, &pin).map_err(|e| format!("pinning the network namespace: {e}"))?;
         let root = dir.parent().and_then(Path::parent).unwrap_or(dir);
         let _global = lock(&root.join("lock"), true)?;
+        if self.own {
+            bridge::ensure_host_rules(&self.list)?;
+        }
         let target = cni::Target {
             container_id: &self.id,
             netns: Some(&pin),
@@ -346,6 +363,13 @@ impl Attachment {
     /// DEL (as root), slirp4netns stopped, the folder removed.
     pub fn detach(mut self) -> Result<(), String> {
         self.teardown()
+    }
+
+    /// Left for another process to tear down (see [`teardown_orphan`]): slirp4netns
+    /// stopped, the lock released, DEL not waited for.
+    pub fn release(mut self) {
+        drop(self.slirp.take());
+        drop(self.lock.take());
     }
 
     fn teardown(&mut self) -> Result<(), String> {
@@ -487,15 +511,17 @@ fn make_private_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
-fn has_iptables() -> bool {
+/// The `iptables` the plugins run (from `PATH`, which a user's may lack `/usr/sbin` in).
+fn iptables() -> &'static str {
     [
         "/usr/sbin/iptables",
         "/sbin/iptables",
         "/usr/bin/iptables",
         "/usr/local/sbin/iptables",
     ]
-    .iter()
-    .any(|p| Path::new(p).exists())
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .unwrap_or("/usr/sbin/iptables")
 }
 
 #[cfg(test)]

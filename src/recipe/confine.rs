@@ -16,8 +16,9 @@
 //! - programs and everything they bring (shared libraries, the ELF interpreter, a script's
 //!   `#!` interpreter), which an untrusted program names itself: inside those folders or
 //!   the system's program and library folders;
-//! - step mounts become read-only, and `network = "host"` is refused (a step would reach
-//!   the host's own services: a metadata endpoint, a local database).
+//! - step mounts become read-only, and `network = "host"` or `"private"` is refused (a
+//!   step would reach the host's own services, a cloud's metadata endpoint, a local
+//!   database).
 
 use std::path::{Path, PathBuf};
 
@@ -140,11 +141,20 @@ impl Confinement {
         for step in &mut recipe.steps {
             let line = step.line;
             let key = |what: &str| format!("[[run]] at line {line}: {what}");
-            if step.network == StepNetwork::Host {
+            let reach = match step.network {
+                StepNetwork::None => None,
+                StepNetwork::Host => Some(("host", "would reach the host's own services")),
+                StepNetwork::Private => Some((
+                    "private",
+                    "would reach the host's services on the bridge and a cloud's metadata \
+                     endpoint",
+                )),
+            };
+            if let Some((name, what)) = reach {
                 return Err(ConfineError::Refused {
                     recipe: recipe_path.clone(),
-                    key: key("network = \"host\""),
-                    what: "would reach the host's own services".into(),
+                    key: key(&format!("network = \"{name}\"")),
+                    what: what.into(),
                 });
             }
             for mount in &mut step.mounts {

@@ -224,6 +224,7 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     drop(go_r);
     drop(ready_w);
     drop(err_w);
+    network::request(network.as_ref(), watcher.as_ref(), pid);
     let console = console.map(|(ours, _theirs)| ours);
     let caller = (uid.as_raw(), gid.as_raw());
     if let Err(e) = handover::hand_over(opts, pid, caller, &rootfs, &cg, &ready_r) {
@@ -248,7 +249,7 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         wait::wait_for(pid, &set, opts.timeout, out_r.zip(output), console.as_ref())?;
     relays.finish();
     drop(mask);
-    network::detach(attachment);
+    network::detach(attachment, watcher.is_some());
     let ended = ended(status, timed_out, read_message(err_r), limits.memory, &cg);
     // Removed on drop, retrying briefly while the kernel finishes tearing down.
     drop(cg);

@@ -84,7 +84,7 @@ pub(super) fn attach(
 ) -> Result<Attachment, RunError> {
     let attachment = prepared
         .attach(pid, |job, pid| match watcher {
-            Some(w) => w.add(pid),
+            Some(w) => w.reply(),
             None => job.add(pid),
         })
         .map_err(RunError::Setup)?;
@@ -98,12 +98,33 @@ pub(super) fn attach(
     Ok(attachment)
 }
 
-/// The network disconnected once the container is gone.
-pub(super) fn detach(attachment: Option<Attachment>) {
-    if let Some(a) = attachment
-        && let Err(e) = a.detach()
+/// Starts the CNI ADD for the container `pid` in the watcher, which runs it while the
+/// container builds its root; [`attach`] collects it.
+pub(super) fn request(
+    prepared: Option<&Prepared>,
+    watcher: Option<&super::watcher::Watcher>,
+    pid: i32,
+) {
+    if let (Some(p), Some(w)) = (prepared, watcher)
+        && p.cni_job().is_some()
+        && let Err(e) = w.request(pid)
     {
-        log::warn!("removing the container's network: {e}");
+        // The reply then says the watcher is gone.
+        log::debug!("{e}");
+    }
+}
+
+/// The network disconnected once the container is gone: by the watcher when there is
+/// one (after rootpack returns), else here.
+pub(super) fn detach(attachment: Option<Attachment>, watcher: bool) {
+    match attachment {
+        Some(a) if watcher => a.release(),
+        Some(a) => {
+            if let Err(e) = a.detach() {
+                log::warn!("removing the container's network: {e}");
+            }
+        }
+        None => {}
     }
 }
 

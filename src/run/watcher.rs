@@ -2,7 +2,8 @@
 //! removes the container's cgroup and its network once rootpack is done or gone, and it
 //! runs the network's CNI ADD for rootpack, so that an ADD interrupted by rootpack's
 //! death is finished, then undone, rather than half-made and forgotten (a plugin left
-//! running would add its rules after any cleanup).
+//! running would add its rules after any cleanup). ADD runs while the container builds
+//! its root; DEL runs after rootpack has returned, which does not wait for it.
 
 use std::io;
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
@@ -71,13 +72,22 @@ pub(super) fn spawn(
 }
 
 impl Watcher {
-    /// Has the watcher connect the container `pid` (see [`net::CniJob::add`]).
-    pub(super) fn add(&self, pid: i32) -> Result<Addresses, String> {
-        let Some((req, reply)) = &self.request else {
+    /// Has the watcher connect the container `pid` (see [`net::CniJob::add`]) while
+    /// rootpack goes on; [`Watcher::reply`] says how it went.
+    pub(super) fn request(&self, pid: i32) -> Result<(), String> {
+        let Some((req, _)) = &self.request else {
             return Err("no network to attach".into());
         };
         rustix::io::write(req, &pid.to_ne_bytes())
-            .map_err(|e| format!("asking the watcher to attach the network: {e}"))?;
+            .map(drop)
+            .map_err(|e| format!("asking the watcher to attach the network: {e}"))
+    }
+
+    /// The addresses of the network [`Watcher::request`] asked for, once attached.
+    pub(super) fn reply(&self) -> Result<Addresses, String> {
+        let Some((_, reply)) = &self.request else {
+            return Err("no network to attach".into());
+        };
         let mut line = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
@@ -176,11 +186,12 @@ fn watch(dirs: &[PathBuf], job: Option<net::CniJob>, net_dir: Option<PathBuf>) -
     }
     // rootpack is gone, so must the container be, whatever survived it.
     cgroup::kill_tasks(dirs);
-    // Patient: a container killed with rootpack may take a while to be reaped.
-    let _ = cgroup::remove_dirs(dirs, std::time::Duration::from_secs(60));
+    // The network first: DEL needs no empty cgroup, and the next start may want the port.
     if let Some(dir) = net_dir {
         net::teardown_orphan(&dir);
     }
+    // Patient: a container killed with rootpack may take a while to be reaped.
+    let _ = cgroup::remove_dirs(dirs, std::time::Duration::from_secs(60));
     // SAFETY: leaving without running the parent's destructors.
     unsafe { libc::_exit(0) };
 }
