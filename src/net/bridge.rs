@@ -19,17 +19,22 @@ use super::cni::NetworkList;
 pub const NAME: &str = "rootpack";
 pub const BRIDGE: &str = "rootpack0";
 
-/// The list at `path`, written first if missing (the caller holds the state root's lock).
-pub fn ensure(path: &Path, ipam_dir: &Path) -> Result<NetworkList, String> {
+/// The list at `path` under the state root `root`, written first if missing.
+pub fn ensure(root: &Path, path: &Path) -> Result<NetworkList, String> {
     if let Ok(text) = std::fs::read_to_string(path) {
         return NetworkList::parse(&text, path);
     }
+    let _lock = super::lock(&root.join("lock"), true)?;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return NetworkList::parse(&text, path);
+    }
+    let ipam_dir = root.join("ipam");
     let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     let subnet = free_subnet(&host_routes(&routes)).ok_or(
         "no free /16 for the rootpack network: every candidate in 10.99-10.254 and \
          172.20-172.31 overlaps a route of this host",
     )?;
-    let list = default_list(subnet, ipam_dir);
+    let list = default_list(subnet, &ipam_dir);
     let text = serde_json::to_string_pretty(&list.to_json()).unwrap_or_default();
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text + "\n")

@@ -158,12 +158,10 @@ pub fn prepare(req: &Request<'_>) -> Result<Prepared, String> {
         }
         Backend::Slirp
     } else {
-        let _global = lock(&root.join("lock"), true)?;
-        sweep(&root);
         let (list, own) = match req.network {
             Network::Named(name) => (cni::NetworkList::find(name)?, false),
             _ => {
-                let list = bridge::ensure(&root.join("rootpack.conflist"), &root.join("ipam"))?;
+                let list = bridge::ensure(&root, &root.join("rootpack.conflist"))?;
                 (bridge::for_container(&list, !req.ports.is_empty()), true)
             }
         };
@@ -180,11 +178,7 @@ pub fn prepare(req: &Request<'_>) -> Result<Prepared, String> {
         Backend::Cni { .. } => ports::reserve(req.ports)?,
         Backend::Slirp => Vec::new(),
     };
-    let attachments = root.join("attachments");
-    make_private_dir(&attachments)?;
-    let dir = attachments.join(req.id);
-    std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let lock = lock(&dir.join("lock"), true)?;
+    let (dir, lock) = new_attachment(&root, req.id)?;
     let resolv_conf = dir.join("resolv.conf");
     let hosts = dir.join("hosts");
     let resolv = match backend {
@@ -210,6 +204,25 @@ pub fn prepare(req: &Request<'_>) -> Result<Prepared, String> {
         resolv_conf,
         hosts,
     })
+}
+
+/// The attachment's folder, made under a dot name and renamed once its lock is held, so
+/// that a sweep (which skips dot names) never takes a new one for an orphan.
+fn new_attachment(root: &Path, id: &str) -> Result<(PathBuf, File), String> {
+    let attachments = root.join("attachments");
+    make_private_dir(&attachments)?;
+    let (new, dir) = (attachments.join(format!(".{id}")), attachments.join(id));
+    std::fs::create_dir(&new).map_err(|e| format!("{}: {e}", new.display()))?;
+    let held = lock(&new.join("lock"), true).and_then(|l| {
+        std::fs::rename(&new, &dir)
+            .map(|()| l)
+            .map_err(|e| e.to_string())
+    });
+    if held.is_err() {
+        let _ = std::fs::remove_dir_all(&new);
+    }
+    let held = held.map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok((dir, held))
 }
 
 fn network_name(n: &Network) -> String {
@@ -392,32 +405,39 @@ impl Drop for Attachment {
 }
 
 /// For a process that outlived the attachment's owner (its watcher): tears the
-/// attachment in `dir` down unless someone holds it.
+/// attachment in `dir` down unless someone holds it. DEL takes no lock of the state
+/// root's: the plugins undo only what is the container's, which no ADD touches.
 pub fn teardown_orphan(dir: &Path) {
-    let Some(root) = dir.parent().and_then(Path::parent) else {
-        return;
-    };
-    let Ok(_global) = lock(&root.join("lock"), true) else {
-        return;
-    };
     teardown_if_unlocked(dir);
 }
 
-/// Attachments whose owners are gone (their locks free): torn down. The caller holds
-/// the state root's lock.
-fn sweep(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root.join("attachments")) else {
+/// Attachments whose owners are gone (their locks free), torn down: what a killed
+/// rootpack's watcher could not finish (a reboot of the watcher's host clears the rest).
+pub fn sweep() {
+    let Ok(entries) = std::fs::read_dir(state_root().join("attachments")) else {
         return;
     };
     for entry in entries.flatten() {
-        teardown_if_unlocked(&entry.path());
+        if !entry.file_name().as_encoded_bytes().starts_with(b".") {
+            teardown_if_unlocked(&entry.path());
+        }
     }
 }
 
 fn teardown_if_unlocked(dir: &Path) {
-    let Ok(lock) = lock(&dir.join("lock"), false) else {
+    let path = dir.join("lock");
+    let Ok(file) = File::options().write(true).open(&path) else {
         return;
     };
+    let free = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+    if free.is_err() {
+        return;
+    }
+    let lock = file;
+    if !dir.exists() {
+        // Torn down by someone else between our listing and our lock.
+        return;
+    }
     log::info!(
         "removing the network of a container that is gone: {}",
         dir.display()

@@ -177,6 +177,7 @@ fn watch(dirs: &[PathBuf], job: Option<net::CniJob>, net_dir: Option<PathBuf>) -
             }
             if stale_left {
                 cgroup::remove_stale(dirs);
+                net::sweep();
                 stale_left = false;
             }
         }
