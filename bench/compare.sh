@@ -325,8 +325,10 @@ bench_network() {
 			-n 'rootpack run -p 18080:80' '$rp run -p 18080:80 $img /bin/true' \
 			-n 'podman run --network bridge (runc)' '$p run --rm --network bridge $lim localhost/rp-net:1 /bin/true' \
 			-n 'podman run -p 18081:80 (runc)' '$p run --rm -p 18081:80 $lim localhost/rp-net:1 /bin/true'
-		$rp run -d --name rp-bench-net -p 18090:80 -v $work/big:/www/big:ro $img $serve >/dev/null
-		$p run -d --name rp-bench-net -p 18091:80 -v $work/big:/www/big:ro $lim localhost/rp-net:1 $serve >/dev/null
+		# The same memory limit for both servers (the image's own 64M would make the page
+		# cache of the file rootpack's bottleneck).
+		$rp run -d --name rp-bench-net --memory 2G -p 18090:80 -v $work/big:/www/big:ro $img $serve >/dev/null
+		$p run -d --name rp-bench-net --memory 2g -p 18091:80 -v $work/big:/www/big:ro $lim localhost/rp-net:1 $serve >/dev/null
 		sleep 1
 		hyperfine -N --warmup 1 --runs 5 --export-json $work/network-download.json \
 			-n '1 GiB through rootpack -p' 'busybox wget -q -O /dev/null http://127.0.0.1:18090/big' \

@@ -334,3 +334,44 @@ pgrep -x slirp4netns >/dev/null && echo LEFT: slirp4netns || echo CLEAN
     );
     check(&o, &["rootless-page", "tap-address", "CLEAN"]);
 }
+
+#[test]
+fn a_users_own_network_by_name() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    // /etc/cni/net.d comes with podman; a tmpfs over it in the test's mount namespace holds
+    // the user's list, with the bridge plugin's own per-container masquerade, whose DEL
+    // needs the pinned namespace.
+    let o = in_netns(
+        &img.path,
+        r#"
+mount -t tmpfs tmpfs /etc/cni/net.d
+cat > /etc/cni/net.d/50-usernet.conflist <<'JSON'
+{"cniVersion": "1.0.0", "name": "usernet", "plugins": [
+  {"type": "bridge", "bridge": "usernet0", "isGateway": true, "ipMasq": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.123.0.0/24"}]],
+            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "/run/rootpack-net/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
+$RP run -d --name np-user --network usernet -p 8096:80 $IMG sh -c \
+    'mkdir -p /w && echo user-network > /w/index.html && exec busybox httpd -f -p 80 -h /w' >/dev/null
+for i in $(seq 50); do timeout 2 $BB wget -q -O- http://127.0.0.1:8096/ 2>/dev/null && break; sleep 0.1; done
+$RP exec np-user ip -4 -o addr show eth0 | grep -q 'inet 10\.123\.0\.' && echo user-subnet
+iptables-save -t nat | grep -q 'usernet' && echo masquerade-per-container
+$RP rm -f np-user >/dev/null
+no_leftovers
+iptables-save -t nat | grep -q 'usernet' && echo LEFT: masquerade
+"#,
+    );
+    check(
+        &o,
+        &[
+            "user-network",
+            "user-subnet",
+            "masquerade-per-container",
+            "CLEAN",
+        ],
+    );
+}
