@@ -759,19 +759,40 @@ fn seccomp_choice(opts: &[SecurityOpt]) -> rootpack::run::seccomp::Seccomp {
     seccomp
 }
 
-fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
-    // Without root, a folder image runs in a user namespace of the caller's own (as
-    // build steps do): no cgroup limits, no loop device, slirp4netns for a network.
+/// Whether `run` goes without root (`None`: it cannot, and says why). Without root a
+/// folder image runs in a user namespace of the caller's own, as build steps do: no
+/// cgroup limits, no loop device, slirp4netns for a network.
+fn runs_without_root(image: &Path) -> Option<bool> {
     let rootless = !rustix::process::geteuid().is_root();
-    if rootless && !args.image.is_dir() {
+    if rootless && !image.is_dir() {
         eprintln!(
             "rootpack: run {}: an image file needs root: it is loop-mounted (try: sudo \
              rootpack run …, or build the recipe with format = \"dir\", which runs without \
              root)",
-            args.image.display()
+            image.display()
         );
-        return Ok(125);
+        return None;
     }
+    Some(rootless)
+}
+
+/// One line when the image has no manifest beside it: which defaults apply.
+fn note_missing_manifest(image: &Path) {
+    let manifest_path = manifest::path_for(image);
+    if image.exists() && !manifest_path.exists() {
+        eprintln!(
+            "rootpack: no manifest {} beside the image: running with rootpack's defaults (no \
+             limits, hostname rootpack, workdir /, PATH=/usr/local/sbin:/usr/local/bin:\
+             /usr/sbin:/usr/bin:/sbin:/bin, HOME=/root; -q hides this)",
+            manifest_path.display()
+        );
+    }
+}
+
+fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
+    let Some(rootless) = runs_without_root(&args.image) else {
+        return Ok(125);
+    };
     let mut env = Vec::new();
     for file in &args.env_file {
         env.extend(read_env_file(file)?);
@@ -780,14 +801,8 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
     let (user, user_name) = rootpack::ids::split_user(args.user.as_deref());
     let seccomp = seccomp_choice(&args.security_opt);
     let image = args.image;
-    let manifest_path = manifest::path_for(&image);
-    if !quiet && image.exists() && !manifest_path.exists() {
-        eprintln!(
-            "rootpack: no manifest {} beside the image: running with rootpack's defaults (no \
-             limits, hostname rootpack, workdir /, PATH=/usr/local/sbin:/usr/local/bin:\
-             /usr/sbin:/usr/bin:/sbin:/bin, HOME=/root; -q hides this)",
-            manifest_path.display()
-        );
+    if !quiet {
+        note_missing_manifest(&image);
     }
     let opts = rootpack::run::RunOptions {
         image: image.clone(),

@@ -498,8 +498,9 @@ fn pin_netns(pid: i32, pin: &Path) -> io::Result<()> {
 }
 
 fn is_nsfs(path: &Path) -> bool {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    rustix::fs::statfs(path).is_ok_and(|s| s.f_type as i64 == NSFS_MAGIC)
+    const NSFS_MAGIC: u32 = 0x6e73_6673;
+    // f_type's width differs between architectures; the magic fits 32 bits.
+    rustix::fs::statfs(path).is_ok_and(|s| s.f_type as u32 == NSFS_MAGIC)
 }
 
 /// A lock file under `path`, taken exclusively (waiting for it with `wait`).

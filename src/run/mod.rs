@@ -191,50 +191,34 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     let (ready_r, ready_w) = pipe().map_err(RunError::Start)?;
     let (err_r, err_w) = pipe().map_err(RunError::Start)?;
     let (out_r, stdio, init_exe) = prepare_io(opts, captured)?;
-    let set = init::signal_set();
-    let mask = RestoreMask(init::block(&set));
-    if crate::interrupt::interrupted() {
-        // Arrived during setup, before blocking: nothing would forward it now.
-        return Err(RunError::Start(io::Error::from(io::ErrorKind::Interrupted)));
-    }
+    let (set, mask) = block_signals()?;
     // Read before the clone: the child must not allocate for them.
     let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
+    let caller = (uid.as_raw(), gid.as_raw());
+    // Our ends of the pipes, the watcher's and the output's: closed in the child with
+    // every other fd it does not keep (`security::close_fds_except`).
+    let child = child::Child {
+        rootfs: &rootfs,
+        spec: &spec,
+        hostname: &hostname,
+        layout: &layout,
+        opts,
+        stdio: &stdio,
+        init_exe,
+        ready: ready_w,
+    };
     // No thread has been started yet: the relays start after the hand-over.
-    let pid = clone_into_namespaces(opts, join.as_ref()).map_err(RunError::Start)?;
-    if pid == 0 {
-        // Our ends of the pipes, the watcher's and the output's: closed with every other
-        // fd the child does not keep (`security::close_fds_except`).
-        let child = child::Child {
-            rootfs: &rootfs,
-            spec: &spec,
-            hostname: &hostname,
-            layout: &layout,
-            opts,
-            stdio: &stdio,
-            init_exe,
-            ready: ready_w,
-        };
-        child::child_main(go_r, err_w, child, &mask.0);
-    }
+    let pid = clone_child(opts, join.as_ref(), child, go_r, err_w, &mask.0)?;
     log::debug!(
-        "cloned pid {pid} into new namespaces: {} ({:.1} ms)",
+        "cloned pid {pid} into {} ({:.1} ms)",
         namespaces(opts),
         ms(t0)
     );
-    drop(go_r);
-    drop(ready_w);
-    drop(err_w);
-    network::request(network.as_ref(), watcher.as_ref(), pid);
     let console = console.map(|(ours, _theirs)| ours);
-    let caller = (uid.as_raw(), gid.as_raw());
-    if let Err(e) = handover::hand_over(opts, pid, caller, &rootfs, &cg, &ready_r) {
-        network.map(network::Prepared::abandon);
-        return Err(abandon(pid, err_r, e));
-    }
-    let attachment = match network
-        .map(|n| network::attach(n, pid, watcher.as_ref(), t0))
-        .transpose()
-    {
+    let handed = network::around_hand_over(network, watcher.as_ref(), pid, t0, || {
+        handover::hand_over(opts, pid, caller, &rootfs, &cg, &ready_r)
+    });
+    let attachment = match handed {
         Ok(a) => a,
         Err(e) => return Err(abandon(pid, err_r, e)),
     };
@@ -255,12 +239,43 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     drop(cg);
     drop(watcher);
     let mut outcome = ended?;
-    let (code, took) = (outcome.exit_code, ms(t0));
-    log::debug!("container ended with status {code} ({took:.1} ms)");
+    log::debug!(
+        "container ended with status {} ({:.1} ms)",
+        outcome.exit_code,
+        ms(t0)
+    );
     if opts.writable && !folder {
         outcome.notice = image::record_writes(opts, &rootfs.image, manifest.as_ref());
     }
     Ok(outcome)
+}
+
+/// Clones the child, which becomes the container there; in rootpack, its pid (and the
+/// child's ends of the pipes closed).
+fn clone_child(
+    opts: &RunOptions,
+    join: Option<&network::Joined>,
+    child: child::Child<'_>,
+    go: OwnedFd,
+    err: OwnedFd,
+    mask: &libc::sigset_t,
+) -> Result<i32, RunError> {
+    let pid = clone_into_namespaces(opts, join).map_err(RunError::Start)?;
+    if pid == 0 {
+        child::child_main(go, err, child, mask);
+    }
+    Ok(pid)
+}
+
+/// Our signals blocked (forwarded to the container from now on), unless one already
+/// arrived during setup, which nothing would forward now.
+fn block_signals() -> Result<(libc::sigset_t, RestoreMask), RunError> {
+    let set = init::signal_set();
+    let mask = RestoreMask(init::block(&set));
+    if crate::interrupt::interrupted() {
+        return Err(RunError::Start(io::Error::from(io::ErrorKind::Interrupted)));
+    }
+    Ok((set, mask))
 }
 
 /// The pid file and the started pipe of a detached container.
@@ -282,7 +297,7 @@ fn announce_start(opts: &RunOptions, pid: i32) {
 
 /// The namespaces [`clone_into_namespaces`] makes, for the verbose log.
 fn namespaces(opts: &RunOptions) -> String {
-    let mut names = vec!["mount", "uts", "ipc", "pid"];
+    let mut names = vec!["new namespaces: mount", "uts", "ipc", "pid"];
     names.extend(opts.network.new_namespace().then_some("net"));
     names.extend((opts.userns || opts.rootless).then_some("user"));
     names.join(", ")

@@ -76,7 +76,7 @@ pub(super) fn prepare(
 /// The prepared network connected to the container `pid`.
 /// The plugins run in the watcher when there is one, so that an ADD that rootpack's
 /// death interrupts is finished there, and then undone.
-pub(super) fn attach(
+fn attach(
     prepared: Prepared,
     pid: i32,
     watcher: Option<&super::watcher::Watcher>,
@@ -98,20 +98,29 @@ pub(super) fn attach(
     Ok(attachment)
 }
 
-/// Starts the CNI ADD for the container `pid` in the watcher, which runs it while the
-/// container builds its root; [`attach`] collects it.
-pub(super) fn request(
-    prepared: Option<&Prepared>,
+/// From the clone to "go": the CNI ADD started in the watcher (which runs it while the
+/// container builds its root), rootpack's `hand_over`, then the network collected.
+pub(super) fn around_hand_over(
+    prepared: Option<Prepared>,
     watcher: Option<&super::watcher::Watcher>,
     pid: i32,
-) {
-    if let (Some(p), Some(w)) = (prepared, watcher)
+    t0: std::time::Instant,
+    hand_over: impl FnOnce() -> Result<(), RunError>,
+) -> Result<Option<Attachment>, RunError> {
+    if let (Some(p), Some(w)) = (&prepared, watcher)
         && p.cni_job().is_some()
         && let Err(e) = w.request(pid)
     {
         // The reply then says the watcher is gone.
         log::debug!("{e}");
     }
+    if let Err(e) = hand_over() {
+        if let Some(p) = prepared {
+            p.abandon();
+        }
+        return Err(e);
+    }
+    prepared.map(|p| attach(p, pid, watcher, t0)).transpose()
 }
 
 /// The network disconnected once the container is gone: by the watcher when there is
