@@ -504,7 +504,8 @@ fn podman_runs_containers_with_it_as_with_runc() {
     assert!(o.status.success(), "{}", stderr(&o));
     let ours = runtime_bin();
     let tree_path = tree.path().to_str().unwrap();
-    let script = "echo hi; id; cat /proc/self/status | grep -E '^(Cap|NoNewPrivs|Seccomp:)'; ls /dev; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max 2>/dev/null; exit 3";
+    // eth0: podman's bridge network, whose namespace the spec names by path.
+    let script = "echo hi; id; ip -o link show eth0 >/dev/null && echo joined-netns-eth0; cat /proc/self/status | grep -E '^(Cap|NoNewPrivs|Seccomp:)'; ls /dev; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max 2>/dev/null; exit 3";
     let mut results = Vec::new();
     for rt in ["runc", ours] {
         let mut row = Vec::new();
@@ -561,6 +562,11 @@ fn podman_runs_containers_with_it_as_with_runc() {
     }
     assert_eq!(results[0], results[1], "runc, then rootpack-runtime");
     assert_eq!(results[1][0].0, Some(3));
+    assert!(
+        results[1][0].1.contains("joined-netns-eth0"),
+        "{:?}",
+        results[1][0]
+    );
     assert_eq!(results[1][2].0, Some(127));
     assert_eq!(results[1][3].0, Some(126));
     assert_eq!(results[1][5], (Some(0), "x\ndrwxr-xr-x\n".to_string()));
