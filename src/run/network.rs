@@ -67,6 +67,7 @@ pub(super) fn prepare(
             host: file.clone(),
             target: RelPath::parse(target.as_bytes()).expect("a valid path"),
             read_only: false,
+            through_link: true,
         });
     }
     log::debug!("network {id} prepared ({:.1} ms)", ms(t0));

@@ -36,6 +36,10 @@ pub struct Volume {
     pub host: PathBuf,
     pub target: RelPath,
     pub read_only: bool,
+    /// A file the runtime provides (`/etc/resolv.conf`, `/etc/hosts`): where the image has
+    /// a symlink there (to systemd-resolved's stub file, say), it is bound where the link
+    /// leads, inside the root, as Docker does. A user's volume is never bound through one.
+    pub through_link: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -214,9 +218,13 @@ pub fn finish(spec: &RootfsSpec) -> io::Result<()> {
     let root = Root::open(&merged)?;
     for v in &spec.volumes {
         let is_file = !v.host.is_dir();
+        let target = match v.through_link {
+            true => link_target(&root, &v.target).unwrap_or_else(|| v.target.clone()),
+            false => v.target.clone(),
+        };
         let fd = root
-            .open_mount_target(&v.target, is_file)
-            .map_err(err(format!("volume target /{}", v.target)))?;
+            .open_mount_target(&target, is_file)
+            .map_err(err(format!("volume target /{target}")))?;
         // nodev everywhere the container can write: with MKNOD in its capabilities, a
         // device node it makes must not open (Docker relies on a device cgroup instead).
         let attrs = ATTR_NODEV | if v.read_only { ATTR_RDONLY } else { 0 };
@@ -268,6 +276,32 @@ pub fn finish(spec: &RootfsSpec) -> io::Result<()> {
     log::debug!("pivot_root into {}", merged.display());
     pivot(&merged)?;
     mask_proc()
+}
+
+/// Where the symlink at `rel` leads, as a path in the root (`..` stops at the root), or
+/// `None` when `rel` is no symlink.
+fn link_target(root: &Root, rel: &RelPath) -> Option<RelPath> {
+    let (parent, leaf) = rel.split_leaf()?;
+    let dir = root.open_dir(parent, false).ok()?;
+    let link = rustix::fs::readlinkat(&dir, leaf, Vec::new()).ok()?;
+    let link = link.as_bytes();
+    let mut parts: Vec<&[u8]> = match link.first() {
+        Some(b'/') => Vec::new(),
+        _ => parent
+            .split(|&b| b == b'/')
+            .filter(|p| !p.is_empty())
+            .collect(),
+    };
+    for part in link.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    RelPath::parse(&parts.join(&b'/')).ok()
 }
 
 /// `nodev`, unless a device cgroup decides which nodes open.

@@ -158,6 +158,7 @@ fn rootfs_spec(
                     host,
                     target: image_path(ctr, "volume target")?,
                     read_only: *ro,
+                    through_link: false,
                 })
             })
             .collect::<Result<_, RunError>>()?,
