@@ -316,8 +316,8 @@ pub struct ExecArgs {
     #[arg(short, long)]
     pub workdir: Option<String>,
     /// Set an environment variable (repeatable).
-    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    pub env: Vec<(String, Option<String>)>,
     /// The container: its name, id, or the start of its id.
     pub container: String,
     /// The command and its arguments.
@@ -382,8 +382,8 @@ pub struct RunArgs {
     )]
     pub command: Vec<String>,
     /// Set an environment variable (repeatable).
-    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    pub env: Vec<(String, Option<String>)>,
     /// Read environment variables from a file: KEY=VALUE lines, `#` comments, a bare KEY
     /// takes the value from rootpack's environment (repeatable; -e wins).
     #[arg(long, value_name = "FILE")]
@@ -489,11 +489,22 @@ pub enum SecurityOpt {
     NoNewPrivileges,
 }
 
-pub fn parse_env(s: &str) -> Result<(String, String), String> {
+/// `KEY=VALUE`, or a bare `KEY` taking rootpack's own value (`None` when it has none:
+/// the variable is then left out, as Docker leaves it out).
+pub fn parse_env(s: &str) -> Result<(String, Option<String>), String> {
+    let bad = || "expected KEY=VALUE or KEY, like -e LANG=C.UTF-8".to_string();
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err("expected KEY=VALUE, like -e LANG=C.UTF-8".into()),
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), Some(v.to_string()))),
+        Some(_) => Err(bad()),
+        None if s.is_empty() || s.contains(char::is_whitespace) => Err(bad()),
+        None => Ok((s.to_string(), std::env::var(s).ok())),
     }
+}
+
+/// The `-e` variables that have a value.
+pub fn env_values(env: &[(String, Option<String>)]) -> impl Iterator<Item = (String, String)> + '_ {
+    env.iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
 }
 
 fn parse_volume(s: &str) -> Result<VolumeArg, String> {

@@ -797,7 +797,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
     for file in &args.env_file {
         env.extend(read_env_file(file)?);
     }
-    env.extend(args.env.iter().cloned());
+    env.extend(cli::env_values(&args.env));
     let (user, user_name) = rootpack::ids::split_user(args.user.as_deref());
     let seccomp = seccomp_choice(&args.security_opt);
     let image = args.image;

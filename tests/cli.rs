@@ -249,7 +249,7 @@ fn bad_option_values_exit_2() {
         (&["--memory", "lots"][..], "256M"),
         (&["-u", "a:b:c"][..], "NAME[:GROUP]"),
         (&["-u", ""][..], "UID"),
-        (&["-e", "NOEQUALS"][..], "KEY=VALUE"),
+        (&["-e", "=x"][..], "KEY=VALUE"),
         (&["--cap-add", "BOGUS"][..], "capability"),
         (&["--cpus", "-1"][..], "positive"),
         (&["--security-opt", "apparmor=x"][..], "seccomp="),
@@ -549,6 +549,11 @@ fn docker_habits_work() {
     assert_eq!(stdout(&o), "/nonexistent\n", "{o:?}");
     let o = run(&["--entrypoint", "/bin/echo", image, "from", "entrypoint"]);
     assert_eq!(stdout(&o), "from entrypoint\n", "{o:?}");
+    // --entrypoint resets the image's cmd; "" clears the entrypoint.
+    let o = run(&["--entrypoint", "/bin/echo", image]);
+    assert_eq!(stdout(&o), "\n", "{o:?}");
+    let o = run(&["--entrypoint", "", image, "echo", "no", "entrypoint"]);
+    assert_eq!(stdout(&o), "no entrypoint\n", "{o:?}");
     let env_file = img.dir.path().join("env");
     fs::write(&env_file, "# comment\nA=1\n\nFROM_HOST\nB=x=y\n").unwrap();
     let o = rootpack()
@@ -558,14 +563,25 @@ fn docker_habits_work() {
             env_file.to_str().unwrap(),
             "-e",
             "A=2",
+            // A bare KEY takes rootpack's value, as Docker's; one rootpack lacks is left out.
+            "-e",
+            "BARE",
+            "-e",
+            "UNSET_HERE",
             image,
         ])
-        .args(["sh", "-c", "echo $A $B $FROM_HOST"])
+        .args([
+            "sh",
+            "-c",
+            "echo $A $B $FROM_HOST $BARE ${UNSET_HERE-unset}",
+        ])
         .env("FROM_HOST", "host")
+        .env("BARE", "bare")
+        .env_remove("UNSET_HERE")
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(stdout(&o), "2 x=y host\n", "{o:?}");
+    assert_eq!(stdout(&o), "2 x=y host bare unset\n", "{o:?}");
     let o = run(&["-u", "bob", image, "sh", "-c", "echo $(id -u):$(id -g)"]);
     assert_eq!(stdout(&o), "1000:100\n", "{o:?}");
     let o = run(&[
@@ -653,7 +669,7 @@ fn inspect_shows_the_config_and_ls_speaks_json() {
         "hostname:   busybox",
         "memory:     64M",
         "pids:       64",
-        "entrypoint: [\"/bin/sh\"]",
+        "cmd:        [\"/bin/sh\"]",
     ] {
         assert!(s.contains(line), "{line}: {s}");
     }
@@ -805,4 +821,59 @@ fn hello_matches_its_description() {
         serde_json::from_str(&fs::read_to_string(w.path().join("out/hello.json")).unwrap())
             .unwrap();
     assert!(m["size"].as_u64().unwrap() < 32 << 20, "{}", m["size"]);
+}
+
+// `run IMAGE CMD` replaces the image's cmd and keeps its entrypoint, as Docker, podman and
+// the OCI image spec do.
+#[test]
+fn run_command_replaces_cmd_and_keeps_the_entrypoint() {
+    if !require_root() {
+        return;
+    }
+    let text = fs::read_to_string(Path::new(REPO).join("recipes/busybox.toml")).unwrap();
+    let text = text.replace(
+        "cmd = [\"/bin/sh\"]",
+        "entrypoint = [\"/bin/echo\", \"prefix\"]\ncmd = [\"default\"]",
+    );
+    let img = image_from_recipe("busybox", &text);
+    let run = |args: &[&str]| {
+        rootpack()
+            .arg("run")
+            .arg(&img.path)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert_eq!(stdout(&run(&[])), "prefix default\n");
+    assert_eq!(stdout(&run(&["given", "args"])), "prefix given args\n");
+}
+
+// A user whose PATH lacks /usr/sbin (Debian's default for non-root) still gets mke2fs.
+#[test]
+fn mke2fs_is_found_outside_a_users_path() {
+    let w = tempfile::tempdir().unwrap();
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    write_recipe(
+        w.path(),
+        "r",
+        "name = \"r\"\n[[file]]\nto = \"/motd\"\ncontent = \"hi\"\n[output]\nformat = \"ext4\"\n",
+    );
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_rootpack"));
+        c
+    } else {
+        rootpack()
+    };
+    let o = cmd
+        .args(["build", "-q", "r.toml", "--out", "out"])
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir(w.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(w.path().join("out/r.ext4").exists());
 }

@@ -538,7 +538,7 @@ fn oci_recipe(dir: &Path, format: &str) -> PathBuf {
         .unwrap()
         .replace("name = \"busybox\"", "name = \"bbx\"")
         .replace(
-            "entrypoint = [\"/bin/sh\"]",
+            "cmd = [\"/bin/sh\"]",
             "entrypoint = [\"/bin/sh\", \"-c\"]\ncmd = [\"echo $GREETING; id -u; pwd\"]\nworkdir = \"/tmp\"\nlabels = { team = \"rootpack\" }",
         )
         .replace("env = { PATH = \"/bin\", HOME = \"/root\" }", "env = { PATH = \"/bin\", HOME = \"/root\", GREETING = \"hi\" }");

@@ -208,7 +208,8 @@ fn exec_env(r: &containers::Record, args: &ExecArgs) -> Vec<(String, String)> {
             std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
         ));
     }
-    for (k, v) in r.env.iter().chain(&args.env) {
+    let given: Vec<(String, String)> = crate::cli::env_values(&args.env).collect();
+    for (k, v) in r.env.iter().chain(&given) {
         env.retain(|(key, _)| key != k);
         env.push((k.clone(), v.clone()));
     }

@@ -36,9 +36,10 @@ use std::path::PathBuf;
 pub struct RunOptions {
     /// An ext4 image file, or a folder (an image built with `output.format = "dir"`).
     pub image: PathBuf,
-    /// Replaces the image's entrypoint and cmd (with `entrypoint`, only the cmd).
+    /// Replaces the image's cmd; the entrypoint stays (see `entrypoint`).
     pub command: Vec<String>,
-    /// Replaces the image's entrypoint; `command` becomes its arguments.
+    /// Replaces the image's entrypoint (`""` clears it) and resets its cmd; `command`
+    /// becomes its arguments.
     pub entrypoint: Option<String>,
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,

@@ -92,29 +92,27 @@ fn process_spec(
     })
 }
 
-/// The command: `--entrypoint` with the command as its arguments, else the command, else
-/// the manifest's entrypoint and cmd.
+/// The command, as Docker, podman and the OCI image spec make it: the entrypoint (the
+/// manifest's, or `--entrypoint`'s; `--entrypoint ""` clears it) followed by the command
+/// given, else by the manifest's cmd (which `--entrypoint` resets, as Docker's does).
 fn command_line(
     opts: &RunOptions,
     config: &crate::manifest::Config,
 ) -> Result<Vec<String>, RunError> {
-    let argv: Vec<String> = if let Some(entrypoint) = &opts.entrypoint {
-        std::iter::once(entrypoint.clone())
-            .chain(opts.command.iter().cloned())
-            .collect()
-    } else if opts.command.is_empty() {
-        config
-            .entrypoint
-            .iter()
-            .chain(config.cmd.iter())
-            .cloned()
-            .collect()
-    } else {
-        opts.command.clone()
+    let entrypoint: Vec<String> = match opts.entrypoint.as_deref() {
+        Some("") => Vec::new(),
+        Some(program) => vec![program.to_string()],
+        None => config.entrypoint.clone(),
     };
+    let cmd = match (opts.command.is_empty(), &opts.entrypoint) {
+        (false, _) => opts.command.clone(),
+        (true, Some(_)) => Vec::new(),
+        (true, None) => config.cmd.clone(),
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if argv.is_empty() {
         return Err(RunError::Invalid(
-            "no command: give one after `--`, or set config.entrypoint in the recipe".into(),
+            "no command: give one after the image, or set config.cmd in the recipe".into(),
         ));
     }
     Ok(argv)
