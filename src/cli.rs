@@ -97,20 +97,24 @@ pub enum Command {
             rootpack build recipes/initramfs.toml --method mount")]
     Build(BuildArgs),
     /// Run a command in a container made from an image (ext4) or an image folder, in new
-    /// mount, UTS, IPC, PID and network namespaces with cgroup limits. Needs root.
+    /// mount, UTS, IPC, PID and network namespaces with cgroup limits. An image file needs
+    /// root; a folder runs without it too.
     ///
     /// The image is mounted read-only under a tmpfs overlay, so writes vanish when the
     /// container ends (--writable keeps them). Defaults (command, env, workdir, hostname,
     /// limits) come from the image's manifest. Exits with the command's status, 128+N if
     /// it was killed by signal N, 125 if the container could not be set up, 126/127 if the
     /// command could not be executed or found.
-    #[command(after_help = "Examples:\n  \
+    #[command(
+        after_help = "Examples:\n  \
             rootpack run images/hello.ext4                      # the manifest's command\n  \
             rootpack run images/hello.ext4 ls -l /              # or: -- ls -l /\n  \
             rootpack run -it images/hello.ext4 bash             # an interactive shell\n  \
             rootpack run -v /srv/data:/data:ro -e MODE=test images/hello.ext4 ls /data\n  \
             rootpack run --memory 64M --pids 32 -u 1000:100 images/busybox.ext4 id\n  \
-            rootpack run images/tree -- ls /                   # a folder (output.format = \"dir\")")]
+            rootpack run images/tree -- ls /                   # a folder (output.format = \"dir\")",
+        disable_help_flag = true
+    )]
     Run(Box<RunArgs>),
     /// List detached containers (`run -d`): the running ones, or with -a all.
     #[command(after_help = "Examples:\n  \
@@ -399,11 +403,18 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "USER[:GROUP]", value_parser = parse_user_arg)]
     pub user: Option<String>,
     /// The container's hostname (default: the manifest's, else the image's name).
-    #[arg(long)]
+    #[arg(short = 'h', long)]
     pub hostname: Option<String>,
+    /// Print help (-h is the hostname here, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Mount the image read-write: changes persist in the image file or folder.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "read_only")]
     pub writable: bool,
+    /// Mount the container's root read-only (volumes, --tmpfs, /dev and the network's
+    /// files stay writable), as Docker's --read-only.
+    #[arg(long)]
+    pub read_only: bool,
     /// Network: none (a namespace with only lo: the default, closed unless asked), host
     /// (the host's), private (an address on the rootpack0 bridge with egress and DNS;
     /// slirp4netns without root), container:ID (a detached container's), ns:PATH (a
@@ -418,6 +429,10 @@ pub struct RunArgs {
     /// Bind a host path: HOST:CONTAINER[:ro] (repeatable).
     #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]", value_parser = parse_volume)]
     pub volume: Vec<VolumeArg>,
+    /// A mount in Docker's long form (repeatable): type=bind,source=HOST,target=CTR
+    /// [,readonly] or type=tmpfs,target=CTR (src, dst, destination and ro too).
+    #[arg(long, value_name = "type=bind,source=…,target=…", value_parser = parse_mount)]
+    pub mount: Vec<MountArg>,
     /// Mount a tmpfs at this path in the container (repeatable).
     #[arg(long, value_name = "PATH")]
     pub tmpfs: Vec<String>,
@@ -437,8 +452,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "CAP", value_parser = parse_capability)]
     pub cap_drop: Vec<String>,
     /// Execute the command as PID 1 instead of under rootpack's init.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init")]
     pub no_init: bool,
+    /// Run an init as PID 1 that forwards signals and reaps orphans: rootpack always
+    /// does (its own, `rootpack-init`), so this is accepted for Docker's `--init`.
+    #[arg(long)]
+    pub init: bool,
+    /// Refused: rootpack has no privileged containers (add capabilities with --cap-add,
+    /// turn the filter off with --security-opt seccomp=unconfined).
+    #[arg(long, hide = true)]
+    pub privileged: bool,
+    /// Refused: containers get Docker's default devices only.
+    #[arg(long, value_name = "DEVICE", hide = true)]
+    pub device: Vec<String>,
     /// Give the command a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
@@ -528,9 +554,49 @@ fn parse_memory(s: &str) -> Result<u64, String> {
 }
 
 fn parse_cpus(s: &str) -> Result<f64, String> {
+    // SAFETY: sysconf reads a constant of the system.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as f64;
     match s.parse::<f64>() {
+        // Docker's check and wording.
+        Ok(c) if c > online => Err(format!(
+            "range of CPUs is from 0.01 to {online:.2}, as there are only {online} CPUs available"
+        )),
         Ok(c) if c > 0.0 && c.is_finite() => Ok(c),
         _ => Err("expected a positive number of CPUs, like 0.5 or 2".into()),
+    }
+}
+
+/// One `--mount`: a bind (as a volume) or a tmpfs.
+#[derive(Debug, Clone)]
+pub enum MountArg {
+    Bind(VolumeArg),
+    Tmpfs(String),
+}
+
+fn parse_mount(s: &str) -> Result<MountArg, String> {
+    let (mut kind, mut source, mut target, mut read_only) = ("volume", None, None, false);
+    for field in s.split(',') {
+        match field.split_once('=') {
+            Some(("type", v)) => kind = v,
+            Some(("source" | "src", v)) => source = Some(v),
+            Some(("target" | "dst" | "destination", v)) => target = Some(v),
+            Some(("readonly" | "ro", v)) => read_only = v != "false" && v != "0",
+            None if field == "readonly" || field == "ro" => read_only = true,
+            _ => {
+                return Err(format!(
+                    "{field:?}: rootpack takes type, source, target and readonly"
+                ));
+            }
+        }
+    }
+    let target = target.ok_or("no target=: where in the container to mount")?;
+    match (kind, source) {
+        ("bind", Some(src)) => Ok(MountArg::Bind((src.into(), target.to_string(), read_only))),
+        ("bind", None) => Err("a bind needs source=HOST_PATH".into()),
+        ("tmpfs", _) => Ok(MountArg::Tmpfs(target.to_string())),
+        (other, _) => Err(format!(
+            "type={other}: rootpack has no named volumes; use type=bind with a host folder, or type=tmpfs"
+        )),
     }
 }
 

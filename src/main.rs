@@ -759,6 +759,26 @@ fn seccomp_choice(opts: &[SecurityOpt]) -> rootpack::run::seccomp::Seccomp {
     seccomp
 }
 
+/// Docker's options that rootpack does not have, each refused with what to use instead.
+fn refuse_unsupported(args: &RunArgs) -> Result<()> {
+    if args.privileged {
+        return Err(Usage(
+            "--privileged: rootpack has no privileged containers; add capabilities with \
+             --cap-add, turn the system call filter off with --security-opt seccomp=unconfined"
+                .into(),
+        )
+        .into());
+    }
+    if let Some(device) = args.device.first() {
+        return Err(Usage(format!(
+            "--device {device}: containers get Docker's default devices only (null, zero, \
+             full, random, urandom, tty, ptmx, the ptys)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Whether `run` goes without root (`None`: it cannot, and says why). Without root a
 /// folder image runs in a user namespace of the caller's own, as build steps do: no
 /// cgroup limits, no loop device, slirp4netns for a network.
@@ -790,9 +810,17 @@ fn note_missing_manifest(image: &Path) {
 }
 
 fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
+    refuse_unsupported(&args)?;
     let Some(rootless) = runs_without_root(&args.image) else {
         return Ok(125);
     };
+    let (mut volumes, mut tmpfs) = (args.volume, args.tmpfs);
+    for m in args.mount {
+        match m {
+            cli::MountArg::Bind(v) => volumes.push(v),
+            cli::MountArg::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
     let mut env = Vec::new();
     for file in &args.env_file {
         env.extend(read_env_file(file)?);
@@ -814,11 +842,12 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
         user_name,
         hostname: args.hostname,
         writable: args.writable,
+        read_only: args.read_only,
         network: cmd::containers::network_for(args.network, &args.publish)?,
         ports: args.publish,
         name: args.name.clone(),
-        volumes: args.volume,
-        tmpfs: args.tmpfs,
+        volumes,
+        tmpfs,
         memory: args.memory,
         cpus: args.cpus,
         pids: args.pids,

@@ -877,3 +877,54 @@ fn mke2fs_is_found_outside_a_users_path() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(w.path().join("out/r.ext4").exists());
 }
+
+// More Docker habits: -h is the hostname, --init is accepted, --read-only, --mount, and
+// what rootpack has not (--privileged, --device, named volumes, more CPUs than the host's)
+// refused with what to use instead.
+#[test]
+fn docker_run_options_work_or_say_what_to_use() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("f"), "from-host\n").unwrap();
+    let run = |args: &[&str], script: &str| {
+        rootpack()
+            .arg("run")
+            .args(args)
+            .arg(&img.path)
+            .args(["sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        stdout(&run(&["-h", "myhost", "--init"], "hostname")),
+        "myhost\n"
+    );
+    let o = run(
+        &["--read-only", "--tmpfs", "/scratch"],
+        "touch /x 2>/dev/null || echo ro; touch /scratch/y && echo rw",
+    );
+    assert_eq!(stdout(&o), "ro\nrw\n", "{o:?}");
+    let bind = format!(
+        "type=bind,source={},target=/m,readonly",
+        src.path().display()
+    );
+    let o = run(
+        &["--mount", &bind, "--mount", "type=tmpfs,dst=/t"],
+        "cat /m/f; touch /m/g 2>/dev/null || echo ro; touch /t/a && echo tmpfs",
+    );
+    assert_eq!(stdout(&o), "from-host\nro\ntmpfs\n", "{o:?}");
+    for (args, says) in [
+        (&["--privileged"][..], "--cap-add"),
+        (&["--device", "/dev/sda"], "default devices"),
+        (&["--mount", "type=volume,target=/v"], "type=bind"),
+        (&["--cpus", "4096"], "CPUs available"),
+    ] {
+        let o = run(args, "true");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub user_name: Option<user::UserSpec>,
     pub hostname: Option<String>,
     pub writable: bool,
+    /// `--read-only`: the root read-only (volumes, tmpfs mounts and /dev stay writable).
+    pub read_only: bool,
     /// `--network`; `Container` must be resolved to `Join` by the caller.
     pub network: crate::net::Network,
     /// `-p`: published ports of a private network.

@@ -50,6 +50,8 @@ pub struct RootfsSpec {
     /// instead of loop-mounted.
     pub image_file: Option<std::sync::Arc<std::fs::File>>,
     pub writable: bool,
+    /// `--read-only`: the root mount (only it) made read-only after `pivot_root`.
+    pub read_only_root: bool,
     pub volumes: Vec<Volume>,
     pub tmpfs: Vec<RelPath>,
     pub net_host: bool,
@@ -275,6 +277,9 @@ pub fn finish(spec: &RootfsSpec) -> io::Result<()> {
 
     log::debug!("pivot_root into {}", merged.display());
     pivot(&merged)?;
+    if spec.read_only_root {
+        set_read_only(Path::new("/")).map_err(err("making the root read-only"))?;
+    }
     mask_proc()
 }
 
@@ -519,6 +524,30 @@ pub(crate) fn mask_paths<S: AsRef<str>>(paths: &[S]) -> io::Result<()> {
                 .map_err(io::Error::from)
                 .map_err(err(format!("masking {path}")))?;
         }
+    }
+    Ok(())
+}
+
+/// Makes the mount at `path` read-only, its other flags and the mounts below it as they
+/// are (a remount would have to restate the flags a user namespace locks).
+fn set_read_only(path: &Path) -> io::Result<()> {
+    let at =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    let attr: [u64; 4] = [ATTR_RDONLY, 0, 0, 0];
+    // SAFETY: mount_setattr on a path with a valid mount_attr (set, clr, propagation,
+    // userns_fd) of its size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            at.as_ptr(),
+            0,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

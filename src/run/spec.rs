@@ -146,6 +146,7 @@ fn rootfs_spec(
         image,
         image_file: file.map(std::sync::Arc::new),
         writable: opts.writable,
+        read_only_root: opts.read_only,
         volumes: opts
             .volumes
             .iter()
