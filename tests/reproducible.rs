@@ -45,6 +45,19 @@ fn make_layer_tree(root: &Path) {
     );
 }
 
+/// `W/layer.tar` from GNU tar, of [`make_layer_tree`]'s tree in `W/tree`: owners and
+/// devices as root recorded them.
+fn write_layer_tar(w: &Path) {
+    let tree = w.join("tree");
+    make_layer_tree(&tree);
+    run(Command::new("tar")
+        .args(["--sort=name", "--numeric-owner", "-cf"])
+        .arg(w.join("layer.tar"))
+        .arg("-C")
+        .arg(&tree)
+        .arg("."));
+}
+
 /// A work folder anyone may enter, on a tmpfs of its own: builds are timed against each
 /// other, and a root filesystem without a journal makes file creation after many deletions
 /// slow by whole seconds (and more so for some users), which says nothing about rootpack.
@@ -125,15 +138,7 @@ fn archive_layers_build_the_same_bytes_twice_and_without_root() {
     }
     let work = Work::new();
     let w = work.path();
-    let tree = w.join("tree");
-    make_layer_tree(&tree);
-    // The layer comes from GNU tar, owners and devices as root recorded them.
-    run(Command::new("tar")
-        .args(["--sort=name", "--numeric-owner", "-cf"])
-        .arg(w.join("layer.tar"))
-        .arg("-C")
-        .arg(&tree)
-        .arg("."));
+    write_layer_tar(w);
     let recipe = w.join("repro.toml");
     fs::write(
         &recipe,
@@ -185,6 +190,67 @@ fn archive_layers_build_the_same_bytes_twice_and_without_root() {
         "{shared}"
     );
     eprintln!("one build took {took:?}");
+}
+
+/// Every archive and image format a rootless build writes holds what root's holds, byte for
+/// byte: owners, set-id bits and devices come from the record, not from the tree.
+#[test]
+fn rootless_archives_and_oci_images_equal_roots() {
+    if !require_root() {
+        return;
+    }
+    let work = Work::new();
+    let w = work.path();
+    write_layer_tar(w);
+    for (format, file) in [
+        ("tar", "repro.tar"),
+        ("cpio.zst", "repro.cpio.zst"),
+        ("oci-archive", "repro.oci.tar"),
+    ] {
+        let recipe = w.join(format!("{format}.toml"));
+        fs::write(
+            &recipe,
+            format!(
+                "name = \"repro\"\nsource_date_epoch = 1700000000\n\
+                 [[layer]]\ntar = \"layer.tar\"\n\
+                 [[file]]\nto = \"/etc/added\"\ncontent = \"x\"\nuid = 7\ngid = 8\n\
+                 [output]\nformat = \"{format}\"\n"
+            ),
+        )
+        .unwrap();
+        let (a, c) = (
+            out_dir(w, &format!("{format}-root"), None),
+            out_dir(w, &format!("{format}-nobody"), Some(NOBODY)),
+        );
+        let o = build_as(None, &recipe, &a);
+        assert!(o.status.success(), "{format}: {}", stderr(&o));
+        let o = build_as(Some(NOBODY), &recipe, &c);
+        assert!(o.status.success(), "{format}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            "",
+            "{format}: no warning about lost owners or devices"
+        );
+        assert_same(&a.join(file), &c.join(file));
+    }
+    let listing = stdout(&run(Command::new("tar")
+        .arg("tvf")
+        .arg(w.join("tar-nobody/repro.tar"))));
+    let line = |name: &str| listing.lines().find(|l| l.ends_with(name)).unwrap_or("");
+    let big = line("dev/big");
+    assert!(
+        big.starts_with("crw--w---- 0/0") && big.contains("300,70000"),
+        "{big}"
+    );
+    assert!(
+        line("bin/busybox").starts_with("-rwsr-xr-x 0/0"),
+        "{listing}"
+    );
+    assert!(
+        line("srv/locked").starts_with("---------- 4321/4321"),
+        "{listing}"
+    );
+    assert!(line("etc/added").starts_with("-rw-r--r-- 7/8"), "{listing}");
 }
 
 #[test]

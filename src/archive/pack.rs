@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
@@ -36,6 +36,9 @@ pub enum PackFormat {
 #[derive(Debug, Clone)]
 pub struct PackOptions {
     pub format: PackFormat,
+    /// What entries should be that the tree could not hold (a rootless build's owners,
+    /// set-id bits and device nodes): written instead of what the files show.
+    pub recorded: Option<std::sync::Arc<RecordedTree>>,
     pub compression: Compression,
     pub level: Option<u32>,
     /// Upper bound for every mtime (`SOURCE_DATE_EPOCH`).
@@ -54,6 +57,7 @@ impl PackOptions {
     pub fn new(format: PackFormat, compression: Compression) -> PackOptions {
         PackOptions {
             format,
+            recorded: None,
             compression,
             level: None,
             clamp_mtime: None,
@@ -90,29 +94,86 @@ pub struct PackSummary {
     pub written: u64,
 }
 
+/// What an entry of the tree should be in an image when the tree itself cannot hold it:
+/// owner, full mode (type and permission bits) and, for a device, its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub rdev: (u32, u32),
+}
+
+/// Recorded metadata by path (relative to the root, the root itself as the empty path).
+pub type RecordedTree = HashMap<Vec<u8>, Recorded>;
+
 /// One tree entry, in archive order.
 struct Item {
     /// Name in the archive: "." for the root, else relative without "./".
     name: Vec<u8>,
     path: PathBuf,
     meta: std::fs::Metadata,
+    /// Owner, mode (with the type) and device number as written: recorded, or the file's.
+    is: Recorded,
 }
 
-fn walk(dir: &Path) -> Result<Vec<Item>, PackError> {
+impl Item {
+    fn kind(&self) -> u32 {
+        self.is.mode & libc::S_IFMT
+    }
+}
+
+fn walk(dir: &Path, recorded: Option<&RecordedTree>) -> Result<Vec<Item>, PackError> {
     let mut items = Vec::new();
+    let mut found = Vec::new();
     for item in crate::walk::walk_named(dir) {
         let (name, entry) = item.map_err(|(path, source)| PackError::Walk { path, source })?;
         let meta = entry.metadata().map_err(|e| PackError::Walk {
             path: entry.path().to_path_buf(),
             source: e.into(),
         })?;
+        let key: &[u8] = if name == b"." { b"" } else { &name };
+        let on_disk = Recorded {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode(),
+            rdev: (libc::major(meta.rdev()), libc::minor(meta.rdev())),
+        };
+        let is = recorded.and_then(|r| r.get(key)).copied();
         items.push(Item {
             name,
             path: entry.into_path(),
+            is: is.unwrap_or(on_disk),
             meta,
         });
+        found.push(is.is_some());
+    }
+    if recorded.is_some() {
+        apply_to_unrecorded(&mut items, &found);
     }
     Ok(items)
+}
+
+/// For a recorded tree, the entries nothing was recorded for: a hard link's other names
+/// get what its inode's recorded name has; the rest (folders made on the way, the root)
+/// are root's, as in the ext4 inode pass.
+fn apply_to_unrecorded(items: &mut [Item], found: &[bool]) {
+    let mut by_inode: HashMap<(u64, u64), Recorded> = HashMap::new();
+    for (it, _) in items.iter().zip(found).filter(|(_, f)| **f) {
+        if it.meta.nlink() > 1 {
+            by_inode.insert((it.meta.dev(), it.meta.ino()), it.is);
+        }
+    }
+    for (it, _) in items.iter_mut().zip(found).filter(|(_, f)| !**f) {
+        it.is = match by_inode.get(&(it.meta.dev(), it.meta.ino())) {
+            Some(r) => *r,
+            None => Recorded {
+                uid: 0,
+                gid: 0,
+                ..it.is
+            },
+        };
+    }
 }
 
 /// Hard-link groups: for every item that shares its inode with another, the new inode
@@ -241,7 +302,7 @@ pub fn pack(
                 what: "an early segment needs the cpio format",
             });
         }
-        let items = walk(early)?;
+        let items = walk(early, None)?;
         let mut counted = Counting {
             inner: &mut *out,
             bytes: 0,
@@ -251,7 +312,7 @@ pub fn pack(
         })?;
         summary.written += counted.bytes;
     }
-    let items = walk(dir)?;
+    let items = walk(dir, opts.recorded.as_deref())?;
     if let Some(bar) = progress {
         bar.set_length(data_size(&items));
     }
@@ -311,7 +372,7 @@ impl Write for Counting<'_> {
 fn data_size(items: &[Item]) -> u64 {
     items
         .iter()
-        .filter(|it| it.meta.is_file())
+        .filter(|it| it.kind() == libc::S_IFREG)
         .map(|it| it.meta.len())
         .sum()
 }
@@ -336,7 +397,7 @@ fn write_entries<W>(
             continue;
         }
         end_entry(w).map_err(PackError::Write)?;
-        if let Some(bar) = progress.filter(|_| it.meta.file_type().is_file()) {
+        if let Some(bar) = progress.filter(|_| it.kind() == libc::S_IFREG) {
             bar.inc(it.meta.len());
         }
         summary.entries += 1;
@@ -375,26 +436,24 @@ fn cpio_entry(
     opts: &PackOptions,
     summary: &mut PackSummary,
 ) -> Result<(), PackError> {
-    let ft = it.meta.file_type();
+    let kind = it.kind();
     let too_large = |_| PackError::Unsupported {
         path: it.path.clone(),
         what: "larger than the 4 GiB newc allows",
     };
     let mut h = NewcHeader {
         ino: links.ino[i],
-        mode: it.meta.mode(),
-        uid: it.meta.uid(),
-        gid: it.meta.gid(),
+        mode: it.is.mode,
+        uid: it.is.uid,
+        gid: it.is.gid,
         nlink: links.nlink[i],
         mtime: clamp(it.meta.mtime(), opts).min(u32::MAX as i64) as u32,
         ..Default::default()
     };
-    if ft.is_block_device() || ft.is_char_device() {
-        let rdev = it.meta.rdev();
-        h.rdev_major = libc::major(rdev);
-        h.rdev_minor = libc::minor(rdev);
+    if kind == libc::S_IFBLK || kind == libc::S_IFCHR {
+        (h.rdev_major, h.rdev_minor) = it.is.rdev;
     }
-    let written = if ft.is_symlink() {
+    let written = if kind == libc::S_IFLNK {
         let target = std::fs::read_link(&it.path).map_err(|source| PackError::Read {
             path: it.path.clone(),
             source,
@@ -402,7 +461,7 @@ fn cpio_entry(
         let target = target.as_os_str().as_bytes();
         h.filesize = target.len() as u32;
         w.append(&h, &it.name, &mut &target[..])
-    } else if ft.is_file() && links.last[i] {
+    } else if kind == libc::S_IFREG && links.last[i] {
         h.filesize = u32::try_from(it.meta.len()).map_err(too_large)?;
         summary.data_bytes += it.meta.len();
         w.append(&h, &it.name, &mut open_exact(it)?)
@@ -452,7 +511,7 @@ fn tar_entry(
 ) -> Result<bool, PackError> {
     use ::tar::{EntryType, Header};
     let it = &items[i];
-    let ft = it.meta.file_type();
+    let kind = it.kind();
     let name = if it.name == b"." {
         &b"./"[..]
     } else {
@@ -460,9 +519,9 @@ fn tar_entry(
     };
     let path = Path::new(OsStr::from_bytes(name));
     let mut h = Header::new_gnu();
-    h.set_mode(it.meta.mode() & 0o7777);
-    h.set_uid(it.meta.uid() as u64);
-    h.set_gid(it.meta.gid() as u64);
+    h.set_mode(it.is.mode & 0o7777);
+    h.set_uid(it.is.uid as u64);
+    h.set_gid(it.is.gid as u64);
     h.set_mtime(clamp(it.meta.mtime(), opts) as u64);
     h.set_size(0);
     let read_err = |source| PackError::Read {
@@ -473,7 +532,7 @@ fn tar_entry(
         h.set_entry_type(EntryType::Link);
         let target = Path::new(OsStr::from_bytes(&items[first].name));
         builder.append_link(&mut h, path, target)
-    } else if ft.is_symlink() {
+    } else if kind == libc::S_IFLNK {
         h.set_entry_type(EntryType::Symlink);
         let target = std::fs::read_link(&it.path).map_err(read_err)?;
         // Byte for byte: the crate's `set_link_name` rewrites a target as a path
@@ -486,26 +545,25 @@ fn tar_entry(
         } else {
             builder.append_link(&mut h, path, target)
         }
-    } else if ft.is_file() {
+    } else if kind == libc::S_IFREG {
         h.set_entry_type(EntryType::Regular);
         h.set_size(it.meta.len());
         summary.data_bytes += it.meta.len();
         builder.append_data(&mut h, path, open_exact(it)?)
-    } else if ft.is_dir() {
+    } else if kind == libc::S_IFDIR {
         h.set_entry_type(EntryType::Directory);
         builder.append_data(&mut h, path, io::empty())
-    } else if ft.is_fifo() {
+    } else if kind == libc::S_IFIFO {
         h.set_entry_type(EntryType::Fifo);
         builder.append_data(&mut h, path, io::empty())
-    } else if ft.is_char_device() || ft.is_block_device() {
-        let rdev = it.meta.rdev();
-        h.set_entry_type(if ft.is_char_device() {
+    } else if kind == libc::S_IFCHR || kind == libc::S_IFBLK {
+        h.set_entry_type(if kind == libc::S_IFCHR {
             EntryType::Char
         } else {
             EntryType::Block
         });
-        h.set_device_major(libc::major(rdev)).map_err(read_err)?;
-        h.set_device_minor(libc::minor(rdev)).map_err(read_err)?;
+        h.set_device_major(it.is.rdev.0).map_err(read_err)?;
+        h.set_device_minor(it.is.rdev.1).map_err(read_err)?;
         builder.append_data(&mut h, path, io::empty())
     } else {
         summary.skipped_sockets += 1;

@@ -239,7 +239,9 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         _ => {
             let (tree, filled) = stage_tree(&job, None)?;
             let written = match format {
-                OutputFormat::Archive(f, c) => output::archive::write(&job, &tree, f, c)?,
+                OutputFormat::Archive(f, c) => {
+                    output::archive::write(&job, &tree, f, c, filled.recorded.as_ref())?
+                }
                 OutputFormat::Dir => output::folder::write(&job, &tree)?,
                 _ => output::oci::write(&job, &tree, &filled)?,
             };

@@ -78,7 +78,10 @@ pub(super) fn fill(
     steps: &super::steps::Steps<'_>,
 ) -> Result<Filled, BuildError> {
     let mut x = Extractor::new(Root::open(root).map_err(out_err(root))?, false);
-    if tree_for == TreeFor::Populate {
+    // A rootless archive or image records what the tree cannot hold as mke2fs -d's
+    // path does, so every format gets the same owners, modes and devices.
+    let rootless = !rustix::process::geteuid().is_root();
+    if tree_for == TreeFor::Populate || (rootless && tree_for != TreeFor::Itself) {
         x = x.record_metadata();
     }
     let (layers, image_config, base) =

@@ -1,24 +1,12 @@
 //! What each entry of a tree should be in an image when the tree itself cannot hold it (a
 //! rootless build cannot chown, set set-id bits on foreign files or mknod): recorded by the
-//! extractor and `[[run]]` steps, written into the ext4 inodes by `image::ext4_inodes`.
-
-use std::collections::HashMap;
+//! extractor and `[[run]]` steps, written into the ext4 inodes by `image::ext4_inodes` and
+//! into archives and OCI layers by `archive::pack`.
 
 use super::safe_path::RelPath;
 use crate::archive::{Entry, Kind};
 
-/// What an entry of the tree should be in the image: owner, full mode (type and
-/// permission bits) and, for a device, its number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Recorded {
-    pub uid: u32,
-    pub gid: u32,
-    pub mode: u32,
-    pub rdev: (u32, u32),
-}
-
-/// Recorded metadata by path (relative to the root, the root itself as the empty path).
-pub type RecordedTree = HashMap<Vec<u8>, Recorded>;
+pub use crate::archive::pack::{Recorded, RecordedTree};
 
 /// What an entry should be in an image, by its path: a hard link's name gives nothing new
 /// (its inode is recorded under the first name).

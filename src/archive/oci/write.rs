@@ -48,6 +48,9 @@ pub struct ImageOptions {
     pub history: String,
     /// Upper bound for the tree's times in the layer.
     pub clamp_mtime: Option<i64>,
+    /// What the layer's entries should be that the tree could not hold (see
+    /// [`crate::archive::pack::Recorded`]).
+    pub recorded: Option<std::sync::Arc<crate::archive::pack::RecordedTree>>,
 }
 
 /// What was written.
@@ -129,6 +132,7 @@ impl Blobs {
         let mut compressed = Hashing::new(io::BufWriter::with_capacity(1 << 20, file));
         let pack_opts = PackOptions {
             clamp_mtime: opts.clamp_mtime,
+            recorded: opts.recorded.clone(),
             ..PackOptions::new(
                 PackFormat::Tar,
                 crate::archive::compression::Compression::None,

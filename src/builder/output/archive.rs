@@ -14,10 +14,12 @@ pub(in crate::builder) fn write(
     tree: &Path,
     format: PackFormat,
     compression: Compression,
+    recorded: Option<&crate::tree::recorded::RecordedTree>,
 ) -> Result<Written, BuildError> {
     let mut file = AtomicFile::create(job.image).map_err(out_err(job.image))?;
     let pack_opts = PackOptions {
         clamp_mtime: job.sde,
+        recorded: recorded.cloned().map(std::sync::Arc::new),
         ..PackOptions::new(format, compression)
     };
     let bar = crate::progress::bytes_bar(0, !job.opts.progress, "packing");

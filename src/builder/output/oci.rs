@@ -27,7 +27,10 @@ pub(in crate::builder) fn write(
         &layer_tree,
         base.as_ref(),
         &layout,
-        &image_options(recipe, &config, job.sde),
+        &oci::write::ImageOptions {
+            recorded: filled.recorded.clone().map(std::sync::Arc::new),
+            ..image_options(recipe, &config, job.sde)
+        },
         &interrupted,
     )?;
     written.oci_manifest = Some(made.manifest.to_string());
@@ -105,5 +108,6 @@ fn image_options(
         },
         history: format!("rootpack build {}", recipe.name),
         clamp_mtime: sde,
+        recorded: None,
     }
 }

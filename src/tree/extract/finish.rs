@@ -137,7 +137,8 @@ impl Extractor {
 
     /// Counts an owner we could not give (not running as root).
     pub(super) fn count_dropped_owner(&mut self, uid: u32) {
-        if !self.privileged && uid != self.creator.0 {
+        // Recorded owners are not lost: the image writers apply them.
+        if !self.privileged && self.recorded.is_none() && uid != self.creator.0 {
             self.report.ownership_dropped += 1;
         }
     }
