@@ -5,6 +5,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod values;
+pub use values::{MountArg, SecurityOpt, VolumeArg, env_values, parse_env};
+use values::{
+    parse_capability, parse_cpus, parse_memory, parse_mount, parse_network, parse_output_format,
+    parse_port, parse_security_opt, parse_user_arg, parse_volume,
+};
+
 /// `0.1.0 (git abc1234)` from a checkout, `0.1.0` otherwise (see build.rs).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("ROOTPACK_GIT"));
 
@@ -240,6 +247,11 @@ pub struct BuildArgs {
     /// Print the manifest (JSON) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Build this format instead of the recipe's output.format (repeatable: one image per
+    /// format, all listed in the one manifest NAME.json): ext4, dir, tar, cpio, cpio.zst,
+    /// oci, oci-archive, …
+    #[arg(long = "format", value_name = "FORMAT", value_parser = parse_output_format)]
+    pub formats: Vec<rootpack::format::OutputFormat>,
     /// Override the recipe's output.method for ext4 images.
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
@@ -370,8 +382,6 @@ pub struct RmArgs {
 }
 
 /// A bind mount: host path, path in the container, read-only.
-pub type VolumeArg = (PathBuf, String, bool);
-
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The image: an ext4 image file, or a folder built with output.format = "dir" (its
@@ -505,129 +515,4 @@ pub struct RunArgs {
     /// volume here, as in Docker.
     #[arg(long, action = clap::ArgAction::Count)]
     pub verbose: u8,
-}
-
-/// One `--security-opt`.
-#[derive(Debug, Clone)]
-pub enum SecurityOpt {
-    SeccompUnconfined,
-    SeccompProfile(PathBuf),
-    NoNewPrivileges,
-}
-
-/// `KEY=VALUE`, or a bare `KEY` taking rootpack's own value (`None` when it has none:
-/// the variable is then left out, as Docker leaves it out).
-pub fn parse_env(s: &str) -> Result<(String, Option<String>), String> {
-    let bad = || "expected KEY=VALUE or KEY, like -e LANG=C.UTF-8".to_string();
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), Some(v.to_string()))),
-        Some(_) => Err(bad()),
-        None if s.is_empty() || s.contains(char::is_whitespace) => Err(bad()),
-        None => Ok((s.to_string(), std::env::var(s).ok())),
-    }
-}
-
-/// The `-e` variables that have a value.
-pub fn env_values(env: &[(String, Option<String>)]) -> impl Iterator<Item = (String, String)> + '_ {
-    env.iter()
-        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-}
-
-fn parse_volume(s: &str) -> Result<VolumeArg, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    match parts[..] {
-        [host, ctr] if !host.is_empty() && !ctr.is_empty() => {
-            Ok((host.into(), ctr.to_string(), false))
-        }
-        [host, ctr, mode @ ("ro" | "rw")] if !host.is_empty() && !ctr.is_empty() => {
-            Ok((host.into(), ctr.to_string(), mode == "ro"))
-        }
-        _ => Err("expected HOST:CONTAINER[:ro], like -v /srv/data:/data:ro".into()),
-    }
-}
-
-fn parse_memory(s: &str) -> Result<u64, String> {
-    match rootpack::recipe::parse_size(s) {
-        Some(b) if b >= 1 << 20 => Ok(b),
-        _ => Err("expected a size of at least 1M, like 256M or 1G".into()),
-    }
-}
-
-fn parse_cpus(s: &str) -> Result<f64, String> {
-    // SAFETY: sysconf reads a constant of the system.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as f64;
-    match s.parse::<f64>() {
-        // Docker's check and wording.
-        Ok(c) if c > online => Err(format!(
-            "range of CPUs is from 0.01 to {online:.2}, as there are only {online} CPUs available"
-        )),
-        Ok(c) if c > 0.0 && c.is_finite() => Ok(c),
-        _ => Err("expected a positive number of CPUs, like 0.5 or 2".into()),
-    }
-}
-
-/// One `--mount`: a bind (as a volume) or a tmpfs.
-#[derive(Debug, Clone)]
-pub enum MountArg {
-    Bind(VolumeArg),
-    Tmpfs(String),
-}
-
-fn parse_mount(s: &str) -> Result<MountArg, String> {
-    let (mut kind, mut source, mut target, mut read_only) = ("volume", None, None, false);
-    for field in s.split(',') {
-        match field.split_once('=') {
-            Some(("type", v)) => kind = v,
-            Some(("source" | "src", v)) => source = Some(v),
-            Some(("target" | "dst" | "destination", v)) => target = Some(v),
-            Some(("readonly" | "ro", v)) => read_only = v != "false" && v != "0",
-            None if field == "readonly" || field == "ro" => read_only = true,
-            _ => {
-                return Err(format!(
-                    "{field:?}: rootpack takes type, source, target and readonly"
-                ));
-            }
-        }
-    }
-    let target = target.ok_or("no target=: where in the container to mount")?;
-    match (kind, source) {
-        ("bind", Some(src)) => Ok(MountArg::Bind((src.into(), target.to_string(), read_only))),
-        ("bind", None) => Err("a bind needs source=HOST_PATH".into()),
-        ("tmpfs", _) => Ok(MountArg::Tmpfs(target.to_string())),
-        (other, _) => Err(format!(
-            "type={other}: rootpack has no named volumes; use type=bind with a host folder, or type=tmpfs"
-        )),
-    }
-}
-
-fn parse_capability(s: &str) -> Result<String, String> {
-    if s.eq_ignore_ascii_case("ALL") || rootpack::run::security::cap_number(s).is_some() {
-        Ok(s.to_string())
-    } else {
-        Err("expected a capability name, like NET_ADMIN or CAP_SYS_TIME, or ALL".into())
-    }
-}
-
-fn parse_user_arg(s: &str) -> Result<String, String> {
-    rootpack::ids::UserSpec::parse(s)
-        .map(|_| s.to_string())
-        .ok_or_else(|| "expected UID[:GID] or NAME[:GROUP], like 1000:1000 or nobody".into())
-}
-
-fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
-    match s.split_once(['=', ':']) {
-        Some(("seccomp", "unconfined")) => Ok(SecurityOpt::SeccompUnconfined),
-        Some(("seccomp", file)) if !file.is_empty() => Ok(SecurityOpt::SeccompProfile(file.into())),
-        Some(("no-new-privileges", "true")) => Ok(SecurityOpt::NoNewPrivileges),
-        None if s == "no-new-privileges" => Ok(SecurityOpt::NoNewPrivileges),
-        _ => Err("expected seccomp=unconfined, seccomp=FILE.json or no-new-privileges".into()),
-    }
-}
-
-fn parse_network(text: &str) -> Result<rootpack::net::Network, String> {
-    text.parse()
-}
-
-fn parse_port(text: &str) -> Result<rootpack::net::PortMapping, String> {
-    text.parse()
 }

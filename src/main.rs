@@ -483,8 +483,21 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
                 as builder::steps::StepSink
         }),
     };
-    let built =
-        builder::build(&recipe, &opts).with_context(|| format!("building {}", path.display()))?;
+    let formats = match args.formats.is_empty() {
+        true => vec![recipe.output.format],
+        false => args.formats.clone(),
+    };
+    for format in formats {
+        recipe.output.format = format;
+        let built = builder::build(&recipe, &opts)
+            .with_context(|| format!("building {}", path.display()))?;
+        report_built(args, &built, started, quiet);
+    }
+    Ok(())
+}
+
+/// What a build says: what it cleaned and warns of, what it wrote, the manifest with --json.
+fn report_built(args: &BuildArgs, built: &builder::Built, started: Instant, quiet: bool) {
     if !quiet {
         for p in &built.cleaned {
             eprintln!(
@@ -511,7 +524,6 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
     if args.json {
         print!("{}", built.manifest.to_json());
     }
-    Ok(())
 }
 
 /// The image and its manifest from what the user named: the image, or the manifest.
@@ -535,7 +547,8 @@ fn image_and_manifest(named: &Path) -> Result<(PathBuf, PathBuf)> {
 
 fn cmd_inspect(args: &InspectArgs) -> Result<()> {
     let (image, path) = image_and_manifest(&args.image)?;
-    let m = manifest::read(&path)?;
+    let name = image.file_name().unwrap_or_default().to_string_lossy();
+    let m = manifest::read(&path)?.for_image(&name);
     let folder = m.format == "dir" || m.format == "d" || image.is_dir();
     if args.json {
         print!("{}", m.to_json());

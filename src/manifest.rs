@@ -25,6 +25,22 @@ pub struct Manifest {
     pub config: Config,
     pub limits: Limits,
     pub build: Provenance,
+    /// Every image built from the recipe into this folder, by file name (the one above
+    /// included): one recipe built to ext4 and then to an OCI archive keeps both
+    /// digests, and `run` checks an image against its own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, Output>,
+}
+
+/// One image a manifest describes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Output {
+    pub format: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub modified: bool,
 }
 
 /// Defaults for `run`, recorded in the manifest.
@@ -157,10 +173,51 @@ pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
 }
 
 impl Manifest {
+    /// The JSON, `outputs` holding the image above as it now is.
     pub fn to_json(&self) -> String {
-        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        let mut m = self.clone();
+        let this = Output {
+            format: m.format.clone(),
+            size: m.size,
+            sha256: m.sha256.clone(),
+            modified: m.modified,
+        };
+        m.outputs.insert(m.image.clone(), this);
+        let mut s = serde_json::to_string_pretty(&m).unwrap_or_default();
         s.push('\n');
         s
+    }
+
+    /// The manifest as it describes the image file `name`: its format, size and digest
+    /// from `outputs` when another build of the recipe was the last to write it.
+    pub fn for_image(mut self, name: &str) -> Manifest {
+        if self.image != name
+            && let Some(o) = self.outputs.get(name).cloned()
+        {
+            self.image = name.to_string();
+            (self.format, self.size, self.sha256, self.modified) =
+                (o.format, o.size, o.sha256, o.modified);
+        }
+        self
+    }
+
+    /// Keeps what `previous` (the manifest this one replaces) says of the other images
+    /// still in `dir`.
+    pub fn keep_other_outputs(&mut self, previous: Manifest, dir: &Path) {
+        let top = Output {
+            format: previous.format.clone(),
+            size: previous.size,
+            sha256: previous.sha256.clone(),
+            modified: previous.modified,
+        };
+        let mut outputs = previous.outputs;
+        outputs.entry(previous.image).or_insert(top);
+        for (name, output) in outputs {
+            let elsewhere = name != self.image && !name.contains('/');
+            if elsewhere && dir.join(&name).exists() {
+                self.outputs.entry(name).or_insert(output);
+            }
+        }
     }
 
     /// Writes the manifest to `path` atomically (beside, fsynced, renamed).

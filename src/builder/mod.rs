@@ -373,6 +373,7 @@ fn manifest(
                 .map(|v| format!("{}.{}.{}", v.0, v.1, v.2)),
             oci_manifest: written.oci_manifest.clone(),
         },
+        outputs: Default::default(),
     })
 }
 
@@ -384,6 +385,14 @@ fn commit(
     pending: Option<AtomicFile>,
 ) -> Result<PathBuf, BuildError> {
     let manifest_path = crate::manifest::path_for(image);
+    // The recipe's other images in the folder keep their entries (and digests).
+    let mut manifest = manifest.clone();
+    if let Ok(previous) = crate::manifest::read(&manifest_path)
+        && previous.name == manifest.name
+        && let Some(dir) = image.parent()
+    {
+        manifest.keep_other_outputs(previous, dir);
+    }
     let mut manifest_file = AtomicFile::create(&manifest_path).map_err(out_err(&manifest_path))?;
     io::Write::write_all(manifest_file.file(), manifest.to_json().as_bytes())
         .map_err(out_err(&manifest_path))?;

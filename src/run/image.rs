@@ -12,8 +12,9 @@ use crate::manifest::Manifest;
 /// an error, not a silent loss of the image's limits and config.
 fn manifest_for(image: &Path) -> Result<Option<Manifest>, RunError> {
     use crate::manifest::ManifestError;
+    let name = image.file_name().unwrap_or_default().to_string_lossy();
     match crate::manifest::read(&crate::manifest::path_for(image)) {
-        Ok(m) => Ok(Some(m)),
+        Ok(m) => Ok(Some(m.for_image(&name))),
         Err(ManifestError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             Ok(None)
         }
