@@ -542,3 +542,29 @@ fn interrupts_and_kill_9_leave_nothing_behind() {
     assert!(build_leaks(&out).is_empty(), "{:?}", build_leaks(&out));
     fsck(&out.join("big.ext4"));
 }
+
+// A full output filesystem is refused up front with the space it lacks (not an ext4
+// remounted read-only by the loop device's write errors), and nothing is left in it.
+#[test]
+fn no_space_for_the_image_is_said_up_front() {
+    if !require_root() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=1M tmpfs {out} && {rp} build -q {recipe} --method mount --out {out}; \
+         echo \"status $?\"; ls -A {out}",
+        out = out.path().display(),
+        rp = rootpack().get_program().to_string_lossy(),
+        recipe = std::path::Path::new(REPO)
+            .join("recipes/busybox.toml")
+            .display(),
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "status 1\n", "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bytes free, the image needs up to"), "{err}");
+}

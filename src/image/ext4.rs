@@ -39,6 +39,11 @@ pub enum Ext4Error {
     Spawn { tool: String, source: io::Error },
     #[error("{what}")]
     Io { what: String, source: io::Error },
+    #[error(
+        "{dir}: {free} bytes free, the image needs up to {needed}: free some space or build \
+         elsewhere (--out DIR)"
+    )]
+    NoSpace { dir: String, free: u64, needed: u64 },
     #[error("the content needs {needed} bytes but output.size is {size}")]
     TooSmall { needed: u64, size: u64 },
     #[error("filling the mounted image")]
@@ -176,6 +181,9 @@ pub fn journal_mib(content: u64) -> u64 {
 
 pub struct MkfsOptions {
     pub size: u64,
+    /// What filling the (sparse) image will take on the output's filesystem at most: the
+    /// automatic size, which a fixed `size` may exceed without being written.
+    pub fills: u64,
     /// 1024 or 4096, see [`Usage::block_size`].
     pub block: u64,
     pub inodes: u64,
@@ -185,6 +193,27 @@ pub struct MkfsOptions {
     pub uuid: String,
     pub hash_seed: String,
     pub source_date_epoch: Option<i64>,
+}
+
+/// Up front, rather than an ext4 remounted read-only by I/O errors on the loop device, or
+/// mke2fs failing midway: room for what the image will hold beside it.
+fn check_space(image: &Path, needed: u64) -> Result<(), Ext4Error> {
+    let dir = match image.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(st) = rustix::fs::statvfs(dir) else {
+        return Ok(());
+    };
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < needed {
+        return Err(Ext4Error::NoSpace {
+            dir: dir.display().to_string(),
+            free,
+            needed,
+        });
+    }
+    Ok(())
 }
 
 /// A system tool by name: from `PATH`, else from the sbin folders a user's `PATH` lacks
@@ -242,6 +271,7 @@ pub fn mkfs(
     opts: &MkfsOptions,
     tree: Option<&Path>,
 ) -> Result<Option<Version>, Ext4Error> {
+    check_space(image, opts.fills)?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -177,6 +177,7 @@ fn mkfs_options(
     };
     Ok(MkfsOptions {
         size,
+        fills: auto,
         block: usage.block_size(),
         journal_mib: ext4::journal_mib(usage.blocks * 4096),
         // A fixed size gets one inode per 16 KiB (mke2fs's default), or more if needed.
