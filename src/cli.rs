@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod values;
 pub use values::{MountArg, SecurityOpt, VolumeArg, env_values, parse_env};
 use values::{
-    parse_capability, parse_cpus, parse_memory, parse_mount, parse_network, parse_output_format,
-    parse_port, parse_security_opt, parse_user_arg, parse_volume,
+    parse_capability, parse_cpus, parse_frame_size, parse_memory, parse_mount, parse_network,
+    parse_output_format, parse_port, parse_security_opt, parse_user_arg, parse_volume,
 };
 
 /// `0.1.0 (git abc1234)` from a checkout, `0.1.0` otherwise (see build.rs).
@@ -228,7 +228,8 @@ pub struct PackArgs {
     /// Compress in independent frames of at least this many MiB of input, cut where
     /// an entry ends, one per core at a time (0: one frame, one core). The output is
     /// the same on any number of cores.
-    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    /// A bare number is MiB; units as in 512K, 1M, 2G.
+    #[arg(long, value_name = "SIZE", default_value = "8", value_parser = parse_frame_size)]
     pub frame_size: u64,
     /// Prepend this folder as an uncompressed cpio segment (e.g. CPU microcode).
     #[arg(long, value_name = "DIR")]

@@ -156,8 +156,12 @@ fn run(cli: Cli) -> Result<Option<u8>> {
         Command::Extract(args) => cmd_extract(&args, quiet).map(|()| None),
         Command::Pack(args) => cmd_pack(&args, quiet).map(|()| None),
         Command::Build(args) => cmd_build(&args, quiet).map(|()| None),
-        Command::Inspect(args) => cmd_inspect(&args).map(|()| None),
+        Command::Inspect(args) => {
+            end_quietly_on_a_closed_pipe();
+            cmd_inspect(&args).map(|()| None)
+        }
         Command::Completions { shell } => {
+            end_quietly_on_a_closed_pipe();
             clap_complete::generate(shell, &mut Cli::command(), "rootpack", &mut io::stdout());
             Ok(None)
         }
@@ -175,6 +179,14 @@ fn run(cli: Cli) -> Result<Option<u8>> {
 fn input_bar(archive: &Path, quiet: bool, message: &str) -> Option<indicatif::ProgressBar> {
     let len = std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0);
     progress::bytes_bar(len, quiet, message)
+}
+
+/// For a command that only prints: a closed stdout (`rootpack inspect X | head -1`) ends it
+/// as it ends `cat`, by SIGPIPE, without a message (Rust ignores SIGPIPE, which would make
+/// every print after it fail loudly).
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: the default disposition of one signal, before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 /// Whether an error is a closed stdout (`rootpack ls | head`): not a failure, as for `ls`,
@@ -325,10 +337,7 @@ fn cmd_pack(args: &PackArgs, quiet: bool) -> Result<()> {
         level: args.level,
         clamp_mtime: source_date_epoch()?,
         early: args.early.clone(),
-        frame_size: args
-            .frame_size
-            .checked_mul(1 << 20)
-            .context("--frame-size is too large")?,
+        frame_size: args.frame_size,
         ..PackOptions::new(format, compression)
     };
     log::info!(
@@ -396,6 +405,8 @@ fn pack_kind(
         Some(CompressArg::Xz) => Compression::Xz,
         Some(CompressArg::Lz4) => Compression::Lz4,
         None => match Compression::from_extension(&name) {
+            // `initrd.img`: compressed as mkinitramfs and dracut compress by default.
+            Some(Compression::None) if name.ends_with(".img") && !format_given => Compression::Zstd,
             Some(c) => c,
             None if format_given => Compression::None,
             None => {

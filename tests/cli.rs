@@ -985,3 +985,45 @@ fn several_formats_share_one_manifest_and_each_verifies() {
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(stderr(&o).contains("one of ext4"), "{}", stderr(&o));
 }
+
+// Commands that only print stop quietly when their reader goes, as `ls` does.
+#[test]
+fn printing_commands_stop_quietly_on_a_closed_pipe() {
+    let w = tempfile::tempdir().unwrap();
+    busybox_as(w.path(), "cpio.gz", "");
+    let rp = rootpack().get_program().to_string_lossy().into_owned();
+    for args in [
+        "inspect out/busybox.cpio.gz",
+        "completions bash",
+        "ls out/busybox.cpio.gz",
+    ] {
+        let o = Command::new("sh")
+            .args(["-c", &format!("{rp} {args} | head -c 1 >/dev/null")])
+            .current_dir(w.path())
+            .output()
+            .unwrap();
+        assert_eq!(stderr(&o), "", "{args}");
+    }
+}
+
+// `pack -o initrd.img` compresses as mkinitramfs does; --frame-size takes units.
+#[test]
+fn pack_defaults_an_initrd_to_zstd_and_frame_sizes_take_units() {
+    let w = tempfile::tempdir().unwrap();
+    fs::create_dir(w.path().join("t")).unwrap();
+    fs::write(w.path().join("t/f"), "hi").unwrap();
+    for args in [
+        &["pack", "t", "-o", "initrd.img"][..],
+        &["pack", "t", "-o", "f.cpio.zst", "--frame-size", "512K"],
+    ] {
+        let o = rp(w.path(), args);
+        assert!(o.status.success(), "{args:?}: {o:?}");
+    }
+    let head = fs::read(w.path().join("initrd.img")).unwrap();
+    assert_eq!(&head[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    let o = rp(
+        w.path(),
+        &["pack", "t", "-o", "g.cpio", "--frame-size", "lots"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+}

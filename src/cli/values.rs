@@ -141,3 +141,12 @@ pub(super) fn parse_output_format(text: &str) -> Result<rootpack::format::Output
             format!("one of {}", names.join(", "))
         })
 }
+
+/// `--frame-size`: bytes, from a number of MiB or a size with its unit.
+pub(super) fn parse_frame_size(s: &str) -> Result<u64, String> {
+    let bytes = match s.parse::<u64>() {
+        Ok(mib) => mib.checked_mul(1 << 20),
+        Err(_) => rootpack::recipe::parse_size(s),
+    };
+    bytes.ok_or_else(|| "expected a size, like 8 (MiB), 512K or 1M".into())
+}
