@@ -56,7 +56,8 @@ pub struct Verbosity {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the entries of an initramfs or tar archive, one path per line, in archive order.
+    /// List the entries of an initramfs, tar or OCI image archive, one path per line, in
+    /// archive order.
     #[command(
         visible_alias = "list",
         after_help = "Examples:\n  \
@@ -297,7 +298,8 @@ pub enum CompressArg {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum MethodArg {
-    /// populate when a source date epoch is set (reproducible) or not root, else mount.
+    /// populate when a source date epoch is set (reproducible), the recipe has [[run]]
+    /// steps (the image is sized after them), or without root; else mount.
     Auto,
     /// mke2fs -d: no loop device, no mount; reproducible.
     Populate,

@@ -67,3 +67,14 @@ impl OutputFormat {
         }
     }
 }
+
+/// A format's name as a phrase: "a cpio.zst archive", "an OCI archive", "an image folder".
+pub fn describe(name: &str) -> String {
+    match name {
+        "oci-archive" => "an OCI archive".into(),
+        "oci" => "an OCI image layout".into(),
+        "dir" | "d" => "an image folder".into(),
+        "ext4" => "an ext4 image".into(),
+        other => format!("a {other} archive"),
+    }
+}

@@ -324,8 +324,13 @@ fn warn_left_out(report: &rootpack::tree::extract::ExtractReport) {
     }
     if report.ownership_dropped > 0 {
         eprintln!(
-            "rootpack: warning: owner of {} entr(y/ies) not kept (changing owners needs root)",
-            report.ownership_dropped
+            "rootpack: warning: owner of {} {} not kept (changing owners needs root)",
+            report.ownership_dropped,
+            if report.ownership_dropped == 1 {
+                "entry"
+            } else {
+                "entries"
+            }
         );
     }
 }

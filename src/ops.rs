@@ -97,13 +97,33 @@ fn visit_image(path: &Path, visitor: &mut dyn Visitor) -> Result<Vec<SegmentSumm
     };
     let image = oci::open(path, &oci::Selector::default())?;
     let mut listing = Listing::default();
-    for i in 0..image.layers.len() {
-        image
-            .read_layer(i, |r| {
-                crate::archive::tar::read_entries(r, &mut listing, &interrupted)
+    // One row per layer for `ls --segments`: its compression, entries, sizes.
+    let mut layers = Vec::new();
+    for (i, layer) in image.layers.iter().enumerate() {
+        let (entries, unpacked) = image
+            .read_layer(i, |r| -> Result<(u64, u64), ReadError> {
+                let mut counted = Counted { inner: r, bytes: 0 };
+                let n =
+                    crate::archive::tar::read_entries(&mut counted, &mut listing, &interrupted)?;
+                Ok((n, counted.bytes))
             })
             .map_err(read_err)?;
         listing.layer_end();
+        layers.push(SegmentSummary {
+            segment: crate::archive::Segment {
+                index: i + 1,
+                offset: 0,
+                compression: match layer.compression {
+                    Some(oci::layer::Compression::Gzip) => crate::archive::Compression::Gzip,
+                    Some(oci::layer::Compression::Zstd) => crate::archive::Compression::Zstd,
+                    _ => crate::archive::Compression::None,
+                },
+                format: crate::archive::Format::Tar,
+            },
+            entries,
+            unpacked,
+            stored: layer.digest.as_ref().map_or(0, |d| d.1),
+        });
     }
     for entry in listing.into_entries() {
         let mut empty = io::empty();
@@ -112,7 +132,32 @@ fn visit_image(path: &Path, visitor: &mut dyn Visitor) -> Result<Vec<SegmentSumm
             .entry(&entry, &mut data)
             .map_err(|e| read_err(ReadError::Visit(e)))?;
     }
-    Ok(Vec::new())
+    Ok(layers)
+}
+
+/// A reader that counts the bytes taken from it.
+struct Counted<'a> {
+    inner: &'a mut dyn io::BufRead,
+    bytes: u64,
+}
+
+impl io::Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::BufRead for Counted<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.bytes += amt as u64;
+        self.inner.consume(amt);
+    }
 }
 
 /// Applies a container image's layers onto the extractor's tree.

@@ -1027,3 +1027,17 @@ fn pack_defaults_an_initrd_to_zstd_and_frame_sizes_take_units() {
     );
     assert_eq!(o.status.code(), Some(2));
 }
+
+// `ls --segments` of a container image: one row per layer, and a format's name as a phrase.
+#[test]
+fn segments_of_an_oci_archive_are_its_layers() {
+    let w = tempfile::tempdir().unwrap();
+    busybox_as(w.path(), "oci-archive", "");
+    let o = rp(w.path(), &["ls", "-s", "out/busybox.oci.tar"]);
+    let rows: Vec<String> = stdout(&o).lines().skip(1).map(String::from).collect();
+    assert_eq!(rows.len(), 1, "{}", stdout(&o));
+    assert!(
+        rows[0].contains("gzip") && rows[0].contains("tar"),
+        "{rows:?}"
+    );
+}

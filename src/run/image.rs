@@ -140,7 +140,9 @@ fn open_image(
             return rw.map(Some).map_err(image_err);
         }
         match (m.map(|m| m.format.as_str()), describe(&head)) {
-            (Some(f), _) if f != "ext4" => format!("a {f} archive (its manifest says so)"),
+            (Some(f), _) if f != "ext4" => {
+                format!("{} (its manifest says so)", crate::format::describe(f))
+            }
             (_, Some(d)) => d,
             _ => "not an ext4 filesystem".to_string(),
         }
