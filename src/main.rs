@@ -503,11 +503,20 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
         true => vec![recipe.output.format],
         false => args.formats.clone(),
     };
+    let mut reproducible = true;
     for format in formats {
         recipe.output.format = format;
         let built = builder::build(&recipe, &opts)
             .with_context(|| format!("building {}", path.display()))?;
         report_built(args, &built, started, quiet);
+        reproducible &= built.manifest.build.source_date_epoch.is_some();
+    }
+    if !quiet && !reproducible {
+        eprintln!(
+            "rootpack: note: no source date epoch, so a rebuild will not give the same bytes; \
+             set source_date_epoch in the recipe, or SOURCE_DATE_EPOCH=$(git log -1 \
+             --format=%ct)"
+        );
     }
     Ok(())
 }

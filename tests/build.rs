@@ -566,5 +566,8 @@ fn no_space_for_the_image_is_said_up_front() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "status 1\n", "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("bytes free, the image needs up to"), "{err}");
+    assert!(
+        err.contains("No space left on device: 1048576 bytes free"),
+        "{err}"
+    );
 }

@@ -361,9 +361,12 @@ fn manifest(
         config: recipe.config.over(&filled.image_config),
         limits: recipe.limits.clone(),
         build: Provenance {
-            recipe: recipe.path.display().to_string(),
+            recipe: recipe
+                .path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             recipe_sha256: recipe.sha256.clone(),
-            layers: filled.layers.clone(),
+            layers: relative_to_recipe(&filled.layers, &recipe.path),
             rootpack_version: env!("CARGO_PKG_VERSION").to_string(),
             source_date_epoch: sde,
             files: filled.usage.files.saturating_sub(1),
@@ -375,6 +378,26 @@ fn manifest(
         },
         outputs: Default::default(),
     })
+}
+
+/// The layers' paths as the recipe names them, relative to its folder (a host path
+/// outside it stays absolute): two checkouts of one commit give the same manifest.
+fn relative_to_recipe(layers: &[LayerRecord], recipe: &Path) -> Vec<LayerRecord> {
+    let base = recipe.parent().and_then(|d| std::fs::canonicalize(d).ok());
+    layers
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            let full = std::fs::canonicalize(&l.path).unwrap_or_else(|_| PathBuf::from(&l.path));
+            if let Some(rel) = base.as_ref().and_then(|b| full.strip_prefix(b).ok()) {
+                l.path = match rel.as_os_str().is_empty() {
+                    true => ".".into(),
+                    false => rel.display().to_string(),
+                };
+            }
+            l
+        })
+        .collect()
 }
 
 /// Writes the manifest beside the image and renames both into place together (the image

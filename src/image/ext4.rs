@@ -40,8 +40,8 @@ pub enum Ext4Error {
     #[error("{what}")]
     Io { what: String, source: io::Error },
     #[error(
-        "{dir}: {free} bytes free, the image needs up to {needed}: free some space or build \
-         elsewhere (--out DIR)"
+        "{dir}: No space left on device: {free} bytes free, the image's content and journal \
+         alone take {needed}; free some space or build elsewhere (--out DIR)"
     )]
     NoSpace { dir: String, free: u64, needed: u64 },
     #[error("the content needs {needed} bytes but output.size is {size}")]
@@ -181,8 +181,8 @@ pub fn journal_mib(content: u64) -> u64 {
 
 pub struct MkfsOptions {
     pub size: u64,
-    /// What filling the (sparse) image will take on the output's filesystem at most: the
-    /// automatic size, which a fixed `size` may exceed without being written.
+    /// What filling the (sparse) image surely takes on the output's filesystem: less free
+    /// than this is refused before anything is written.
     pub fills: u64,
     /// 1024 or 4096, see [`Usage::block_size`].
     pub block: u64,

@@ -177,7 +177,8 @@ fn mkfs_options(
     };
     Ok(MkfsOptions {
         size,
-        fills: auto,
+        // What surely gets written: the content and the journal (the image is sparse).
+        fills: usage.blocks * 4096 + (ext4::journal_mib(usage.blocks * 4096) << 20),
         block: usage.block_size(),
         journal_mib: ext4::journal_mib(usage.blocks * 4096),
         // A fixed size gets one inode per 16 KiB (mke2fs's default), or more if needed.
