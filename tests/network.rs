@@ -20,9 +20,9 @@ fn in_netns(image: &Path, script: &str) -> Output {
     let prelude = format!(
         r#"set -u
 ip link set lo up
-for state in /run/rootpack-net /run/rootpack-containers; do
-    mkdir -p $state && mount -t tmpfs -o mode=0700 tmpfs $state
-done
+# A /run of the test's own: the state roots made in it leave nothing on the host's.
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -m 0700 /run/rootpack-net /run/rootpack-containers
 RP={rp}
 IMG={img}
 BB=/bin/busybox

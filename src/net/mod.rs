@@ -148,7 +148,7 @@ pub struct Attachment {
 /// Checks the request, reserves its ports and writes the container's files.
 pub fn prepare(req: &Request<'_>) -> Result<Prepared, String> {
     let root = state_root();
-    make_private_dir(&root)?;
+    // Nothing is made under the state root until the request is known to be good.
     let backend = if req.rootless {
         if !matches!(req.network, Network::Private) {
             return Err(format!(
@@ -161,6 +161,7 @@ pub fn prepare(req: &Request<'_>) -> Result<Prepared, String> {
         let (list, own) = match req.network {
             Network::Named(name) => (cni::NetworkList::find(name)?, false),
             _ => {
+                make_private_dir(&root)?;
                 let list = bridge::ensure(&root, &root.join("rootpack.conflist"))?;
                 (bridge::for_container(&list, !req.ports.is_empty()), true)
             }

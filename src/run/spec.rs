@@ -170,12 +170,37 @@ fn rootfs_spec(
         devices: false,
         stage: match &opts.stage {
             Some(stage) => stage.clone(),
-            None => {
-                std::fs::create_dir_all(rootfs::STAGE).map_err(RunError::Start)?;
-                PathBuf::from(rootfs::STAGE)
-            }
+            None => default_stage(opts.rootless).map_err(RunError::Start)?,
         },
     })
+}
+
+/// The empty folder a root is assembled on: [`rootfs::STAGE`], or without root (which
+/// cannot make that) a folder of the caller's own under the temporary folder.
+fn default_stage(rootless: bool) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let stage = match rootless {
+        false => PathBuf::from(rootfs::STAGE),
+        true => std::env::temp_dir().join(format!(
+            "rootpack-stage-{}",
+            rustix::process::getuid().as_raw()
+        )),
+    };
+    let at = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", stage.display()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&stage)
+        .map_err(at)?;
+    // In a shared temporary folder: someone else's folder (or link) there is not ours.
+    let meta = std::fs::symlink_metadata(&stage).map_err(at)?;
+    let uid = rustix::process::getuid().as_raw();
+    if rootless && (!meta.is_dir() || std::os::unix::fs::MetadataExt::uid(&meta) != uid) {
+        return Err(at(std::io::Error::other(
+            "not a folder of the caller's own",
+        )));
+    }
+    Ok(stage)
 }
 
 /// What a container is to be, before anything is made for it.
