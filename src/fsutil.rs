@@ -211,6 +211,20 @@ pub fn tree_size(dir: &Path) -> io::Result<u64> {
     Ok(total)
 }
 
+/// A state folder named `name`: under `/run` for root, else under `$XDG_RUNTIME_DIR` (or
+/// the temporary folder, suffixed with the caller's uid).
+pub fn runtime_state_dir(name: &str) -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return Path::new("/run").join(name);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => {
+            std::env::temp_dir().join(format!("{name}-{}", rustix::process::geteuid().as_raw()))
+        }
+    }
+}
+
 /// A pipe, both ends close-on-exec: (read, write).
 pub fn pipe() -> io::Result<(std::os::unix::io::OwnedFd, std::os::unix::io::OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)

@@ -797,6 +797,21 @@ fn seccomp_choice(opts: &[SecurityOpt]) -> rootpack::run::seccomp::Seccomp {
     seccomp
 }
 
+/// `-v` and `--tmpfs` with the `--mount`s of each kind added.
+fn volumes_and_tmpfs(
+    mut volumes: Vec<cli::VolumeArg>,
+    mut tmpfs: Vec<String>,
+    mounts: Vec<cli::MountArg>,
+) -> (Vec<cli::VolumeArg>, Vec<String>) {
+    for m in mounts {
+        match m {
+            cli::MountArg::Bind(v) => volumes.push(v),
+            cli::MountArg::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
+    (volumes, tmpfs)
+}
+
 /// Docker's options that rootpack does not have, each refused with what to use instead.
 fn refuse_unsupported(args: &RunArgs) -> Result<()> {
     if args.privileged {
@@ -852,13 +867,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
     let Some(rootless) = runs_without_root(&args.image) else {
         return Ok(125);
     };
-    let (mut volumes, mut tmpfs) = (args.volume, args.tmpfs);
-    for m in args.mount {
-        match m {
-            cli::MountArg::Bind(v) => volumes.push(v),
-            cli::MountArg::Tmpfs(t) => tmpfs.push(t),
-        }
-    }
+    let (volumes, tmpfs) = volumes_and_tmpfs(args.volume, args.tmpfs, args.mount);
     let mut env = Vec::new();
     for file in &args.env_file {
         env.extend(read_env_file(file)?);

@@ -176,16 +176,20 @@ impl Manifest {
     /// The JSON, `outputs` holding the image above as it now is.
     pub fn to_json(&self) -> String {
         let mut m = self.clone();
-        let this = Output {
-            format: m.format.clone(),
-            size: m.size,
-            sha256: m.sha256.clone(),
-            modified: m.modified,
-        };
-        m.outputs.insert(m.image.clone(), this);
+        m.outputs.insert(m.image.clone(), self.this_output());
         let mut s = serde_json::to_string_pretty(&m).unwrap_or_default();
         s.push('\n');
         s
+    }
+
+    /// The image above as an entry of `outputs`.
+    fn this_output(&self) -> Output {
+        Output {
+            format: self.format.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            modified: self.modified,
+        }
     }
 
     /// The manifest as it describes the image file `name`: its format, size and digest
@@ -204,12 +208,7 @@ impl Manifest {
     /// Keeps what `previous` (the manifest this one replaces) says of the other images
     /// still in `dir`.
     pub fn keep_other_outputs(&mut self, previous: Manifest, dir: &Path) {
-        let top = Output {
-            format: previous.format.clone(),
-            size: previous.size,
-            sha256: previous.sha256.clone(),
-            modified: previous.modified,
-        };
+        let top = previous.this_output();
         let mut outputs = previous.outputs;
         outputs.entry(previous.image).or_insert(top);
         for (name, output) in outputs {

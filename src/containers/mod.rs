@@ -72,16 +72,7 @@ impl std::fmt::Display for Status {
 
 /// The state root: `/run/rootpack-containers` for root, else under `$XDG_RUNTIME_DIR`.
 pub fn state_root() -> PathBuf {
-    if rustix::process::geteuid().is_root() {
-        return PathBuf::from("/run/rootpack-containers");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("rootpack-containers"),
-        None => std::env::temp_dir().join(format!(
-            "rootpack-containers-{}",
-            rustix::process::geteuid().as_raw()
-        )),
-    }
+    crate::fsutil::runtime_state_dir("rootpack-containers")
 }
 
 fn open_root(root: &Path) -> Result<(), Error> {

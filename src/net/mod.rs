@@ -86,16 +86,7 @@ impl Network {
 
 /// The state root: `/run/rootpack-net` for root, else under `$XDG_RUNTIME_DIR`.
 pub fn state_root() -> PathBuf {
-    if rustix::process::geteuid().is_root() {
-        return PathBuf::from("/run/rootpack-net");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("rootpack-net"),
-        None => std::env::temp_dir().join(format!(
-            "rootpack-net-{}",
-            rustix::process::getuid().as_raw()
-        )),
-    }
+    crate::fsutil::runtime_state_dir("rootpack-net")
 }
 
 /// What a private network is asked for.
@@ -247,9 +238,14 @@ impl Prepared {
     /// the CNI plugins may have begun (another process then runs DEL from its record; the
     /// lock, released here, says it is free to).
     pub fn abandon(self) {
-        if matches!(self.backend, Backend::Slirp) {
+        if !self.uses_cni() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+
+    /// Whether the CNI plugins connect it (as root), rather than slirp4netns.
+    pub fn uses_cni(&self) -> bool {
+        matches!(self.backend, Backend::Cni { .. })
     }
 
     /// What connecting a container through the CNI plugins takes (`None` without root):
@@ -405,13 +401,6 @@ impl Drop for Attachment {
     }
 }
 
-/// For a process that outlived the attachment's owner (its watcher): tears the
-/// attachment in `dir` down unless someone holds it. DEL takes no lock of the state
-/// root's: the plugins undo only what is the container's, which no ADD touches.
-pub fn teardown_orphan(dir: &Path) {
-    teardown_if_unlocked(dir);
-}
-
 /// Attachments whose owners are gone (their locks free), torn down: what a killed
 /// rootpack's watcher could not finish (a reboot of the watcher's host clears the rest).
 pub fn sweep() {
@@ -420,12 +409,15 @@ pub fn sweep() {
     };
     for entry in entries.flatten() {
         if !entry.file_name().as_encoded_bytes().starts_with(b".") {
-            teardown_if_unlocked(&entry.path());
+            teardown_orphan(&entry.path());
         }
     }
 }
 
-fn teardown_if_unlocked(dir: &Path) {
+/// For a process that outlived the attachment's owner (its watcher, a sweep): tears the
+/// attachment in `dir` down unless someone holds it. DEL takes no lock of the state
+/// root's: the plugins undo only what is the container's, which no ADD touches.
+pub fn teardown_orphan(dir: &Path) {
     let path = dir.join("lock");
     let Ok(file) = File::options().write(true).open(&path) else {
         return;

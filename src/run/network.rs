@@ -109,7 +109,7 @@ pub(super) fn around_hand_over(
     hand_over: impl FnOnce() -> Result<(), RunError>,
 ) -> Result<Option<Attachment>, RunError> {
     if let (Some(p), Some(w)) = (&prepared, watcher)
-        && p.cni_job().is_some()
+        && p.uses_cni()
         && let Err(e) = w.request(pid)
     {
         // The reply then says the watcher is gone.
