@@ -16,6 +16,8 @@
 #             each stage NAME is a function bench_NAME below.
 set -euo pipefail
 export LC_ALL=C
+# Builds measure the whole pipeline; the cache stage names its cache itself.
+export ROOTPACK_CACHE=off
 
 here=$(cd -- "$(dirname -- "$0")" && pwd)
 ROOTPACK=${ROOTPACK:-$here/../target/release/rootpack}

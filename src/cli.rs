@@ -8,8 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod values;
 pub use values::{MountArg, SecurityOpt, VolumeArg, env_values, parse_env};
 use values::{
-    parse_capability, parse_cpus, parse_frame_size, parse_memory, parse_mount, parse_network,
-    parse_output_format, parse_port, parse_security_opt, parse_user_arg, parse_volume,
+    parse_age, parse_capability, parse_cpus, parse_frame_size, parse_memory, parse_mount,
+    parse_network, parse_output_format, parse_port, parse_security_opt, parse_size_arg,
+    parse_user_arg, parse_volume,
 };
 
 /// `0.1.0 (git abc1234)` from a checkout, `0.1.0` otherwise (see build.rs).
@@ -146,6 +147,13 @@ pub enum Command {
     Kill(KillArgs),
     /// Remove ended detached containers (-f: running ones too, killed first).
     Rm(RmArgs),
+    /// The build cache: list its states, prune it, carry it between machines.
+    #[command(after_help = "Examples:\n  \
+            rootpack cache ls\n  \
+            rootpack cache prune --keep-size 5G --older-than 30d\n  \
+            rootpack cache export ci-cache/          # an OCI layout a CI cache can keep\n  \
+            rootpack cache import ci-cache/")]
+    Cache(CacheArgs),
     /// Show an image's manifest and verify the image's sha256.
     #[command(after_help = "Examples:\n  \
             rootpack inspect images/hello.ext4\n  \
@@ -266,6 +274,17 @@ pub struct BuildArgs {
     /// With --untrusted: a host folder the recipe may also read (repeatable).
     #[arg(long, value_name = "DIR", requires = "untrusted")]
     pub allow: Vec<PathBuf>,
+    /// The build cache's folder [default: /var/cache/rootpack for root,
+    /// $XDG_CACHE_HOME/rootpack or ~/.cache/rootpack otherwise].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Use no cache: every layer unpacked and every step run, the image made even when it
+    /// is up to date.
+    #[arg(long, conflicts_with = "cache")]
+    pub no_cache: bool,
+    /// Make the image even when it is up to date (the cache is still used).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
@@ -305,6 +324,40 @@ pub enum MethodArg {
     Populate,
     /// Sparse file, mkfs, loop device, mount, copy.
     Mount,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The cache's folder [default: as for build].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cache: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the cached states, least recently used first.
+    Ls {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove states, least recently used first, until the cache fits --keep-size, and
+    /// those unused for --older-than; with neither, everything.
+    Prune {
+        /// 5G, 500M, bytes.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        keep_size: Option<u64>,
+        /// 30d, 12h, 90m, seconds.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Option<u64>,
+    },
+    /// Write every state into DIR as an OCI image layout (blobs by digest, one manifest
+    /// per state), for a CI cache folder or, through skopeo, a registry.
+    Export { dir: PathBuf },
+    /// Add the states of a layout written by export, each checked against its digest.
+    Import { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod builder;
+pub mod cache;
 pub mod cleanup;
 pub mod containers;
 pub mod digest;

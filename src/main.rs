@@ -139,6 +139,7 @@ impl Command {
             Command::Completions { .. }
             | Command::Man { .. }
             | Command::Ps(_)
+            | Command::Cache(_)
             | Command::Exec(_)
             | Command::Logs(_)
             | Command::Stop(_)
@@ -168,6 +169,7 @@ fn run(cli: Cli) -> Result<Option<u8>> {
         Command::Man { install } => cmd_man(install.as_deref(), quiet).map(|()| None),
         Command::Run(args) => cmd_run(*args, quiet).map(Some),
         Command::Ps(args) => cmd::containers::ps(&args).map(|()| None),
+        Command::Cache(args) => cmd::cache::cache(&args, quiet).map(|()| None),
         Command::Exec(args) => cmd::containers::exec(&args).map(Some),
         Command::Logs(args) => cmd::containers::logs(&args).map(|()| None),
         Command::Stop(args) => cmd::containers::stop(&args).map(|()| None),
@@ -498,6 +500,8 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
             std::sync::Arc::new(|n: usize, line: &str| eprintln!("run {n}| {line}"))
                 as builder::steps::StepSink
         }),
+        cache: build_cache(args),
+        force: args.force,
     };
     let formats = match args.formats.is_empty() {
         true => vec![recipe.output.format],
@@ -521,6 +525,21 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// The cache folder: `--cache`, else `ROOTPACK_CACHE` (`off`: none), else the default.
+fn build_cache(args: &BuildArgs) -> Option<PathBuf> {
+    if args.no_cache {
+        return None;
+    }
+    if let Some(dir) = &args.cache {
+        return Some(dir.clone());
+    }
+    match std::env::var_os("ROOTPACK_CACHE") {
+        Some(v) if v == "off" => None,
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => Some(rootpack::cache::default_dir()),
+    }
+}
+
 /// What a build says: what it cleaned and warns of, what it wrote, the manifest with --json.
 fn report_built(args: &BuildArgs, built: &builder::Built, started: Instant, quiet: bool) {
     if !quiet {
@@ -534,6 +553,17 @@ fn report_built(args: &BuildArgs, built: &builder::Built, started: Instant, quie
             eprintln!("rootpack: warning: {w}");
         }
         warn_left_out(&built.report);
+        for n in &built.notes {
+            eprintln!("rootpack: {n}");
+        }
+        if built.up_to_date {
+            eprintln!(
+                "rootpack: {} is up to date ({})",
+                built.image.display(),
+                built.manifest_path.display()
+            );
+            return emit_built_json(args, built);
+        }
         eprintln!(
             "rootpack: built {} ({}, {} files) and {} in {:.2}s",
             built.image.display(),
@@ -543,6 +573,10 @@ fn report_built(args: &BuildArgs, built: &builder::Built, started: Instant, quie
             started.elapsed().as_secs_f64()
         );
     }
+    emit_built_json(args, built);
+}
+
+fn emit_built_json(args: &BuildArgs, built: &builder::Built) {
     if !built.manifest.sha256.is_empty() {
         log::info!("sha256 {}", built.manifest.sha256);
     }
@@ -941,7 +975,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
 }
 
 /// Bytes in the recipe's units: `256M`, `1G`, `1.5G`, `512`.
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
         if bytes >= 1 << shift {
             if bytes.is_multiple_of(1 << shift) {

@@ -41,6 +41,9 @@ pub struct Output {
     pub sha256: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub modified: bool,
+    /// The build's key (see [`Provenance::key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Defaults for `run`, recorded in the manifest.
@@ -113,6 +116,10 @@ pub struct Provenance {
     /// An OCI output: its image manifest's digest (`sha256:…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci_manifest: Option<String>,
+    /// The digest of everything the image was made from (inputs, recipe, format, options):
+    /// a build whose key is this one has nothing to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -189,6 +196,7 @@ impl Manifest {
             size: self.size,
             sha256: self.sha256.clone(),
             modified: self.modified,
+            key: self.build.key.clone(),
         }
     }
 
@@ -201,6 +209,7 @@ impl Manifest {
             self.image = name.to_string();
             (self.format, self.size, self.sha256, self.modified) =
                 (o.format, o.size, o.sha256, o.modified);
+            self.build.key = o.key;
         }
         self
     }

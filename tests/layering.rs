@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["bin"],
     &["runtime", "containers"],
     &["builder", "run", "ops", "cleanup"],
-    &["recipe", "manifest", "image", "net"],
+    &["recipe", "manifest", "image", "net", "cache"],
     &["format", "tree"],
     &["archive"],
     &[

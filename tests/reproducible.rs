@@ -91,7 +91,8 @@ fn build_as(uid: Option<&str>, recipe: &Path, out: &Path) -> std::process::Outpu
         Some(uid) => {
             let mut c = Command::new("setpriv");
             c.args(["--reuid", uid, "--regid", uid, "--clear-groups", "--"])
-                .arg(env!("CARGO_BIN_EXE_rootpack"));
+                .arg(env!("CARGO_BIN_EXE_rootpack"))
+                .env("ROOTPACK_CACHE", "off");
             c
         }
         None => rootpack(),

@@ -469,7 +469,7 @@ fn a_build_step_cannot_type_into_the_callers_terminal() {
     )
     .unwrap();
     let command = format!(
-        "{} build {} --out {}; read -t 1 line; echo \"after:$line\"",
+        "{} build --no-cache {} --out {}; read -t 1 line; echo \"after:$line\"",
         env!("CARGO_BIN_EXE_rootpack"),
         recipe.display(),
         dir.path().display()

@@ -442,6 +442,7 @@ fn rootless_builds_run_steps_as_root_of_a_user_namespace() {
                 "--",
             ])
             .arg(env!("CARGO_BIN_EXE_rootpack"))
+            .env("ROOTPACK_CACHE", "off")
             .arg("build")
             .arg("-q")
             .arg(recipe)

@@ -121,7 +121,7 @@ pub(in crate::builder) fn delta_over_base(
 
 /// Gives the folders of `delta`, made on the way to new files, the owner, mode and times
 /// their namesakes have in `root`.
-fn folder_metadata_from(root: &Path, delta: &Path) -> io::Result<()> {
+pub(super) fn folder_metadata_from(root: &Path, delta: &Path) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     for walked in crate::walk::walk_named(delta) {
         let (name, entry) = walked.map_err(|(_, e)| e)?;

@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod cached;
 mod delta;
 mod lock;
 mod output;
@@ -17,7 +18,7 @@ mod step_tree;
 pub mod steps;
 
 use lock::OutputLock;
-use stage::{Filled, TreeFor};
+use stage::Filled;
 
 use crate::archive::ReadError;
 use crate::archive::pack::PackError;
@@ -84,6 +85,11 @@ pub struct BuildOptions {
     /// Where the lines `[[run]]` steps print go; `None`: nowhere (they are still in the
     /// error of a step that fails).
     pub step_output: Option<steps::StepSink>,
+    /// The build cache's folder; `None`: no cache, and the image is made even when it is
+    /// up to date.
+    pub cache: Option<PathBuf>,
+    /// Make the image even when its manifest says it is up to date.
+    pub force: bool,
 }
 
 pub struct Built {
@@ -96,6 +102,10 @@ pub struct Built {
     pub report: crate::tree::extract::ExtractReport,
     /// Things the user should know that did not stop the build.
     pub warnings: Vec<String>,
+    /// What the cache gave (`cached: layers, steps 1–2; running step 3`).
+    pub notes: Vec<String>,
+    /// The image was already there, made from the same inputs: nothing was written.
+    pub up_to_date: bool,
 }
 
 impl From<PackError> for BuildError {
@@ -172,6 +182,7 @@ struct Job<'a> {
     steps: &'a steps::Steps<'a>,
     image: &'a Path,
     started: Instant,
+    cache: Option<&'a cached::Cached>,
 }
 
 /// What a writer made besides the image: its digest (empty for a folder), the file still
@@ -225,6 +236,19 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         format.name(),
         method.name()
     );
+    let cache = open_cache(
+        recipe,
+        opts,
+        format,
+        method,
+        sde,
+        &closures_for(recipe, opts)?,
+    )?;
+    if let Some((_, key)) = &cache
+        && let Some(built) = up_to_date(recipe, &image, key, opts.force)
+    {
+        return Ok(Built { cleaned, ..built });
+    }
     let job = Job {
         recipe,
         opts,
@@ -233,6 +257,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         steps: &steps,
         image: &image,
         started,
+        cache: cache.as_ref().map(|(c, _)| c),
     };
     let (filled, written) = match format {
         OutputFormat::Ext4 => output::ext4::write(&job, asked, method)?,
@@ -251,8 +276,13 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     drop(steps);
     drop(work);
     log::debug!("image written and hashed ({:.2}s)", secs(started));
-    let manifest = manifest(recipe, &image, &filled, &written, sde)?;
+    let mut manifest = manifest(recipe, &image, &filled, &written, sde)?;
+    manifest.build.key = cache.as_ref().map(|(_, k)| k.clone());
     let manifest_path = commit(&image, &manifest, written.pending)?;
+    let notes = match cache {
+        Some((c, _)) => c.finish(),
+        None => Vec::new(),
+    };
     Ok(Built {
         image,
         manifest_path,
@@ -260,6 +290,78 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         cleaned,
         report: filled.report,
         warnings: written.warnings,
+        notes,
+        up_to_date: false,
+    })
+}
+
+/// The programs' closures, when the cache needs them for its keys.
+fn closures_for(recipe: &Recipe, opts: &BuildOptions) -> Result<Vec<Vec<PathBuf>>, BuildError> {
+    match opts.cache {
+        Some(_) => stage::closures(recipe),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The build's cache and its key, or none (`--no-cache`; a cache that cannot be opened
+/// is said once and the build goes on without it).
+fn open_cache(
+    recipe: &Recipe,
+    opts: &BuildOptions,
+    format: OutputFormat,
+    method: Method,
+    sde: Option<i64>,
+    closures: &[Vec<PathBuf>],
+) -> Result<Option<(cached::Cached, String)>, BuildError> {
+    let Some(dir) = &opts.cache else {
+        return Ok(None);
+    };
+    let cache = match crate::cache::Cache::open(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("cache {}: {e}; building without it", dir.display());
+            return Ok(None);
+        }
+    };
+    let tree_for = stage::tree_for(format);
+    let mut digests = crate::cache::key::Digests::load(cache.dir());
+    let keys = cached::keys(
+        recipe,
+        closures,
+        sde,
+        stage::records(tree_for),
+        &mut digests,
+    )?;
+    digests.save();
+    let mut k = crate::cache::key::Key::new("output", Some(keys.last()));
+    k.text("recipe", &recipe.sha256)
+        .text("format", &format.name())
+        .text("method", method.name())
+        .text("sde", &format!("{sde:?}"))
+        .text("version", env!("CARGO_PKG_VERSION"));
+    Ok(Some((cached::Cached::new(cache, keys), k.finish())))
+}
+
+/// The image as its manifest describes it, when that says it was made with `key` and the
+/// image is still there as it was written.
+fn up_to_date(recipe: &Recipe, image: &Path, key: &str, force: bool) -> Option<Built> {
+    let name = image.file_name()?.to_string_lossy().into_owned();
+    let manifest_path = crate::manifest::path_for(image);
+    let manifest = crate::manifest::read(&manifest_path).ok()?.for_image(&name);
+    let meta = std::fs::symlink_metadata(image).ok()?;
+    let same = manifest.name == recipe.name
+        && manifest.build.key.as_deref() == Some(key)
+        && !manifest.modified
+        && (meta.is_dir() || meta.len() == manifest.size);
+    (same && !force).then(|| Built {
+        image: image.to_path_buf(),
+        manifest_path,
+        manifest,
+        cleaned: Vec::new(),
+        report: Default::default(),
+        warnings: Vec::new(),
+        notes: Vec::new(),
+        up_to_date: true,
     })
 }
 
@@ -306,20 +408,15 @@ fn stage_tree(
         Some((closures, _)) => closures,
         None => stage::closures(recipe)?,
     };
-    let tree_for = match format {
-        OutputFormat::Ext4 => TreeFor::Populate,
-        OutputFormat::Archive(..) => TreeFor::Archive,
-        OutputFormat::Oci | OutputFormat::OciArchive => TreeFor::Image,
-        OutputFormat::Dir => TreeFor::Itself,
-    };
     let filled = stage::fill(
         recipe,
         &closures,
         &staging,
         job.sde,
         job.opts.progress,
-        tree_for,
+        stage::tree_for(format),
         job.steps,
+        job.cache,
     )?;
     log::debug!(
         "staging tree: {} files ({:.2}s)",
@@ -375,6 +472,7 @@ fn manifest(
                 .e2fsprogs
                 .map(|v| format!("{}.{}.{}", v.0, v.1, v.2)),
             oci_manifest: written.oci_manifest.clone(),
+            key: None,
         },
         outputs: Default::default(),
     })

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
+use super::cached::{self, Cached};
 use super::delta::{self, Base};
 use super::{BuildError, check_interrupt, out_err};
 use crate::archive::oci;
@@ -67,7 +68,9 @@ pub(super) enum TreeFor {
     Image,
 }
 
-/// Fills the folder `root` as the recipe says, its programs from `closures`.
+/// Fills the folder `root` as the recipe says, its programs from `closures`; through
+/// `cache` when given (the longest cached prefix of states restored, the others stored).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn fill(
     recipe: &Recipe,
     closures: &[Vec<PathBuf>],
@@ -76,20 +79,73 @@ pub(super) fn fill(
     progress: bool,
     tree_for: TreeFor,
     steps: &super::steps::Steps<'_>,
+    cache: Option<&Cached>,
 ) -> Result<Filled, BuildError> {
     let mut x = Extractor::new(Root::open(root).map_err(out_err(root))?, false);
-    // A rootless archive or image records what the tree cannot hold as mke2fs -d's
-    // path does, so every format gets the same owners, modes and devices.
-    let rootless = !rustix::process::geteuid().is_root();
-    if tree_for == TreeFor::Populate || (rootless && tree_for != TreeFor::Itself) {
+    if records(tree_for) {
         x = x.record_metadata();
     }
-    let (layers, image_config, base) =
-        apply_layers(recipe, &mut x, progress, tree_for == TreeFor::Image, root)?;
+    let keep_base = tree_for == TreeFor::Image;
+    let prefix = cache.map(|c| c.prefix());
+    // A base image's layers are kept only as the tree's first and only layer, when its
+    // state is restored: what it put there is then exactly the restored tree.
+    let restorable = prefix.as_ref().and_then(|p| p.layers.as_ref()).filter(|_| {
+        !keep_base
+            || !matches!(recipe.layers.first(), Some(Layer::Oci { .. }))
+            || recipe.layers.len() == 1
+    });
+    let (layers, image_config, base) = match (cache, restorable) {
+        (Some(c), Some(state)) => {
+            let (layers, config) = c.restore_layers(state, &mut x)?;
+            let base = match (keep_base, recipe.layers.first()) {
+                (
+                    true,
+                    Some(Layer::Oci {
+                        path,
+                        reference,
+                        platform,
+                    }),
+                ) => Some(Base {
+                    path: path.clone(),
+                    reference: reference.clone(),
+                    platform: platform.clone(),
+                    snapshot: delta::snapshot(root).map_err(out_err(root))?,
+                }),
+                _ => None,
+            };
+            (layers, config, base)
+        }
+        _ => {
+            let applied = apply_layers(recipe, &mut x, progress, keep_base, root)?;
+            if let Some(c) = cache.filter(|_| prefix.as_ref().is_none_or(|p| p.layers.is_none())) {
+                c.store_layers(recipe, &mut x, root, &applied.0, &applied.1)?;
+            }
+            applied
+        }
+    };
+    // Applied afresh, the layers give the tree their state holds: the steps' states apply.
+    let restored = prefix.as_ref().map_or(&[][..], |p| &p.steps[..]);
+    if let (Some(c), Some(p)) = (cache, &prefix) {
+        c.say_prefix(p, recipe.steps.len());
+    }
     inject_all(recipe, closures, &mut x, sde)?;
     let (report, mut recorded) = x.finish_recorded()?;
+    if let (Some(c), false) = (cache, restored.is_empty()) {
+        c.restore_steps(restored, root, recorded.as_mut())?;
+    }
     // After everything else is in place; before times are clamped and the tree measured.
-    steps.run_all(root, recorded.as_mut())?;
+    let mut before = match cache {
+        Some(_) if restored.len() < recipe.steps.len() => {
+            Some(cached::snapshot(root).map_err(out_err(root))?)
+        }
+        _ => None,
+    };
+    steps.run_all(root, recorded.as_mut(), restored.len(), &mut |n, rec| {
+        if let (Some(c), Some(b)) = (cache, before.as_ref()) {
+            before = Some(c.store_step(recipe, n, root, b, rec, steps.work)?);
+        }
+        Ok(())
+    })?;
     if let Some(t) = sde
         && tree_for == TreeFor::Itself
     {
@@ -105,6 +161,24 @@ pub(super) fn fill(
         recorded,
         base,
     })
+}
+
+/// How a tree for `format` will be used.
+pub(super) fn tree_for(format: crate::recipe::OutputFormat) -> TreeFor {
+    use crate::recipe::OutputFormat;
+    match format {
+        OutputFormat::Ext4 => TreeFor::Populate,
+        OutputFormat::Archive(..) => TreeFor::Archive,
+        OutputFormat::Oci | OutputFormat::OciArchive => TreeFor::Image,
+        OutputFormat::Dir => TreeFor::Itself,
+    }
+}
+
+/// Whether the tree records what it cannot hold, as mke2fs -d's path does, so every
+/// format of a rootless build gets the same owners, modes and devices.
+pub(super) fn records(tree_for: TreeFor) -> bool {
+    let rootless = !rustix::process::geteuid().is_root();
+    tree_for == TreeFor::Populate || (rootless && tree_for != TreeFor::Itself)
 }
 
 /// What the recipe will put in the tree, before anything is unpacked: folders are walked,

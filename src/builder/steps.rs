@@ -26,6 +26,10 @@ use crate::run::{RunOptions, seccomp::Seccomp};
 use crate::tree::recorded::RecordedTree;
 use crate::tree::safe_path::{RelPath, Root};
 
+/// Called with a step's number once it is done, and what the tree records (rootless).
+pub(super) type AfterStep<'a> =
+    dyn FnMut(usize, Option<&RecordedTree>) -> Result<(), BuildError> + 'a;
+
 /// Receives each line a step prints: the step's number (from 1) and the line.
 pub type StepSink = Arc<dyn Fn(usize, &str) + Send + Sync>;
 
@@ -57,36 +61,42 @@ pub(super) struct Steps<'a> {
 }
 
 impl Steps<'_> {
-    /// Runs every step on the tree at `tree`. For a rootless ext4 build, `recorded` (what
-    /// the image's inodes will be given) is brought up to date with what the steps changed.
+    /// Runs the steps from number `first + 1` on the tree at `tree`, and `after` with each
+    /// one's number once it is done (policy-rc.d removed). For a rootless image,
+    /// `recorded` (what the image's entries will be given) is kept up to date with what
+    /// each step changed.
     pub fn run_all(
         &self,
         tree: &Path,
-        recorded: Option<&mut RecordedTree>,
+        mut recorded: Option<&mut RecordedTree>,
+        first: usize,
+        after: &mut AfterStep<'_>,
     ) -> Result<(), BuildError> {
-        if self.recipe.steps.is_empty() {
+        if self.recipe.steps.len() <= first {
             return Ok(());
         }
         let t = std::time::Instant::now();
         let out = |e| super::out_err(tree)(e);
         let root = Root::open(tree).map_err(out)?;
-        let before = recorded.as_ref().map(|r| identities(&root, r.keys()));
         let rootless = !rustix::process::geteuid().is_root();
         let stage = self.work.join("step-stage");
         std::fs::create_dir_all(&stage).map_err(out)?;
         let mut policy = PolicyRcD::default();
         let total = self.recipe.steps.len();
         let mut result = Ok(());
-        for (i, step) in self.recipe.steps.iter().enumerate() {
-            if let Err(e) = super::check_interrupt() {
-                result = Err(e);
+        for (i, step) in self.recipe.steps.iter().enumerate().skip(first) {
+            let before = recorded.as_ref().map(|r| identities(&root, r.keys()));
+            result = super::check_interrupt()
+                .and_then(|()| policy.place(&root).map_err(out))
+                .and_then(|()| self.run_one(&root, step, i + 1, total, &stage, rootless))
+                .and_then(|()| policy.remove(&root).map_err(out));
+            if result.is_err() {
                 break;
             }
-            if let Err(e) = policy.place(&root) {
-                result = Err(out(e));
-                break;
+            if let (Some(recorded), Some(before)) = (recorded.as_deref_mut(), &before) {
+                reconcile(&root, recorded, before);
             }
-            result = self.run_one(&root, step, i + 1, total, &stage, rootless);
+            result = after(i + 1, recorded.as_deref());
             if result.is_err() {
                 break;
             }
@@ -94,11 +104,9 @@ impl Steps<'_> {
         let removed = policy.remove(&root).map_err(out);
         result?;
         removed?;
-        if let (Some(recorded), Some(before)) = (recorded, before) {
-            reconcile(&root, recorded, &before);
-        }
         log::debug!(
-            "{total} run step(s) done ({:.2}s)",
+            "{} run step(s) done ({:.2}s)",
+            total - first,
             t.elapsed().as_secs_f64()
         );
         Ok(())

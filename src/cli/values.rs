@@ -150,3 +150,24 @@ pub(super) fn parse_frame_size(s: &str) -> Result<u64, String> {
     };
     bytes.ok_or_else(|| "expected a size, like 8 (MiB), 512K or 1M".into())
 }
+
+/// A cache size: `5G`, `500M`, bytes.
+pub(super) fn parse_size_arg(s: &str) -> Result<u64, String> {
+    rootpack::recipe::parse_size(s).ok_or_else(|| "expected a size like 5G, 500M or bytes".into())
+}
+
+/// An age: `30d`, `12h`, `90m`, `45s`, seconds.
+pub(super) fn parse_age(s: &str) -> Result<u64, String> {
+    let bad = || "expected an age like 30d, 12h, 90m or seconds".to_string();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().map_err(|_| bad())?;
+    let unit = match &s[digits..] {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit).ok_or_else(bad)
+}

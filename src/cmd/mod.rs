@@ -1,3 +1,4 @@
 //! The binary's commands that live outside `main.rs`, one file per group.
 
+pub mod cache;
 pub mod containers;

@@ -57,6 +57,7 @@ pub enum ExtractError {
     RootNotDir,
 }
 
+#[derive(Clone)]
 struct DirMeta {
     mode: u32,
     uid: u32,
@@ -213,6 +214,25 @@ impl Extractor {
         }
         self.apply_dir_metadata()?;
         Ok((self.report, self.recorded))
+    }
+
+    /// Finishes what is under way (files being copied, folders' metadata) so the tree can
+    /// be read as it is now; the folders' metadata is applied again by the last
+    /// [`Extractor::finish_recorded`], after whatever comes next.
+    pub fn settle(&mut self) -> Result<(), ExtractError> {
+        if let Some(c) = self.copier.take() {
+            c.finish().map_err(ExtractError::Write)?;
+        }
+        let dirs = self.dirs.clone();
+        self.apply_dir_metadata()?;
+        self.dirs = dirs;
+        self.parent_cache = None;
+        Ok(())
+    }
+
+    /// What [`Extractor::record_metadata`] has recorded so far.
+    pub fn recorded(&self) -> Option<&RecordedTree> {
+        self.recorded.as_ref()
     }
 
     /// Whether something (anything, even a dangling symlink) is at `path` in the tree.

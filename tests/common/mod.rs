@@ -11,8 +11,12 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// The binary, without a build cache unless a test names one with `--cache` (each test's
+/// builds then do what they say, whatever another test left cached).
 pub fn rootpack() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rootpack"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rootpack"));
+    c.env("ROOTPACK_CACHE", "off");
+    c
 }
 
 pub fn is_root() -> bool {

@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
 
 use super::layer::Compression;
 use super::spec::{
@@ -21,6 +20,7 @@ use super::spec::{
 };
 use crate::archive::frame_writer::{FrameOptions, compress_blocks};
 use crate::archive::pack::{PackError, PackFormat, PackOptions, pack};
+use crate::digest::Hashing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -63,38 +63,6 @@ pub struct Written {
 /// Input per compressed member: large enough that the ratio stays within a fraction of a
 /// percent of one stream, small enough that two cores share a 100 MB layer evenly.
 const MEMBER: usize = 4 << 20;
-
-/// Hashes and counts what passes through.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<W> Hashing<W> {
-    fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
-        }
-    }
-    fn digest(&self) -> Digest {
-        Digest::of_hash(&self.hasher.clone().finalize())
-    }
-}
 
 /// A blob store being filled: `blobs/sha256/` under `dir`.
 struct Blobs {
@@ -144,11 +112,11 @@ impl Blobs {
             |w| -> Result<Digest, WriteError> {
                 let mut uncompressed = Hashing::new(w);
                 pack(tree, &mut uncompressed, &pack_opts, None, interrupted)?;
-                Ok(uncompressed.digest())
+                Ok(Digest::of_hash(&uncompressed.hash()))
             },
             |e| io_at(&temp)(e),
         )?;
-        let (digest, size) = (compressed.digest(), compressed.size);
+        let (digest, size) = (Digest::of_hash(&compressed.hash()), compressed.size);
         let file = compressed
             .inner
             .into_inner()
@@ -199,7 +167,7 @@ fn copy_base_layers(
         io::copy(&mut from, &mut out).map_err(io_at(&base.path))?;
         // A Docker archive names a layer by its uncompressed digest: the diff_id.
         let (want, want_size) = l.digest.clone().unwrap_or((l.diff_id.clone(), size));
-        if out.digest() != want || out.size != want_size {
+        if Digest::of_hash(&out.hash()) != want || out.size != want_size {
             let _ = std::fs::remove_file(&temp);
             return Err(WriteError::Io {
                 path: base.path.clone(),

@@ -67,6 +67,7 @@ fn by_mount(
             job.opts.progress,
             TreeFor::Itself,
             job.steps,
+            None,
         );
         match f {
             Ok(f) => filled = Some(f),
