@@ -32,6 +32,7 @@ fn setup(w: &Path) -> PathBuf {
         .arg("."));
     fs::copy("/bin/busybox", w.join("tool")).unwrap();
     fs::write(w.join("motd"), "hello\n").unwrap();
+    fs::write(w.join("late"), "late 1\n").unwrap();
     recipe(w, "step one", "A")
 }
 
@@ -50,9 +51,13 @@ to = "/usr/bin/tool"
 [[file]]
 to = "/etc/motd"
 from = "motd"
+[[file]]
+to = "/etc/late"
+from = "late"
+after_steps = true
 [[run]]
 env = {{ V = "{v}" }}
-script = "echo $V > /one; rm /bin/cat; mkdir -p /d/e; echo x > /d/e/f; ln /one /one.link"
+script = "[ ! -e /etc/late ]; echo $V > /one; rm /bin/cat; mkdir -p /d/e; echo x > /d/e/f; ln /one /one.link"
 [[run]]
 script = "echo '{two}' > /two; rm -r /d/e"
 [output]
@@ -137,15 +142,21 @@ fn each_input_rebuilds_what_it_feeds_and_nothing_else() {
     fs::write(w.join("motd"), "changed\n").unwrap();
     assert!(said(7).contains("cached: layers; running steps 1–2"));
     assert!(said(8).contains("cached: layers, steps 1–2"));
+    // A file placed after the steps: none of them (they do not see it).
+    fs::write(w.join("late"), "late 2\n").unwrap();
+    let o = said(9);
+    assert!(o.contains("cached: layers, steps 1–2"), "{o}");
+    let o = said(10);
+    assert!(o.contains("cached: layers, steps 1–2"), "{o}");
     // What the steps did is in the image restored from the cache.
-    let listing = stdout(&run(rootpack().arg("ls").arg(w.join("out8/cached.tar"))));
+    let listing = stdout(&run(rootpack().arg("ls").arg(w.join("out10/cached.tar"))));
     for gone in ["bin/cat", "d/e"] {
         assert!(
             !listing.lines().any(|l| l.trim_start_matches("./") == gone),
             "{listing}"
         );
     }
-    for kept in ["one", "one.link", "two", "d", "etc/motd", "usr/bin/tool"] {
+    for kept in ["one", "one.link", "two", "d", "etc/motd", "etc/late", "usr/bin/tool"] {
         assert!(
             listing.lines().any(|l| l.trim_start_matches("./") == kept),
             "{kept}: {listing}"

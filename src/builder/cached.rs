@@ -39,13 +39,8 @@ pub(super) struct Keys {
     pub layers: String,
     pub inject: String,
     pub steps: Vec<String>,
-}
-
-impl Keys {
-    /// The key of the tree the image is written from.
-    pub fn last(&self) -> &str {
-        self.steps.last().unwrap_or(&self.inject)
-    }
+    /// The tree the image is written from: the files placed after the steps, over them.
+    pub last: String,
 }
 
 /// What a layers state keeps besides the tree.
@@ -100,10 +95,13 @@ pub(super) fn keys(
         parent = step_key(recipe, step, &parent, digests)?;
         steps.push(parent.clone());
     }
+    let mut k = Key::new("after-steps", Some(&parent));
+    files_key(recipe, true, &mut k, digests)?;
     Ok(Keys {
         layers,
         inject,
         steps,
+        last: k.finish(),
     })
 }
 
@@ -130,7 +128,21 @@ fn inject_key(
     for m in &recipe.mountpoints {
         k.field("mountpoint", m.as_bytes());
     }
-    for f in &recipe.files {
+    files_key(recipe, false, &mut k, digests)?;
+    for s in &recipe.symlinks {
+        k.text("symlink", &format!("{s:?}"));
+    }
+    Ok(k.finish())
+}
+
+/// The `[[file]]` entries placed before the steps, or after them.
+fn files_key(
+    recipe: &Recipe,
+    after_steps: bool,
+    k: &mut Key,
+    digests: &mut Digests,
+) -> Result<(), BuildError> {
+    for f in recipe.files.iter().filter(|f| f.after_steps == after_steps) {
         k.text(
             "file",
             &format!("{:?} {:o} {} {}", f.to, f.mode, f.uid, f.gid),
@@ -140,10 +152,7 @@ fn inject_key(
             FileSource::Host(p) => k.text("sha256", &digests.file(p).map_err(out_err(p))?),
         };
     }
-    for s in &recipe.symlinks {
-        k.text("symlink", &format!("{s:?}"));
-    }
-    Ok(k.finish())
+    Ok(())
 }
 
 /// A step's key: everything it is given. A read-write mount's content does not enter it

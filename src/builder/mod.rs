@@ -333,7 +333,7 @@ fn open_cache(
         &mut digests,
     )?;
     digests.save();
-    let mut k = crate::cache::key::Key::new("output", Some(keys.last()));
+    let mut k = crate::cache::key::Key::new("output", Some(&keys.last));
     k.text("recipe", &recipe.sha256)
         .text("format", &format.name())
         .text("method", method.name())

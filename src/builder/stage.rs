@@ -146,6 +146,7 @@ pub(super) fn fill(
         }
         Ok(())
     })?;
+    inject_after_steps(recipe, root, recorded.as_mut(), sde)?;
     if let Some(t) = sde
         && tree_for == TreeFor::Itself
     {
@@ -452,11 +453,7 @@ fn inject_all(
     x: &mut Extractor,
     sde: Option<i64>,
 ) -> Result<(), BuildError> {
-    let now = sde.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
-    });
+    let now = now(sde);
     inject_binaries(recipe, closures, x, now)?;
     for d in &recipe.dirs {
         let e = inject::synthetic(&d.path, Kind::Dir, d.mode, d.uid, d.gid, now, 0);
@@ -474,7 +471,32 @@ fn inject_all(
             inject::write_entry(x, &e, &mut io::empty())?;
         }
     }
-    for f in &recipe.files {
+    inject_files(recipe, x, now, false)?;
+    for s in &recipe.symlinks {
+        let kind = Kind::Symlink(s.target.as_bytes().to_vec());
+        let e = inject::synthetic(&s.path, kind, 0o777, 0, 0, now, 0);
+        inject::write_entry(x, &e, &mut io::empty())?;
+    }
+    Ok(())
+}
+
+/// The build's time for what it adds: the source date epoch, else now.
+fn now(sde: Option<i64>) -> i64 {
+    sde.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    })
+}
+
+/// The `[[file]]` entries placed before the steps, or (`after_steps`) once they are done.
+fn inject_files(
+    recipe: &Recipe,
+    x: &mut Extractor,
+    now: i64,
+    after_steps: bool,
+) -> Result<(), BuildError> {
+    for f in recipe.files.iter().filter(|f| f.after_steps == after_steps) {
         match &f.source {
             FileSource::Inline(bytes) => {
                 let e = inject::synthetic(
@@ -496,10 +518,26 @@ fn inject_all(
             }
         }
     }
-    for s in &recipe.symlinks {
-        let kind = Kind::Symlink(s.target.as_bytes().to_vec());
-        let e = inject::synthetic(&s.path, kind, 0o777, 0, 0, now, 0);
-        inject::write_entry(x, &e, &mut io::empty())?;
+    Ok(())
+}
+
+/// Places the files that go in after the steps, recording what the tree cannot hold.
+fn inject_after_steps(
+    recipe: &Recipe,
+    root: &Path,
+    recorded: Option<&mut RecordedTree>,
+    sde: Option<i64>,
+) -> Result<(), BuildError> {
+    if !recipe.files.iter().any(|f| f.after_steps) {
+        return Ok(());
+    }
+    let mut x = Extractor::new(Root::open(root).map_err(out_err(root))?, false);
+    if recorded.is_some() {
+        x = x.record_metadata();
+    }
+    inject_files(recipe, &mut x, now(sde), true)?;
+    if let (Some(recorded), (_, Some(new))) = (recorded, x.finish_recorded()?) {
+        recorded.extend(new);
     }
     Ok(())
 }

@@ -145,6 +145,7 @@ fn file(ctx: &Ctx<'_>, spec: &Spanned<FileSpec>) -> Result<FileItem, RecipeError
         mode: ctx.mode("file.mode", &f.mode, 0o644)?,
         uid: f.uid,
         gid: f.gid,
+        after_steps: f.after_steps,
     })
 }
 

@@ -58,6 +58,9 @@ pub struct FileItem {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Placed once the `[[run]]` steps are done (which then do not see it), so a change to
+    /// it does not run them again from the cache.
+    pub after_steps: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -67,6 +67,8 @@ pub(super) struct FileSpec {
     pub uid: u32,
     #[serde(default)]
     pub gid: u32,
+    #[serde(default)]
+    pub after_steps: bool,
 }
 
 #[derive(Debug, Deserialize)]
