@@ -12,7 +12,7 @@
 # Environment:
 #   ROOTPACK  binary to test (default: <repo>/target/release/rootpack)
 #   RUNS      hyperfine runs per command (default: 10)
-#   STAGES    stages to run, in order (default: "extract ls pack frames rss image oci run runtime network");
+#   STAGES    stages to run, in order (default: "extract ls pack frames rss image oci run runtime network cache");
 #             each stage NAME is a function bench_NAME below.
 set -euo pipefail
 export LC_ALL=C
@@ -22,7 +22,7 @@ export ROOTPACK_CACHE=off
 here=$(cd -- "$(dirname -- "$0")" && pwd)
 ROOTPACK=${ROOTPACK:-$here/../target/release/rootpack}
 RUNS=${RUNS:-10}
-STAGES=${STAGES:-extract ls pack frames rss image oci run runtime network}
+STAGES=${STAGES:-extract ls pack frames rss image oci run runtime network cache}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 [[ -x $ROOTPACK ]] || die "rootpack binary not found: $ROOTPACK (cargo build --release, or set ROOTPACK)"
@@ -342,6 +342,61 @@ bench_network() {
 	rm -rf -- "$work/nbb" "$work/nbm" "$work/nroot" "$work/nroot.tar" "$work/big" "$st"
 }
 
+# The build cache on the initrd's tree as a tar layer, with two steps of real work (a
+# compression and a listing with checksums, a few seconds between them, as a package
+# installation would take) and a [[file]] placed after them: the first build with an empty
+# cache against --no-cache, the rebuild after that file changed against the full build and
+# against podman build's cached rebuild of the same Containerfile, and a no-op rebuild.
+bench_cache() {
+	local tree c=$work/cache-bench fs=${out%/out} runs=${CACHE_RUNS:-3}
+	tree=$(tree_of_initrd)
+	mkdir -p "$c/ctx"
+	tar -C "$tree" -cf "$c/ctx/base.tar" .
+	cp /bin/busybox "$c/ctx/busybox"
+	echo 1 >"$c/ctx/motd"
+	local one="/opt/busybox tar -cf - /usr | /opt/busybox gzip -1 > /step1.tgz"
+	local two="/opt/busybox find / -xdev -type f | /opt/busybox sort | /opt/busybox xargs /opt/busybox sha256sum > /step2.sums"
+	cat >"$c/ctx/r.toml" <<-EOF2
+		name = "cached"
+		source_date_epoch = 1700000000
+		[[layer]]
+		tar = "base.tar"
+		[[binary]]
+		path = "$c/ctx/busybox"
+		to = "/opt/busybox"
+		[[run]]
+		args = ["/opt/busybox", "sh", "-c", "$one"]
+		[[run]]
+		args = ["/opt/busybox", "sh", "-c", "$two"]
+		[[file]]
+		to = "/etc/motd"
+		from = "motd"
+		after_steps = true
+	EOF2
+	cat >"$c/ctx/Containerfile" <<-EOF2
+		FROM scratch
+		ADD base.tar /
+		COPY busybox /opt/busybox
+		RUN ["/opt/busybox", "sh", "-c", "$one"]
+		RUN ["/opt/busybox", "sh", "-c", "$two"]
+		COPY motd /etc/motd
+	EOF2
+	local p="podman --root $fs/podman/root --runroot $work/podman-run --cgroup-manager cgroupfs --runtime runc"
+	local pb="$p build -q --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 -t rp-cache -f $c/ctx/Containerfile $c/ctx"
+	local b="$rp build -q $c/ctx/r.toml --out $fs/cout"
+	local touch="date +%s%N > $c/ctx/motd"
+	$pb >/dev/null
+	hyperfine --warmup 1 --runs "$runs" --export-json "$work/cache.json" \
+		-n "build --no-cache" -p "rm -rf $fs/cout" "$b --no-cache" \
+		-n "build, cache empty" -p "rm -rf $fs/cout $fs/cache" "$b --cache $fs/cache" \
+		-n "rebuild after a [[file]]" -p "$touch" "$b --cache $fs/cache" \
+		-n "podman build, cached, after a COPY" -p "$touch" "$pb"
+	hyperfine -N --warmup 3 --runs 20 --export-json "$work/cache-noop.json" \
+		-n "no-op rebuild" "$b --cache $fs/cache"
+	$p rmi -a -f >/dev/null 2>&1 || true
+	rm -rf -- "$c" "$fs/cout" "$fs/cache" "$fs/podman" "$work/podman-run"
+}
+
 for stage in $STAGES; do
 	declare -F "bench_$stage" >/dev/null || die "unknown stage: $stage"
 	echo "=== $stage"
@@ -360,6 +415,7 @@ python3 - "$work" $STAGES <<-'EOF'
 	files += [("run-pipe", "")] * ("run" in stages)
 	files += [("exec", "")] * ("runtime" in stages)
 	files += [("network-download", "")] * ("network" in stages)
+	files += [("cache-noop", "")] * ("cache" in stages)
 	for stage, prefix in files:
 	    path = os.path.join(work, stage + ".json")
 	    for r in json.load(open(path))["results"] if os.path.exists(path) else []:
@@ -397,7 +453,10 @@ python3 - "$work" $STAGES <<-'EOF'
 	         ("rootpack run / bwrap", "rootpack run", "bwrap"),
 	         ("podman: rootpack-runtime / runc", "podman run (rootpack-runtime)", "podman run (runc)"),
 	         ("runtime exec / runc exec", "rootpack-runtime exec", "runc exec"),
-	         ("rootpack exec / runc exec", "rootpack exec", "runc exec")]
+	         ("rootpack exec / runc exec", "rootpack exec", "runc exec"),
+	         ("cache: first build / --no-cache", "build, cache empty", "build --no-cache"),
+	         ("cache: after a file / full build", "rebuild after a [[file]]", "build --no-cache"),
+	         ("cache: after a file / podman", "rebuild after a [[file]]", "podman build, cached, after a COPY")]
 	print()
 	for label, a, b in pairs:
 	    if a in median and b in median:
