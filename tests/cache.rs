@@ -156,7 +156,15 @@ fn each_input_rebuilds_what_it_feeds_and_nothing_else() {
             "{listing}"
         );
     }
-    for kept in ["one", "one.link", "two", "d", "etc/motd", "etc/late", "usr/bin/tool"] {
+    for kept in [
+        "one",
+        "one.link",
+        "two",
+        "d",
+        "etc/motd",
+        "etc/late",
+        "usr/bin/tool",
+    ] {
         assert!(
             listing.lines().any(|l| l.trim_start_matches("./") == kept),
             "{kept}: {listing}"
@@ -366,6 +374,23 @@ fn export_wipe_import_builds_from_the_cache() {
     let said = stderr(&c(&["import", layout.to_str().unwrap()]));
     assert!(said.contains("imported 3 state(s)"), "{said}");
     assert!(cached_equals_uncached(w, &cache, 2).contains("cached: layers, steps 1–2"));
+    // skopeo carries the layout (as it would to a registry and back): each state copied
+    // by its name into a second layout, which imports the same.
+    let copied = w.join("copied");
+    for m in index["manifests"].as_array().unwrap() {
+        let key = m["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap();
+        run(Command::new("skopeo")
+            .arg("copy")
+            .arg("-q")
+            .arg(format!("oci:{}:{key}", layout.display()))
+            .arg(format!("oci:{}:{key}", copied.display())));
+    }
+    c(&["prune"]);
+    let said = stderr(&c(&["import", copied.to_str().unwrap()]));
+    assert!(said.contains("imported 3 state(s)"), "{said}");
+    assert!(cached_equals_uncached(w, &cache, 3).contains("cached: layers, steps 1–2"));
     // A layout whose archive was changed is refused state by state.
     c(&["prune"]);
     let blob = biggest_blob(&layout);

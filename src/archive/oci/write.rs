@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-
 use super::layer::Compression;
 use super::spec::{
     self, ContainerConfig, Descriptor, Digest, DockerEntry, History, ImageConfig, Index, Manifest,
