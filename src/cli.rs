@@ -10,7 +10,7 @@ pub use values::{MountArg, SecurityOpt, VolumeArg, env_values, parse_env};
 use values::{
     parse_age, parse_capability, parse_cpus, parse_frame_size, parse_memory, parse_mount,
     parse_network, parse_output_format, parse_port, parse_security_opt, parse_size_arg,
-    parse_user_arg, parse_volume,
+    parse_timeout, parse_user_arg, parse_volume,
 };
 
 /// `0.1.0 (git abc1234)` from a checkout, `0.1.0` otherwise (see build.rs).
@@ -147,6 +147,14 @@ pub enum Command {
     Kill(KillArgs),
     /// Remove ended detached containers (-f: running ones too, killed first).
     Rm(RmArgs),
+    /// Boot an ext4 image as a virtual machine (qemu): its own kernel, its serial console on
+    /// the terminal; with a command, run it in the guest and exit with its status.
+    #[command(after_help = "Examples:\n  \
+            rootpack build recipes/boot-initramfs.toml      # once: the initramfs boot uses\n  \
+            rootpack boot images/busybox.ext4               # the image's /sbin/init\n  \
+            rootpack boot images/busybox.ext4 -- sh -c 'uname -r; exit 3'; echo $?\n  \
+            rootpack boot --accel tcg --timeout 2m -m 256M images/busybox.ext4 -- true")]
+    Boot(BootArgs),
     /// The build cache: list its states, prune it, carry it between machines.
     #[command(after_help = "Examples:\n  \
             rootpack cache ls\n  \
@@ -324,6 +332,59 @@ pub enum MethodArg {
     Populate,
     /// Sparse file, mkfs, loop device, mount, copy.
     Mount,
+}
+
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// The ext4 image (checked against its manifest's sha256 first).
+    pub image: PathBuf,
+    /// The kernel [default: /boot/vmlinuz-RELEASE of the image's modules, else the newest
+    /// /boot/vmlinuz-*].
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// The initramfs [default: a boot-initramfs.* image beside the image].
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// More kernel command line.
+    #[arg(long, value_name = "ARGS")]
+    pub append: Option<String>,
+    /// The guest's memory.
+    #[arg(short, long, value_name = "SIZE", default_value = "512M", value_parser = parse_memory)]
+    pub memory: u64,
+    /// The guest's processors.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus: u32,
+    /// Write to the image (default: a snapshot the boot throws away).
+    #[arg(long)]
+    pub writable: bool,
+    /// Stop the guest after this long (90s, 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
+    /// kvm, tcg (software emulation), or auto: KVM when /dev/kvm can be used, TCG after a
+    /// guest that does not start under it.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// pc, or microvm (faster to start; its kernel needs virtio_mmio).
+    #[arg(long, value_enum, default_value = "pc")]
+    pub machine: MachineArg,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+    /// Run this in the guest (chrooted in the image) instead of its init.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MachineArg {
+    Pc,
+    Microvm,
 }
 
 #[derive(Debug, Args)]

@@ -229,3 +229,14 @@ pub fn runtime_state_dir(name: &str) -> PathBuf {
 pub fn pipe() -> io::Result<(std::os::unix::io::OwnedFd, std::os::unix::io::OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
+
+/// A system tool by name: from `PATH`, else from the sbin folders a user's `PATH` lacks
+/// on Debian (where e2fsprogs puts `mke2fs`, kmod `depmod`).
+pub fn system_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| name.into())
+}

@@ -136,6 +136,7 @@ impl Command {
             Command::Build(a) => a.verbosity.verbose,
             Command::Inspect(a) => a.verbosity.verbose,
             Command::Run(a) => a.verbose,
+            Command::Boot(a) => a.verbosity.verbose,
             Command::Completions { .. }
             | Command::Man { .. }
             | Command::Ps(_)
@@ -168,6 +169,7 @@ fn run(cli: Cli) -> Result<Option<u8>> {
         }
         Command::Man { install } => cmd_man(install.as_deref(), quiet).map(|()| None),
         Command::Run(args) => cmd_run(*args, quiet).map(Some),
+        Command::Boot(args) => cmd::boot::boot(&args).map(Some),
         Command::Ps(args) => cmd::containers::ps(&args).map(|()| None),
         Command::Cache(args) => cmd::cache::cache(&args, quiet).map(|()| None),
         Command::Exec(args) => cmd::containers::exec(&args).map(Some),
@@ -675,6 +677,12 @@ fn print_manifest(m: &manifest::Manifest, image: &Path, folder: bool) {
         );
     }
     row("files", &m.build.files.to_string());
+    if let Some(k) = &m.build.kernel {
+        row(
+            "kernel",
+            &format!("{k} (its modules: {})", m.build.modules.join(" ")),
+        );
+    }
     print_run_config(&m.config, &m.name);
     print_limits(&m.limits);
     let method = m

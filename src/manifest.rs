@@ -120,6 +120,12 @@ pub struct Provenance {
     /// a build whose key is this one has nothing to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// `[modules]`: the kernel release the image's modules are for, and the names asked
+    /// for (their dependencies come with them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

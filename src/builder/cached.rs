@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{BuildError, out_err};
 use crate::archive::pack::{PackFormat, PackOptions, RecordedTree, pack};
@@ -54,7 +54,7 @@ struct LayersMeta {
 /// rootless image), which the stored archives then carry.
 pub(super) fn keys(
     recipe: &Recipe,
-    closures: &[Vec<PathBuf>],
+    inputs: &super::stage::Inputs,
     sde: Option<i64>,
     record: bool,
     digests: &mut Digests,
@@ -88,7 +88,7 @@ pub(super) fn keys(
         }
     }
     let layers = k.finish();
-    let inject = inject_key(recipe, closures, sde, &layers, digests)?;
+    let inject = inject_key(recipe, inputs, sde, &layers, digests)?;
     let mut steps = Vec::new();
     let mut parent = inject.clone();
     for step in &recipe.steps {
@@ -107,7 +107,7 @@ pub(super) fn keys(
 
 fn inject_key(
     recipe: &Recipe,
-    closures: &[Vec<PathBuf>],
+    inputs: &super::stage::Inputs,
     sde: Option<i64>,
     parent: &str,
     digests: &mut Digests,
@@ -115,11 +115,28 @@ fn inject_key(
     let mut k = Key::new("inject", Some(parent));
     // Injected entries are given this time (the build's time without one: never equal).
     k.text("sde", &format!("{sde:?}"));
-    for (b, files) in recipe.binaries.iter().zip(closures) {
+    for (b, files) in recipe.binaries.iter().zip(&inputs.programs) {
         k.text("binary", &format!("{:?} {:?} {:?}", b.host, b.to, b.links));
         for f in files {
             k.field("file", f.as_os_str().as_bytes());
             k.text("sha256", &digests.file(f).map_err(out_err(f))?);
+        }
+    }
+    if let Some((set, _)) = &inputs.modules {
+        k.text(
+            "modules",
+            &format!(
+                "{} {:?}",
+                set.version,
+                recipe.modules.as_ref().map(|m| &m.names)
+            ),
+        );
+        for f in &set.files {
+            let p = set.dir.join(f);
+            k.text(f, &digests.file(&p).map_err(out_err(&p))?);
+        }
+        for (p, name) in &set.firmware {
+            k.text(name, &digests.file(p).map_err(out_err(p))?);
         }
     }
     for d in &recipe.dirs {

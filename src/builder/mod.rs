@@ -73,6 +73,12 @@ pub enum BuildError {
     Interrupted,
     #[error(transparent)]
     Step(#[from] steps::StepError),
+    #[error("{}:{line}: [modules]", recipe.display())]
+    Modules {
+        recipe: PathBuf,
+        line: usize,
+        source: crate::kernel::ModuleError,
+    },
 }
 
 pub struct BuildOptions {
@@ -183,6 +189,7 @@ struct Job<'a> {
     image: &'a Path,
     started: Instant,
     cache: Option<&'a cached::Cached>,
+    inputs: &'a stage::Inputs,
 }
 
 /// What a writer made besides the image: its digest (empty for a folder), the file still
@@ -236,14 +243,8 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         format.name(),
         method.name()
     );
-    let cache = open_cache(
-        recipe,
-        opts,
-        format,
-        method,
-        sde,
-        &closures_for(recipe, opts)?,
-    )?;
+    let inputs = stage::inputs(recipe, work.path())?;
+    let cache = open_cache(recipe, opts, format, method, sde, &inputs)?;
     if let Some((_, key)) = &cache
         && let Some(built) = up_to_date(recipe, &image, key, opts.force)
     {
@@ -258,6 +259,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         image: &image,
         started,
         cache: cache.as_ref().map(|(c, _)| c),
+        inputs: &inputs,
     };
     let (filled, written) = match format {
         OutputFormat::Ext4 => output::ext4::write(&job, asked, method)?,
@@ -295,14 +297,6 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     })
 }
 
-/// The programs' closures, when the cache needs them for its keys.
-fn closures_for(recipe: &Recipe, opts: &BuildOptions) -> Result<Vec<Vec<PathBuf>>, BuildError> {
-    match opts.cache {
-        Some(_) => stage::closures(recipe),
-        None => Ok(Vec::new()),
-    }
-}
-
 /// The build's cache and its key, or none (`--no-cache`; a cache that cannot be opened
 /// is said once and the build goes on without it).
 fn open_cache(
@@ -311,7 +305,7 @@ fn open_cache(
     format: OutputFormat,
     method: Method,
     sde: Option<i64>,
-    closures: &[Vec<PathBuf>],
+    inputs: &stage::Inputs,
 ) -> Result<Option<(cached::Cached, String)>, BuildError> {
     let Some(dir) = &opts.cache else {
         return Ok(None);
@@ -325,13 +319,7 @@ fn open_cache(
     };
     let tree_for = stage::tree_for(format);
     let mut digests = crate::cache::key::Digests::load(cache.dir());
-    let keys = cached::keys(
-        recipe,
-        closures,
-        sde,
-        stage::records(tree_for),
-        &mut digests,
-    )?;
+    let keys = cached::keys(recipe, inputs, sde, stage::records(tree_for), &mut digests)?;
     digests.save();
     let mut k = crate::cache::key::Key::new("output", Some(&keys.last));
     k.text("recipe", &recipe.sha256)
@@ -367,16 +355,13 @@ fn up_to_date(recipe: &Recipe, image: &Path, key: &str, force: bool) -> Option<B
 
 /// The tree an image is written from: the recipe's only folder when nothing is added to
 /// it (and the output is not that folder), else a staging tree filled in the work folder.
-/// `planned` is an estimate already made, whose closures can be reused.
-fn stage_tree(
-    job: &Job<'_>,
-    planned: Option<(Vec<Vec<PathBuf>>, Usage)>,
-) -> Result<(PathBuf, Filled), BuildError> {
+/// `planned` is an estimate already made.
+fn stage_tree(job: &Job<'_>, planned: Option<Usage>) -> Result<(PathBuf, Filled), BuildError> {
     let recipe = job.recipe;
     let format = recipe.output.format;
     if let Some(dir) = unchanged_dir_layer(recipe).filter(|_| format != OutputFormat::Dir) {
         let usage = match planned {
-            Some((_, usage)) => usage,
+            Some(usage) => usage,
             None => ext4::measure(dir).map_err(out_err(dir))?,
         };
         if format == OutputFormat::Ext4
@@ -404,13 +389,9 @@ fn stage_tree(
     }
     let staging = job.work.join("staging");
     std::fs::create_dir(&staging).map_err(out_err(&staging))?;
-    let closures = match planned {
-        Some((closures, _)) => closures,
-        None => stage::closures(recipe)?,
-    };
     let filled = stage::fill(
         recipe,
-        &closures,
+        job.inputs,
         &staging,
         job.sde,
         job.opts.progress,
@@ -473,6 +454,12 @@ fn manifest(
                 .map(|v| format!("{}.{}.{}", v.0, v.1, v.2)),
             oci_manifest: written.oci_manifest.clone(),
             key: None,
+            kernel: recipe.modules.as_ref().map(|m| m.version.clone()),
+            modules: recipe
+                .modules
+                .iter()
+                .flat_map(|m| m.names.clone())
+                .collect(),
         },
         outputs: Default::default(),
     })

@@ -23,9 +23,43 @@ use crate::tree::layer::LayerApplier;
 use crate::tree::recorded::RecordedTree;
 use crate::tree::safe_path::Root;
 
-/// Each of the recipe's programs with its library closure, in recipe order, found once
-/// for sizing and injecting alike (one read of `/etc/ld.so.cache`).
-pub(super) fn closures(recipe: &Recipe) -> Result<Vec<Vec<PathBuf>>, BuildError> {
+/// What the recipe takes from the host besides its layers and files, found once for the
+/// cache's keys, sizing and injecting alike.
+pub(super) struct Inputs {
+    /// Each of the recipe's programs with its library closure, in recipe order.
+    pub programs: Vec<Vec<PathBuf>>,
+    /// `[modules]`: the set, and the folder it is laid out in (`lib/modules/RELEASE`, …).
+    pub modules: Option<(crate::kernel::ModuleSet, PathBuf)>,
+}
+
+/// Finds the recipe's [`Inputs`], laying its modules out in `work`.
+pub(super) fn inputs(recipe: &Recipe, work: &Path) -> Result<Inputs, BuildError> {
+    let modules = match &recipe.modules {
+        Some(m) => {
+            let set = crate::kernel::resolve(m, work).map_err(|e| BuildError::Modules {
+                recipe: recipe.path.clone(),
+                line: m.line,
+                source: e,
+            })?;
+            let root = work.join("modules");
+            crate::kernel::lay_out(&set, &m.names, &root).map_err(|e| BuildError::Modules {
+                recipe: recipe.path.clone(),
+                line: m.line,
+                source: e,
+            })?;
+            Some((set, root))
+        }
+        None => None,
+    };
+    Ok(Inputs {
+        programs: closures(recipe)?,
+        modules,
+    })
+}
+
+/// Each of the recipe's programs with its library closure, in recipe order (one read of
+/// `/etc/ld.so.cache`).
+fn closures(recipe: &Recipe) -> Result<Vec<Vec<PathBuf>>, BuildError> {
     let cache = elf::LdCache::load(Path::new("/etc/ld.so.cache"));
     recipe
         .binaries
@@ -68,12 +102,12 @@ pub(super) enum TreeFor {
     Image,
 }
 
-/// Fills the folder `root` as the recipe says, its programs from `closures`; through
+/// Fills the folder `root` as the recipe says, its host inputs from `inputs`; through
 /// `cache` when given (the longest cached prefix of states restored, the others stored).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn fill(
     recipe: &Recipe,
-    closures: &[Vec<PathBuf>],
+    inputs: &Inputs,
     root: &Path,
     sde: Option<i64>,
     progress: bool,
@@ -128,7 +162,7 @@ pub(super) fn fill(
     if let (Some(c), Some(p)) = (cache, &prefix) {
         c.say_prefix(p, recipe.steps.len());
     }
-    inject_all(recipe, closures, &mut x, sde)?;
+    inject_all(recipe, inputs, &mut x, sde)?;
     let (report, mut recorded) = x.finish_recorded()?;
     if let (Some(c), false) = (cache, restored.is_empty()) {
         c.restore_steps(restored, root, recorded.as_mut())?;
@@ -185,7 +219,7 @@ pub(super) fn records(tree_for: TreeFor) -> bool {
 /// What the recipe will put in the tree, before anything is unpacked: folders are walked,
 /// archives listed (decompressed, not written), programs' closures and files stat'ed.
 /// Later layers replacing earlier files are counted twice, which errs on the large side.
-pub(super) fn estimate(recipe: &Recipe, closures: &[Vec<PathBuf>]) -> Result<Usage, BuildError> {
+pub(super) fn estimate(recipe: &Recipe, inputs: &Inputs) -> Result<Usage, BuildError> {
     struct Sizer {
         usage: Usage,
         links: HashSet<LinkKey>,
@@ -237,7 +271,10 @@ pub(super) fn estimate(recipe: &Recipe, closures: &[Vec<PathBuf>]) -> Result<Usa
         }
     }
     let mut u = sizer.usage;
-    for (b, files) in recipe.binaries.iter().zip(closures) {
+    if let Some((_, dir)) = &inputs.modules {
+        u += ext4::measure(dir).map_err(out_err(dir))?;
+    }
+    for (b, files) in recipe.binaries.iter().zip(&inputs.programs) {
         for f in files {
             // A few extra inodes and blocks for the symlink chains and folders on the way.
             u.add_file(std::fs::metadata(f).map_err(out_err(f))?.len());
@@ -449,12 +486,18 @@ fn inject_binaries(
 
 fn inject_all(
     recipe: &Recipe,
-    closures: &[Vec<PathBuf>],
+    inputs: &Inputs,
     x: &mut Extractor,
     sde: Option<i64>,
 ) -> Result<(), BuildError> {
     let now = now(sde);
-    inject_binaries(recipe, closures, x, now)?;
+    inject_binaries(recipe, &inputs.programs, x, now)?;
+    if let Some((_, dir)) = &inputs.modules {
+        inject::add_tree(x, dir).map_err(|source| BuildError::LayerDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
     for d in &recipe.dirs {
         let e = inject::synthetic(&d.path, Kind::Dir, d.mode, d.uid, d.gid, now, 0);
         inject::write_entry(x, &e, &mut io::empty())?;

@@ -171,3 +171,9 @@ pub(super) fn parse_age(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(unit).ok_or_else(bad)
 }
+
+/// A duration: `90s`, `10m`, `1h`, seconds.
+pub(super) fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    rootpack::recipe::parse_duration(s)
+        .ok_or_else(|| "expected a duration like 90s, 10m or 1h".into())
+}

@@ -1,4 +1,5 @@
 //! The binary's commands that live outside `main.rs`, one file per group.
 
+pub mod boot;
 pub mod cache;
 pub mod containers;

@@ -216,17 +216,6 @@ fn check_space(image: &Path, needed: u64) -> Result<(), Ext4Error> {
     Ok(())
 }
 
-/// A system tool by name: from `PATH`, else from the sbin folders a user's `PATH` lacks
-/// on Debian (where e2fsprogs puts `mke2fs`).
-fn system_tool(name: &str) -> std::path::PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(std::path::PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| name.into())
-}
-
 fn run_tool(cmd: &mut Command, tool: &str) -> Result<String, Ext4Error> {
     log::debug!("running {cmd:?}");
     let started = std::time::Instant::now();
@@ -283,7 +272,7 @@ pub fn mkfs(
         .map_err(io_err(format!("{}", image.display())))?;
     drop(file);
     let journal = opts.journal_mib;
-    let mut cmd = Command::new(system_tool("mke2fs"));
+    let mut cmd = Command::new(crate::fsutil::system_tool("mke2fs"));
     cmd.args([
         // Not -q: the version line it prints saves running mke2fs -V as well.
         "-F", "-t", "ext4", "-T", "default", "-I", "256", "-m", "0",

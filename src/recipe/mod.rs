@@ -66,6 +66,11 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
     let output = output::resolve(&ctx, &file.output, &name)?;
     let steps = run_step::resolve(&ctx, &file.steps)?;
     let config = sections::config(&ctx, file.config)?;
+    let modules = file
+        .modules
+        .as_ref()
+        .map(|m| sections::modules(&ctx, m))
+        .transpose()?;
     Ok(Recipe {
         path: path.to_path_buf(),
         sha256: crate::digest::sha256_hex(&bytes),
@@ -81,6 +86,7 @@ pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         limits,
         output,
         steps,
+        modules,
     })
 }
 

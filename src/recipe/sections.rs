@@ -1,6 +1,8 @@
 //! One resolver per section of the recipe: from the as-written value to the resolved type,
 //! or an error naming the line and the key.
 
+use std::path::{Path, PathBuf};
+
 use toml::Spanned;
 
 use super::context::Ctx;
@@ -8,8 +10,8 @@ use super::written::{
     BinarySpec, ConfigSpec, DirSpec, FileSpec, LayerSpec, LimitsSpec, SymlinkSpec,
 };
 use super::{
-    Binary, Config, DirItem, FileItem, FileSource, Layer, Limits, RecipeError, SymlinkItem,
-    find_in_path, hints, parse_size,
+    Binary, Config, DirItem, FileItem, FileSource, Layer, Limits, Modules, RecipeError,
+    SymlinkItem, find_in_path, hints, parse_size,
 };
 use crate::tree::safe_path::RelPath;
 
@@ -240,5 +242,72 @@ pub(super) fn config(ctx: &Ctx<'_>, spec: ConfigSpec) -> Result<Config, RecipeEr
         hostname: spec.hostname,
         user: spec.user.map(Spanned::into_inner),
         labels: spec.labels,
+    })
+}
+
+/// `[modules]`: `kernel` is `{latest}` (the newest folder in `/lib/modules`), a release
+/// (`/lib/modules/RELEASE`), or a host folder: a module folder itself (it has
+/// `modules.order`), or a root with `lib/modules/RELEASE` in it (an unpacked kernel
+/// package), its newest release taken.
+pub(super) fn modules(
+    ctx: &Ctx<'_>,
+    spec: &Spanned<super::written::ModulesSpec>,
+) -> Result<Modules, RecipeError> {
+    let m = spec.get_ref();
+    let kernel = m.kernel.get_ref().replace("{kernel}", &ctx.kernel);
+    let at = |message: String| ctx.err::<Modules>(m.kernel.span(), message);
+    let dir = if kernel == "{latest}" {
+        match super::hints::expand_latest(Path::new("/"), "/lib/modules/{latest}") {
+            Ok(d) => PathBuf::from(d),
+            Err(e) => return at(format!("modules.kernel = \"{{latest}}\": {e}")),
+        }
+    } else if !kernel.contains('/') {
+        Path::new("/lib/modules").join(&kernel)
+    } else {
+        let given = ctx.dir.join(&kernel);
+        if given.join("modules.order").is_file() || given.join("modules.dep").is_file() {
+            given
+        } else {
+            let latest = format!("{}/lib/modules/{{latest}}", given.display());
+            match super::hints::expand_latest(Path::new("/"), &latest) {
+                Ok(d) => PathBuf::from(d),
+                Err(_) => {
+                    return at(format!(
+                        "modules.kernel = \"{kernel}\": {} is neither a module folder (with \
+                         modules.order) nor a root with lib/modules/RELEASE",
+                        given.display()
+                    ));
+                }
+            }
+        }
+    };
+    if !dir.join("modules.order").is_file() && !dir.join("modules.dep").is_file() {
+        return at(format!(
+            "modules.kernel = \"{kernel}\": {} is not a kernel's module folder (no \
+             modules.order or modules.dep)",
+            dir.display()
+        ));
+    }
+    let version = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut names = Vec::new();
+    for n in &m.names {
+        let name = n.get_ref();
+        if name.is_empty() || name.contains(['/', ' ']) {
+            return ctx.err(
+                n.span(),
+                format!("modules.names: \"{name}\" is not a module name"),
+            );
+        }
+        names.push(name.clone());
+    }
+    Ok(Modules {
+        version,
+        dir,
+        names,
+        firmware: m.firmware,
+        line: ctx.line(spec.span().start),
     })
 }

@@ -116,6 +116,20 @@ pub struct Output {
     pub layer_zstd: bool,
 }
 
+/// `[modules]`: kernel modules with what they need, from one kernel's module folder.
+#[derive(Debug, Clone)]
+pub struct Modules {
+    /// The kernel's release (`6.1.0-57-amd64`).
+    pub version: String,
+    /// Its module folder (`/lib/modules/VERSION`, or one under a root the recipe names).
+    pub dir: PathBuf,
+    pub names: Vec<String>,
+    /// Take the firmware the modules name, where the kernel's root has it.
+    pub firmware: bool,
+    /// The `[modules]` line, for errors.
+    pub line: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Recipe {
     pub path: PathBuf,
@@ -133,4 +147,5 @@ pub struct Recipe {
     pub output: Output,
     /// `[[run]]` steps, in recipe order.
     pub steps: Vec<RunStep>,
+    pub modules: Option<Modules>,
 }

@@ -33,6 +33,20 @@ pub(super) struct RecipeFile {
     pub output: OutputSpec,
     #[serde(default, rename = "run")]
     pub steps: Vec<Spanned<RunSpec>>,
+    pub modules: Option<Spanned<ModulesSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ModulesSpec {
+    pub kernel: Spanned<String>,
+    pub names: Vec<Spanned<String>>,
+    #[serde(default = "yes")]
+    pub firmware: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]

@@ -120,6 +120,17 @@ fn write_host_entry(x: &mut Extractor, path: &Path, entry: &Entry) -> Result<(),
 /// Copies the host folder `dir` onto the tree root, keeping owners, modes, times, hard
 /// links and special files (a `dir` layer).
 pub fn copy_tree(x: &mut Extractor, dir: &Path) -> Result<u64, InjectError> {
+    copy(x, dir, false)
+}
+
+/// Adds what the host folder `dir` holds to the tree: as [`copy_tree`], but a folder the
+/// tree already has, or a symlink in its place (`lib -> usr/lib`), stays as it is and what
+/// goes in resolves through it, as [`inject_host_path`] does.
+pub fn add_tree(x: &mut Extractor, dir: &Path) -> Result<u64, InjectError> {
+    copy(x, dir, true)
+}
+
+fn copy(x: &mut Extractor, dir: &Path, keep_folders: bool) -> Result<u64, InjectError> {
     let mut count = 0;
     // Hard links: the data goes with the first name only.
     let mut linked = HashSet::new();
@@ -127,6 +138,12 @@ pub fn copy_tree(x: &mut Extractor, dir: &Path) -> Result<u64, InjectError> {
         let (name, item) = walked.map_err(|(path, source)| InjectError::Host { path, source })?;
         if item.file_type().is_socket() {
             continue;
+        }
+        if keep_folders && item.file_type().is_dir() {
+            let kept = name == b"." || RelPath::parse(&name).is_ok_and(|p| x.exists(&p));
+            if kept {
+                continue;
+            }
         }
         let mut entry = host_entry(item.path(), name, false)?;
         if entry.link_key.is_some_and(|k| !linked.insert(k)) {

@@ -2,7 +2,7 @@
 //! through a loop mount (the data is written once), `populate` stages a tree and has
 //! `mke2fs -d` copy it, then sets in the inodes what the tree could not hold.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -26,15 +26,14 @@ pub(in crate::builder) fn write(
     // is written; the same estimate tells `auto` the tree's shape.
     let mut planned = None;
     if method == Method::Mount {
-        let closures = stage::closures(job.recipe)?;
-        let usage = stage::estimate(job.recipe, &closures)?;
+        let usage = stage::estimate(job.recipe, job.inputs)?;
         if asked == Method::Auto && usage.small_files() {
             method = Method::Populate;
         }
-        planned = Some((closures, usage));
+        planned = Some(usage);
     }
     let (filled, mut written) = match planned.take_if(|_| method == Method::Mount) {
-        Some((closures, usage)) => by_mount(job, &closures, &usage)?,
+        Some(usage) => by_mount(job, &usage)?,
         None => by_populate(job, planned)?,
     };
     written.method = Some(method);
@@ -42,11 +41,7 @@ pub(in crate::builder) fn write(
 }
 
 /// The mounted image is the staging tree: the data is written once.
-fn by_mount(
-    job: &Job<'_>,
-    closures: &[Vec<PathBuf>],
-    usage: &Usage,
-) -> Result<(Filled, Written), BuildError> {
+fn by_mount(job: &Job<'_>, usage: &Usage) -> Result<(Filled, Written), BuildError> {
     let recipe = job.recipe;
     let file = AtomicFile::create(job.image).map_err(out_err(job.image))?;
     let e2fsprogs = ext4::mkfs(
@@ -61,7 +56,7 @@ fn by_mount(
     let populated = ext4::populate_by_mount(file.temp_path(), &mnt, &mut |target| {
         let f = stage::fill(
             recipe,
-            closures,
+            job.inputs,
             target,
             job.sde,
             job.opts.progress,
@@ -95,10 +90,7 @@ fn by_mount(
 
 /// `mke2fs -d` from a staging tree (or the recipe's only folder); `planned` is the
 /// estimate already made for a `mount` that `auto` turned into this.
-fn by_populate(
-    job: &Job<'_>,
-    planned: Option<(Vec<Vec<PathBuf>>, Usage)>,
-) -> Result<(Filled, Written), BuildError> {
+fn by_populate(job: &Job<'_>, planned: Option<Usage>) -> Result<(Filled, Written), BuildError> {
     let recipe = job.recipe;
     let (tree, filled) = stage_tree(job, planned)?;
     let seed = filled
