@@ -5,12 +5,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod boot;
+mod cache;
 mod values;
+
+pub use boot::{AccelArg, BootArgs, MachineArg};
+pub use cache::{CacheArgs, CacheCommand};
 pub use values::{MountArg, SecurityOpt, VolumeArg, env_values, parse_env};
 use values::{
-    parse_age, parse_capability, parse_cpus, parse_frame_size, parse_memory, parse_mount,
-    parse_network, parse_output_format, parse_port, parse_security_opt, parse_size_arg,
-    parse_timeout, parse_user_arg, parse_volume,
+    parse_capability, parse_cpus, parse_frame_size, parse_memory, parse_mount, parse_network,
+    parse_output_format, parse_port, parse_security_opt, parse_user_arg, parse_volume,
 };
 
 /// `0.1.0 (git abc1234)` from a checkout, `0.1.0` otherwise (see build.rs).
@@ -332,93 +336,6 @@ pub enum MethodArg {
     Populate,
     /// Sparse file, mkfs, loop device, mount, copy.
     Mount,
-}
-
-#[derive(Debug, Args)]
-pub struct BootArgs {
-    /// The ext4 image (checked against its manifest's sha256 first).
-    pub image: PathBuf,
-    /// The kernel [default: /boot/vmlinuz-RELEASE of the image's modules, else the newest
-    /// /boot/vmlinuz-*].
-    #[arg(long, value_name = "FILE")]
-    pub kernel: Option<PathBuf>,
-    /// The initramfs [default: a boot-initramfs.* image beside the image].
-    #[arg(long, value_name = "FILE")]
-    pub initrd: Option<PathBuf>,
-    /// More kernel command line.
-    #[arg(long, value_name = "ARGS")]
-    pub append: Option<String>,
-    /// The guest's memory.
-    #[arg(short, long, value_name = "SIZE", default_value = "512M", value_parser = parse_memory)]
-    pub memory: u64,
-    /// The guest's processors.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub cpus: u32,
-    /// Write to the image (default: a snapshot the boot throws away).
-    #[arg(long)]
-    pub writable: bool,
-    /// Stop the guest after this long (90s, 10m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
-    pub timeout: Option<std::time::Duration>,
-    /// kvm, tcg (software emulation), or auto: KVM when /dev/kvm can be used, TCG after a
-    /// guest that does not start under it.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub accel: AccelArg,
-    /// pc, or microvm (faster to start; its kernel needs virtio_mmio).
-    #[arg(long, value_enum, default_value = "pc")]
-    pub machine: MachineArg,
-    #[command(flatten)]
-    pub verbosity: Verbosity,
-    /// Run this in the guest (chrooted in the image) instead of its init.
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum AccelArg {
-    Auto,
-    Kvm,
-    Tcg,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MachineArg {
-    Pc,
-    Microvm,
-}
-
-#[derive(Debug, Args)]
-pub struct CacheArgs {
-    /// The cache's folder [default: as for build].
-    #[arg(long, value_name = "DIR", global = true)]
-    pub cache: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: CacheCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CacheCommand {
-    /// List the cached states, least recently used first.
-    Ls {
-        /// Print a JSON array.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove states, least recently used first, until the cache fits --keep-size, and
-    /// those unused for --older-than; with neither, everything.
-    Prune {
-        /// 5G, 500M, bytes.
-        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
-        keep_size: Option<u64>,
-        /// 30d, 12h, 90m, seconds.
-        #[arg(long, value_name = "AGE", value_parser = parse_age)]
-        older_than: Option<u64>,
-    },
-    /// Write every state into DIR as an OCI image layout (blobs by digest, one manifest
-    /// per state), for a CI cache folder or, through skopeo, a registry.
-    Export { dir: PathBuf },
-    /// Add the states of a layout written by export, each checked against its digest.
-    Import { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]

@@ -11,8 +11,8 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["bin"],
     &["runtime", "containers"],
-    &["builder", "run", "ops", "cleanup"],
-    &["recipe", "manifest", "image", "net", "cache"],
+    &["builder", "run", "ops", "cleanup", "vm"],
+    &["recipe", "manifest", "image", "net", "cache", "kernel"],
     &["format", "tree"],
     &["archive"],
     &[

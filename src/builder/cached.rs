@@ -54,7 +54,7 @@ struct LayersMeta {
 /// rootless image), which the stored archives then carry.
 pub(super) fn keys(
     recipe: &Recipe,
-    inputs: &super::stage::Inputs,
+    inputs: &super::injected::Inputs,
     sde: Option<i64>,
     record: bool,
     digests: &mut Digests,
@@ -107,7 +107,7 @@ pub(super) fn keys(
 
 fn inject_key(
     recipe: &Recipe,
-    inputs: &super::stage::Inputs,
+    inputs: &super::injected::Inputs,
     sde: Option<i64>,
     parent: &str,
     digests: &mut Digests,

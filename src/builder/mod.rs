@@ -11,6 +11,7 @@ use std::time::Instant;
 
 mod cached;
 mod delta;
+mod injected;
 mod lock;
 mod output;
 mod stage;
@@ -189,7 +190,7 @@ struct Job<'a> {
     image: &'a Path,
     started: Instant,
     cache: Option<&'a cached::Cached>,
-    inputs: &'a stage::Inputs,
+    inputs: &'a injected::Inputs,
 }
 
 /// What a writer made besides the image: its digest (empty for a folder), the file still
@@ -243,7 +244,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         format.name(),
         method.name()
     );
-    let inputs = stage::inputs(recipe, work.path())?;
+    let inputs = injected::inputs(recipe, work.path())?;
     let cache = open_cache(recipe, opts, format, method, sde, &inputs)?;
     if let Some((_, key)) = &cache
         && let Some(built) = up_to_date(recipe, &image, key, opts.force)
@@ -261,20 +262,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         cache: cache.as_ref().map(|(c, _)| c),
         inputs: &inputs,
     };
-    let (filled, written) = match format {
-        OutputFormat::Ext4 => output::ext4::write(&job, asked, method)?,
-        _ => {
-            let (tree, filled) = stage_tree(&job, None)?;
-            let written = match format {
-                OutputFormat::Archive(f, c) => {
-                    output::archive::write(&job, &tree, f, c, filled.recorded.as_ref())?
-                }
-                OutputFormat::Dir => output::folder::write(&job, &tree)?,
-                _ => output::oci::write(&job, &tree, &filled)?,
-            };
-            (filled, written)
-        }
-    };
+    let (filled, written) = write_image(&job, asked, method)?;
     drop(steps);
     drop(work);
     log::debug!("image written and hashed ({:.2}s)", secs(started));
@@ -297,6 +285,27 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     })
 }
 
+/// Fills the tree and writes the image in the recipe's format.
+fn write_image(
+    job: &Job<'_>,
+    asked: Method,
+    method: Method,
+) -> Result<(Filled, Written), BuildError> {
+    let format = job.recipe.output.format;
+    if format == OutputFormat::Ext4 {
+        return output::ext4::write(job, asked, method);
+    }
+    let (tree, filled) = stage_tree(job, None)?;
+    let written = match format {
+        OutputFormat::Archive(f, c) => {
+            output::archive::write(job, &tree, f, c, filled.recorded.as_ref())?
+        }
+        OutputFormat::Dir => output::folder::write(job, &tree)?,
+        _ => output::oci::write(job, &tree, &filled)?,
+    };
+    Ok((filled, written))
+}
+
 /// The build's cache and its key, or none (`--no-cache`; a cache that cannot be opened
 /// is said once and the build goes on without it).
 fn open_cache(
@@ -305,7 +314,7 @@ fn open_cache(
     format: OutputFormat,
     method: Method,
     sde: Option<i64>,
-    inputs: &stage::Inputs,
+    inputs: &injected::Inputs,
 ) -> Result<Option<(cached::Cached, String)>, BuildError> {
     let Some(dir) = &opts.cache else {
         return Ok(None);

@@ -2,6 +2,8 @@
 //! real tools, compare trees.
 #![allow(dead_code)]
 
+pub mod kernel;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
