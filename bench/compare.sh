@@ -12,7 +12,7 @@
 # Environment:
 #   ROOTPACK  binary to test (default: <repo>/target/release/rootpack)
 #   RUNS      hyperfine runs per command (default: 10)
-#   STAGES    stages to run, in order (default: "extract ls pack frames rss image oci run runtime network cache");
+#   STAGES    stages to run, in order (default: "extract ls pack frames rss image oci run runtime network cache boot");
 #             each stage NAME is a function bench_NAME below.
 set -euo pipefail
 export LC_ALL=C
@@ -22,7 +22,7 @@ export ROOTPACK_CACHE=off
 here=$(cd -- "$(dirname -- "$0")" && pwd)
 ROOTPACK=${ROOTPACK:-$here/../target/release/rootpack}
 RUNS=${RUNS:-10}
-STAGES=${STAGES:-extract ls pack frames rss image oci run runtime network cache}
+STAGES=${STAGES:-extract ls pack frames rss image oci run runtime network cache boot}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 [[ -x $ROOTPACK ]] || die "rootpack binary not found: $ROOTPACK (cargo build --release, or set ROOTPACK)"
@@ -394,7 +394,47 @@ bench_cache() {
 	hyperfine -N --warmup 3 --runs 20 --export-json "$work/cache-noop.json" \
 		-n "no-op rebuild" "$b --cache $fs/cache"
 	$p rmi -a -f >/dev/null 2>&1 || true
+	# podman leaves its storage's overlay folder mounted; the scratch filesystem must unmount.
+	umount -q "$fs/podman/root/overlay" 2>/dev/null || true
 	rm -rf -- "$c" "$fs/cout" "$fs/cache" "$fs/podman" "$work/podman-run"
+}
+
+# Time from boot to the guest's command, under TCG: the busybox image with an /sbin/init
+# that powers off at once, booted by rootpack with the boot-initramfs recipe's initramfs
+# (pc and microvm, and with a command instead of the init), against the same qemu line
+# run by hand with the Debian initrd this script measures (mkinitramfs's, MODULES=most).
+# The kernel and its modules are those of the initrd: from /boot and /lib/modules, or
+# from the kernel package, downloaded and unpacked (never installed).
+bench_boot() {
+	local b=$work/boot release k root runs=${BOOT_RUNS:-5}
+	mkdir -p "$b"
+	release=$("$ROOTPACK" ls "$img" | sed -n 's|^\(usr/\)\{0,1\}lib/modules/\([^/]*\)/.*|\2|p' | sort -u | tail -n 1)
+	[[ -n $release ]] || die "boot: no lib/modules/RELEASE in $img"
+	k=/boot/vmlinuz-$release root=/
+	if [[ ! -r $k || ! -d /lib/modules/$release ]]; then
+		(cd "$b" && apt-get download -q "linux-image-$release" >/dev/null 2>&1) ||
+			die "boot: cannot download linux-image-$release"
+		dpkg -x "$b"/linux-image-*.deb "$b/pkg"
+		k=$b/pkg/boot/vmlinuz-$release root=$b/pkg
+	fi
+	sed "s|kernel = \"{latest}\"|kernel = \"$root\"|" "$here/../recipes/boot-initramfs.toml" >"$b/boot-initramfs.toml"
+	cp "$here/../recipes/boot-init.sh" "$b/"
+	sed 's/^name = "busybox"/name = "guest"/' "$here/../recipes/busybox.toml" >"$b/guest.toml"
+	printf '\n[[file]]\nto = "/sbin/init"\nmode = "0755"\ncontent = "#!/bin/sh\\necho GUEST; /bin/busybox poweroff -f\\n"\n' >>"$b/guest.toml"
+	"$ROOTPACK" build -q "$b/boot-initramfs.toml" --out "$b/images"
+	"$ROOTPACK" build -q "$b/guest.toml" --out "$b/images"
+	local i=$b/images/guest.ext4 q="qemu-system-x86_64 -nodefaults -no-user-config -no-reboot -display none"
+	q+=" -machine pc -accel tcg -cpu max -m 512 -smp 1 -serial stdio -monitor none -kernel $k"
+	q+=" -drive file=$i,format=raw,if=none,id=root,snapshot=on -device virtio-blk-pci,drive=root"
+	local boot="$rp boot --accel tcg --kernel $k $i"
+	hyperfine --warmup 1 --runs "$runs" --export-json "$work/boot.json" \
+		-n "rootpack boot (pc)" "$boot" \
+		-n "rootpack boot (microvm)" "$boot --machine microvm" \
+		-n "rootpack boot -- true" "$boot -- true" \
+		-n "qemu with Debian's initrd" \
+		"$q -initrd $img -append 'console=ttyS0 root=/dev/vda ro panic=-1 quiet'"
+	ls -l "$img" "$b/images/boot-initramfs.cpio.zst" | awk '{print "initramfs size", $5, $NF}'
+	rm -rf -- "$b"
 }
 
 for stage in $STAGES; do
@@ -454,6 +494,9 @@ python3 - "$work" $STAGES <<-'EOF'
 	         ("podman: rootpack-runtime / runc", "podman run (rootpack-runtime)", "podman run (runc)"),
 	         ("runtime exec / runc exec", "rootpack-runtime exec", "runc exec"),
 	         ("rootpack exec / runc exec", "rootpack exec", "runc exec"),
+	         ("boot: rootpack / Debian initrd", "rootpack boot (pc)", "qemu with Debian's initrd"),
+	         ("boot: microvm / pc", "rootpack boot (microvm)", "rootpack boot (pc)"),
+	         ("boot: a command / the init", "rootpack boot -- true", "rootpack boot (pc)"),
 	         ("cache: first build / --no-cache", "build, cache empty", "build --no-cache"),
 	         ("cache: after a file / full build", "rebuild after a [[file]]", "build --no-cache"),
 	         ("cache: after a file / podman", "rebuild after a [[file]]", "podman build, cached, after a COPY")]
