@@ -169,7 +169,7 @@ fn run(cli: Cli) -> Result<Option<u8>> {
         }
         Command::Man { install } => cmd_man(install.as_deref(), quiet).map(|()| None),
         Command::Run(args) => cmd_run(*args, quiet).map(Some),
-        Command::Boot(args) => cmd::boot::boot(&args).map(Some),
+        Command::Boot(args) => cmd::boot::boot(&args, quiet).map(Some),
         Command::Ps(args) => cmd::containers::ps(&args).map(|()| None),
         Command::Cache(args) => cmd::cache::cache(&args, quiet).map(|()| None),
         Command::Exec(args) => cmd::containers::exec(&args).map(Some),

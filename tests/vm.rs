@@ -281,10 +281,11 @@ fn a_booted_image_runs_the_command_and_gives_its_status() {
     let w = w.path();
     let image = images(w, &root);
     let started = Instant::now();
+    // The root by its label (the image's name), over the default /dev/vda.
     let o = boot(
         &kernel,
         &image,
-        &["--timeout", "200s"],
+        &["--timeout", "200s", "--append", "root=LABEL=busybox"],
         &[
             "sh",
             "-c",
@@ -301,6 +302,7 @@ fn a_booted_image_runs_the_command_and_gives_its_status() {
     assert!(out.lines().any(|l| l.trim() == "ROOT ext4"), "{out}");
     assert!(out.lines().any(|l| l.trim() == "MARK it's"), "{out}");
     assert!(!out.contains("rootpack-exit-status"), "{out}");
+    assert!(stderr(&o).contains("under TCG"), "{}", stderr(&o));
     // The disk was a snapshot: the image is as built.
     run(rootpack().arg("inspect").arg(&image));
 }

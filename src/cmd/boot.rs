@@ -7,7 +7,7 @@ use rootpack::vm::{self, Accel, BootError, Machine};
 
 /// Boots; the exit status is the guest command's (124 on a timeout, as timeout(1) has
 /// it; 125 when rootpack failed, as `run` has it).
-pub fn boot(args: &BootArgs) -> Result<u8> {
+pub fn boot(args: &BootArgs, quiet: bool) -> Result<u8> {
     let opts = vm::BootOptions {
         image: args.image.clone(),
         kernel: args.kernel.clone(),
@@ -27,6 +27,7 @@ pub fn boot(args: &BootArgs) -> Result<u8> {
             MachineArg::Microvm => Machine::Microvm,
         },
         command: args.command.clone(),
+        quiet,
     };
     match vm::boot(&opts) {
         Ok(status) => Ok(status.clamp(0, 255) as u8),

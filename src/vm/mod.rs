@@ -42,6 +42,8 @@ pub struct BootOptions {
     pub machine: Machine,
     /// Run this in the guest instead of the image's init.
     pub command: Vec<String>,
+    /// Say nothing on stderr but errors and a fallback (not which accelerator).
+    pub quiet: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,22 +89,25 @@ pub fn boot(opts: &BootOptions) -> Result<i32, BootError> {
         Accel::Auto => Accel::Tcg,
         a => a,
     };
-    log::info!(
-        "booting {} with {} and {} under {}",
-        opts.image.display(),
-        plan.kernel.display(),
-        plan.initrd.display(),
-        if accel == Accel::Kvm {
-            "KVM"
-        } else {
-            "TCG (software emulation)"
-        }
-    );
+    if !opts.quiet {
+        eprintln!(
+            "rootpack: booting {} with {} and {} under {}",
+            opts.image.display(),
+            plan.kernel.display(),
+            plan.initrd.display(),
+            match (accel, plan.accel) {
+                (Accel::Kvm, _) => "KVM",
+                (_, Accel::Auto) => "TCG (software emulation: /dev/kvm cannot be used)",
+                _ => "TCG (software emulation)",
+            }
+        );
+    }
     let watchdog =
         (plan.accel == Accel::Auto && accel == Accel::Kvm).then_some(Duration::from_secs(20));
     match run_qemu(opts, &plan, accel, work.path(), watchdog)? {
         Ran::Ended(status) => Ok(status),
         Ran::Silent => {
+            // Said even with -q: the boot takes much longer than it would have.
             eprintln!(
                 "rootpack: warning: the guest printed nothing in 20 s under KVM; booting it \
                  again under TCG (software emulation)"
