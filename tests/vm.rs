@@ -305,6 +305,23 @@ fn a_booted_image_runs_the_command_and_gives_its_status() {
     assert!(stderr(&o).contains("under TCG"), "{}", stderr(&o));
     // The disk was a snapshot: the image is as built.
     run(rootpack().arg("inspect").arg(&image));
+    // --writable changes it, and the manifest follows: the next boot accepts it.
+    let o = boot(
+        &kernel,
+        &image,
+        &["--timeout", "200s", "--writable"],
+        &["sh", "-c", "echo written > /kept; sync"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = boot(&kernel, &image, &["--timeout", "200s"], &["cat", "/kept"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).lines().any(|l| l.trim() == "written"),
+        "{}",
+        stdout(&o)
+    );
+    let shown = stdout(&run(rootpack().arg("inspect").arg(&image)));
+    assert!(shown.contains("modified"), "{shown}");
 }
 
 #[test]

@@ -102,9 +102,34 @@ pub fn boot(opts: &BootOptions) -> Result<i32, BootError> {
             }
         );
     }
+    let ran = run_with_fallback(opts, &plan, accel, work.path());
+    if opts.writable {
+        record_changes(&opts.image, &manifest).map_err(io_at(&opts.image))?;
+    }
+    ran
+}
+
+/// After a `--writable` boot: the image's new size and sha256 in its manifest, marked
+/// as modified (as `run --writable` does), so the next boot or run accepts it.
+fn record_changes(image: &Path, manifest: &crate::manifest::Manifest) -> io::Result<()> {
+    let (size, sha256) = crate::digest::digest_file(image)?;
+    if size == manifest.size && sha256 == manifest.sha256 {
+        return Ok(());
+    }
+    let mut changed = manifest.clone();
+    (changed.size, changed.sha256, changed.modified) = (size, sha256, true);
+    changed.write(&crate::manifest::path_for(image))
+}
+
+fn run_with_fallback(
+    opts: &BootOptions,
+    plan: &Plan,
+    accel: Accel,
+    work: &Path,
+) -> Result<i32, BootError> {
     let watchdog =
         (plan.accel == Accel::Auto && accel == Accel::Kvm).then_some(Duration::from_secs(20));
-    match run_qemu(opts, &plan, accel, work.path(), watchdog)? {
+    match run_qemu(opts, plan, accel, work, watchdog)? {
         Ran::Ended(status) => Ok(status),
         Ran::Silent => {
             // Said even with -q: the boot takes much longer than it would have.
@@ -112,7 +137,7 @@ pub fn boot(opts: &BootOptions) -> Result<i32, BootError> {
                 "rootpack: warning: the guest printed nothing in 20 s under KVM; booting it \
                  again under TCG (software emulation)"
             );
-            match run_qemu(opts, &plan, Accel::Tcg, work.path(), None)? {
+            match run_qemu(opts, plan, Accel::Tcg, work, None)? {
                 Ran::Ended(status) => Ok(status),
                 Ran::Silent => unreachable!("no watchdog under TCG"),
             }
