@@ -104,10 +104,13 @@ pub enum Command {
     ///
     /// Set SOURCE_DATE_EPOCH (or source_date_epoch in the recipe) for byte-identical
     /// rebuilds. Nothing is left behind on failure or Ctrl-C; a previous image stays intact.
+    /// The tree after the layers and after each [[run]] step is cached: a rebuild starts
+    /// from what did not change, and an image made from the same inputs is up to date.
     #[command(after_help = "Examples:\n  \
             rootpack build recipes/hello.toml              # images/hello.ext4 + hello.json\n  \
             rootpack build recipes/hello.toml --out /tmp/img --json\n  \
-            rootpack build recipes/initramfs.toml --method mount")]
+            rootpack build recipes/initramfs.toml --method mount\n\n\
+            Every recipe key: rootpack man --recipe | man -l -  (rootpack-recipe(5), docs/recipe.md)")]
     Build(BuildArgs),
     /// Run a command in a container made from an image (ext4) or an image folder, in new
     /// mount, UTS, IPC, PID and network namespaces with cgroup limits. An image file needs
@@ -184,9 +187,14 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
             rootpack man | man -l -\n  \
             rootpack man --install                   # /usr/local/share/man/man1\n  \
-            rootpack man --install ~/.local/share/man/man1")]
+            rootpack man --install ~/.local/share/man/man1\n  \
+            rootpack man --recipe | man -l -         # rootpack-recipe(5): every recipe key")]
     Man {
-        /// Write rootpack.1 and a page per command (rootpack-run.1, ...) into this folder.
+        /// Print rootpack-recipe(5), the recipe file's page, instead.
+        #[arg(long, conflicts_with = "install")]
+        recipe: bool,
+        /// Write rootpack.1 and a page per command (rootpack-run.1, ...) into this folder,
+        /// and rootpack-recipe.5 into the man5 folder beside it.
         #[arg(
             long,
             value_name = "DIR",

@@ -167,7 +167,9 @@ fn run(cli: Cli) -> Result<Option<u8>> {
             clap_complete::generate(shell, &mut Cli::command(), "rootpack", &mut io::stdout());
             Ok(None)
         }
-        Command::Man { install } => cmd_man(install.as_deref(), quiet).map(|()| None),
+        Command::Man { install, recipe } => {
+            cmd::man::man(install.as_deref(), recipe, quiet).map(|()| None)
+        }
         Command::Run(args) => cmd_run(*args, quiet).map(Some),
         Command::Boot(args) => cmd::boot::boot(&args, quiet).map(Some),
         Command::Ps(args) => cmd::containers::ps(&args).map(|()| None),
@@ -769,28 +771,6 @@ fn print_limits(l: &manifest::Limits) {
         "pids",
         &l.pids.map_or("no limit".to_string(), |p| p.to_string()),
     );
-}
-
-fn cmd_man(install: Option<&Path>, quiet: bool) -> Result<()> {
-    let cmd = Cli::command();
-    let Some(dir) = install else {
-        let mut out = io::stdout().lock();
-        let rendered = clap_mangen::Man::new(cmd).render(&mut out);
-        return match rendered.and_then(|()| out.flush()) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            other => Ok(other?),
-        };
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    clap_mangen::generate_to(cmd, dir)
-        .with_context(|| format!("writing into {}", dir.display()))?;
-    if !quiet {
-        eprintln!(
-            "rootpack: wrote rootpack.1 and a page per command into {}",
-            dir.display()
-        );
-    }
-    Ok(())
 }
 
 /// `--env-file`: KEY=VALUE lines; blank lines and `#` comments skipped; a bare KEY takes

@@ -3,3 +3,4 @@
 pub mod boot;
 pub mod cache;
 pub mod containers;
+pub mod man;
