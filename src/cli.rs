@@ -29,8 +29,9 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("ROOTPACK_GIT"
     long_about = "Build root-filesystem images from recipes, run containers from them; read, \
         extract and pack initramfs archives.\n\nArchives are read natively: cpio (newc, crc, \
         odc) in any number of concatenated segments, each uncompressed or compressed with \
-        gzip, zstd, xz, lzma, bzip2, lzop or lz4 (legacy framing), and tar (plain or \
-        compressed).",
+        gzip, zstd, xz, lzma, bzip2, lzop or lz4 (legacy framing), tar (plain or \
+        compressed), and container images (OCI layouts, OCI and Docker archives), their \
+        layers merged as the OCI spec says.",
     after_help = "Examples:\n  \
         rootpack build recipes/hello.toml\n  \
         rootpack run images/hello.ext4 -- bash -c 'echo hello from $HOSTNAME'\n  \
@@ -207,7 +208,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// The archive (initramfs image, .cpio[.gz|.zst|...], .tar[.gz|.zst|.xz]).
+    /// The archive (initramfs image, .cpio[.gz|.zst|...], .tar[.gz|.zst|.xz]) or container
+    /// image (an OCI layout folder, an OCI or Docker archive).
     pub archive: PathBuf,
     /// Also show type and mode, uid:gid, size, mtime (UTC) and link targets.
     #[arg(short, long)]

@@ -279,12 +279,12 @@ fn segment_json(s: &rootpack::archive::SegmentSummary) -> serde_json::Value {
 fn log_segments(segments: &[rootpack::archive::SegmentSummary]) {
     for s in segments {
         log::debug!(
-            "segment {}: {} {} at byte {}: {} entries, {} stored, {} unpacked",
+            "segment {}: {} {} at byte {}: {}, {} stored, {} unpacked",
             s.segment.index,
             s.segment.compression,
             s.segment.format,
             s.segment.offset,
-            s.entries,
+            entries(s.entries),
             human_size(s.stored),
             human_size(s.unpacked)
         );
@@ -309,8 +309,8 @@ fn cmd_extract(args: &ExtractArgs, quiet: bool) -> Result<()> {
     }
     log_segments(&segments);
     log::info!(
-        "extracted {} entries, {} of data, in {:.2}s",
-        report.entries,
+        "extracted {}, {} of data, in {:.2}s",
+        entries(report.entries),
         human_size(report.bytes),
         started.elapsed().as_secs_f64()
     );
@@ -381,10 +381,10 @@ fn cmd_pack(args: &PackArgs, quiet: bool) -> Result<()> {
         n => format!(", {n} frames"),
     };
     eprintln!(
-        "rootpack: packed {} ({}, {} entries{frames}) in {:.2}s",
+        "rootpack: packed {} ({}, {}{frames}) in {:.2}s",
         args.output.display(),
         human_size(summary.written),
-        summary.entries,
+        entries(summary.entries),
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -884,8 +884,25 @@ fn note_missing_manifest(image: &Path) {
     }
 }
 
-fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
+fn cmd_run(mut args: RunArgs, quiet: bool) -> Result<u8> {
     refuse_unsupported(&args)?;
+    // A container image file or layout: unpacked for this run, removed after it.
+    let unpacked = match cmd::unpacked::is_image_file(&args.image) {
+        true if args.detach || args.writable => {
+            return usage(format!(
+                "{}: a container image is unpacked for one foreground run, so --detach and \
+                 --writable do not apply; build it into an image (a recipe with [[layer]] oci = \
+                 \"{}\" and format = \"dir\" or \"ext4\") to keep it",
+                args.image.display(),
+                args.image.display()
+            ));
+        }
+        true => Some(cmd::unpacked::unpack(&args.image, quiet)?),
+        false => None,
+    };
+    if let Some(u) = &unpacked {
+        args.image = u.folder.clone();
+    }
     let Some(rootless) = runs_without_root(&args.image) else {
         return Ok(125);
     };
@@ -960,6 +977,14 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<u8> {
         );
     }
     Ok(outcome.exit_code.clamp(0, 255) as u8)
+}
+
+/// `1 entry`, `2 entries`.
+fn entries(n: u64) -> String {
+    match n {
+        1 => "1 entry".into(),
+        n => format!("{n} entries"),
+    }
 }
 
 /// Bytes in the recipe's units: `256M`, `1G`, `1.5G`, `512`.

@@ -67,6 +67,28 @@ pub struct Config {
 }
 
 impl Config {
+    /// A container image's Env, Entrypoint, Cmd, WorkingDir, User and Labels.
+    pub fn from_image(c: &crate::archive::oci::spec::ImageConfig) -> Config {
+        let Some(c) = &c.config else {
+            return Config::default();
+        };
+        Config {
+            entrypoint: c.entrypoint.clone().unwrap_or_default(),
+            cmd: c.cmd.clone().unwrap_or_default(),
+            env: c
+                .env
+                .iter()
+                .flatten()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            workdir: c.working_dir.clone().filter(|w| !w.is_empty()),
+            hostname: None,
+            user: c.user.clone().filter(|u| !u.is_empty()),
+            labels: c.labels.clone().unwrap_or_default(),
+        }
+    }
+
     /// `self` over `base`, key by key; env and labels merged by name.
     pub fn over(&self, base: &Config) -> Config {
         let mut env = base.env.clone();

@@ -175,6 +175,36 @@ fn every_saved_form_unpacks_as_umoci_does_and_runs_its_own_command() {
         .output()
         .unwrap();
     assert_eq!(stdout(&o), "hello from /opq\n", "{}", stderr(&o));
+    // Every saved form runs as it is, with its config, as podman runs `oci-archive:`;
+    // what was unpacked for the run is gone after it.
+    for form in ["oci.tar", "docker.tar", "layout", "zstd"] {
+        let o = rootpack()
+            .args(["run", "-q"])
+            .arg(saved.join(form))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&o), "hello from /opq\n", "{form}: {}", stderr(&o));
+        let o = rootpack()
+            .args(["run", "-q", "--entrypoint", "", "-w", "/etc"])
+            .arg(saved.join(form))
+            .args(["/bin/sh", "-c", "echo $GREETING; pwd"])
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&o), "hello\n/etc\n", "{form}: {}", stderr(&o));
+        let o = rootpack()
+            .args(["run", "-d"])
+            .arg(saved.join(form))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{form}: {}", stderr(&o));
+    }
+    let left: Vec<_> = fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("rootpack-image"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

@@ -22,9 +22,9 @@ use super::cpio::{NewcHeader, NewcWriter};
 use super::frame_writer::{EntrySink, FrameOptions, Unframed, compress_frames};
 
 /// The default frame size: the input bytes compressed as one frame, at least (frames are
-/// cut at the first entry end past it). Chosen by measurement on a Debian initrd (README,
-/// Performance): at zstd's default level 3 the archive is 0.3 % larger than one frame, at
-/// level 19 about 2 %, and 130 MB still make 32 frames to share between cores.
+/// cut at the first entry end past it). Chosen by measurement on a Debian initrd
+/// (docs/performance.md): the archive stays within a fraction of a percent of one frame at
+/// zstd's default level, and 130 MB still make 16 frames to share between cores.
 pub const DEFAULT_FRAME_SIZE: u64 = 8 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,8 +60,10 @@ pub(super) fn keys(
     digests: &mut Digests,
 ) -> Result<Keys, BuildError> {
     let mut k = Key::new("layers", None);
-    k.field("rootless", &[!rustix::process::geteuid().is_root() as u8]);
-    k.field("record", &[record as u8]);
+    // Recording changes nothing for root: ext4 and archive builds share root's states.
+    let rootless = !rustix::process::geteuid().is_root();
+    k.field("rootless", &[rootless as u8]);
+    k.field("record", &[(record && rootless) as u8]);
     for layer in &recipe.layers {
         k.text("layer", layer.kind());
         let path = layer.path();

@@ -308,29 +308,7 @@ fn apply_image(
             .map(|l| l.digest.as_ref().map_or(&l.diff_id, |d| &d.0).to_string())
             .collect(),
     };
-    Ok((record, image_config(&image.config)))
-}
-
-/// An image's Env, Entrypoint, Cmd, WorkingDir, User and Labels as a recipe's config.
-fn image_config(c: &oci::spec::ImageConfig) -> Config {
-    let Some(c) = &c.config else {
-        return Config::default();
-    };
-    Config {
-        entrypoint: c.entrypoint.clone().unwrap_or_default(),
-        cmd: c.cmd.clone().unwrap_or_default(),
-        env: c
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        workdir: c.working_dir.clone().filter(|w| !w.is_empty()),
-        hostname: None,
-        user: c.user.clone().filter(|u| !u.is_empty()),
-        labels: c.labels.clone().unwrap_or_default(),
-    }
+    Ok((record, Config::from_image(&image.config)))
 }
 
 /// Applies the recipe's layers in order; gives their records and the config of the

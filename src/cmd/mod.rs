@@ -4,3 +4,4 @@ pub mod boot;
 pub mod cache;
 pub mod containers;
 pub mod man;
+pub mod unpacked;

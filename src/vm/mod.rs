@@ -169,9 +169,9 @@ fn check_image(image: &Path) -> Result<crate::manifest::Manifest, BootError> {
         .for_image(&name);
     if manifest.format != "ext4" {
         return Err(BootError::Refused(format!(
-            "{}: a {} image; boot takes an ext4 image",
+            "{}: {}; boot takes an ext4 image",
             image.display(),
-            manifest.format
+            crate::format::describe(&manifest.format)
         )));
     }
     let (_, sha) = crate::digest::digest_file(image).map_err(io_at(image))?;
