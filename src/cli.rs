@@ -307,6 +307,9 @@ pub struct BuildArgs {
     /// Make the image even when it is up to date (the cache is still used).
     #[arg(long)]
     pub force: bool,
+    /// Fetch the tags of docker:// layers again (a pinned digest never changes).
+    #[arg(long)]
+    pub pull: bool,
     #[command(flatten)]
     pub verbosity: Verbosity,
 }

@@ -34,7 +34,7 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
-fn usage<T>(message: impl Into<String>) -> Result<T> {
+pub(crate) fn usage<T>(message: impl Into<String>) -> Result<T> {
     Err(Usage(message.into()).into())
 }
 
@@ -507,6 +507,13 @@ fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
         cache: build_cache(args),
         force: args.force,
     };
+    let pulled = builder::pull::pull_layers(&mut recipe, opts.cache.as_deref(), args.pull)
+        .with_context(|| format!("building {}", path.display()))?;
+    if !quiet {
+        for n in &pulled.notes {
+            eprintln!("rootpack: {n}");
+        }
+    }
     let formats = match args.formats.is_empty() {
         true => vec![recipe.output.format],
         false => args.formats.clone(),
@@ -887,22 +894,8 @@ fn note_missing_manifest(image: &Path) {
 fn cmd_run(mut args: RunArgs, quiet: bool) -> Result<u8> {
     refuse_unsupported(&args)?;
     // A container image file or layout: unpacked for this run, removed after it.
-    let unpacked = match cmd::unpacked::is_image_file(&args.image) {
-        true if args.detach || args.writable => {
-            return usage(format!(
-                "{}: a container image is unpacked for one foreground run, so --detach and \
-                 --writable do not apply; build it into an image (a recipe with [[layer]] oci = \
-                 \"{}\" and format = \"dir\" or \"ext4\") to keep it",
-                args.image.display(),
-                args.image.display()
-            ));
-        }
-        true => Some(cmd::unpacked::unpack(&args.image, quiet)?),
-        false => None,
-    };
-    if let Some(u) = &unpacked {
-        args.image = u.folder.clone();
-    }
+    let kept = args.detach || args.writable;
+    let _unpacked = cmd::unpacked::for_run(&mut args.image, kept, quiet)?;
     let Some(rootless) = runs_without_root(&args.image) else {
         return Ok(125);
     };

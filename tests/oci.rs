@@ -666,13 +666,8 @@ impl Drop for Registry {
     }
 }
 
-#[test]
-fn a_registry_round_trip_with_skopeo_and_podman() {
-    if !require_root() {
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
+/// docker-registry serving on a free port of 127.0.0.1, its storage in `w`.
+fn start_registry(w: &Path) -> (Registry, u16) {
     let port = free_port();
     let config = w.join("registry.yml");
     fs::write(
@@ -683,7 +678,7 @@ fn a_registry_round_trip_with_skopeo_and_podman() {
         ),
     )
     .unwrap();
-    let _registry = Registry(
+    let registry = Registry(
         Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -700,6 +695,17 @@ fn a_registry_round_trip_with_skopeo_and_podman() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    (registry, port)
+}
+
+#[test]
+fn a_registry_round_trip_with_skopeo_and_podman() {
+    if !require_root() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (_registry, port) = start_registry(w);
     let recipe = oci_recipe(w, "oci-archive");
     run(rootpack()
         .args(["build", "-q"])
@@ -805,4 +811,75 @@ fn base_layers_are_kept_byte_for_byte_unless_replaced() {
         stderr(&o)
     );
     assert_eq!(layers(&work.path().join("out/shared.oci")).len(), 1);
+}
+
+/// `[[layer]] oci = "docker://…"`: fetched by skopeo into the build cache (without TLS,
+/// as the recipe says for a registry on 127.0.0.1), the same tree as the saved image; a second
+/// build needs no registry; `ref` pins a digest, and a wrong one is one line.
+#[test]
+fn docker_layers_are_pulled_once_into_the_cache() {
+    if !require_root() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (registry, port) = start_registry(w);
+    let image = format!("127.0.0.1:{port}/bb:1");
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", saved().join("oci.tar").display()))
+        .arg(format!("docker://{image}")));
+    let digest = stdout(&run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{image}"),
+    ])))
+    .trim()
+    .to_string();
+    let cache = w.join("cache");
+    let build = |out: &str, extra: &str| {
+        let recipe = w.join(format!("{out}.toml"));
+        fs::write(
+            &recipe,
+            format!(
+                "name = \"img\"\n[[layer]]\noci = \"docker://{image}\"\ntls_verify = false\n{extra}\n[output]\nformat = \"dir\"\n"
+            ),
+        )
+        .unwrap();
+        rootpack()
+            .args(["build", "--cache"])
+            .arg(&cache)
+            .arg(&recipe)
+            .arg("--out")
+            .arg(w.join(out))
+            .output()
+            .unwrap()
+    };
+    let want = listing(&saved().join("umoci/rootfs"));
+    let o = build("a", "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("pulled docker://{image}")),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(listing(&w.join("a/img")), want);
+    let m = fs::read_to_string(w.join("a/img.json")).unwrap();
+    assert!(m.contains(&format!("docker://{image}")), "{m}");
+    let o = build("pinned", &format!("ref = \"{digest}\""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(listing(&w.join("pinned/img")), want);
+    // Without the registry: what is in the cache builds.
+    drop(registry);
+    let o = build("b", "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("pulled"), "{}", stderr(&o));
+    assert_eq!(listing(&w.join("b/img")), want);
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let o = build("wrong", &format!("ref = \"{wrong}\""));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains(&wrong) && e.trim().lines().count() == 1, "{e}");
 }

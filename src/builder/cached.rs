@@ -77,10 +77,20 @@ pub(super) fn keys(
                 path,
                 reference,
                 platform,
+                pull,
             } => {
-                match path.is_dir() {
-                    true => digests.tree(path, &mut k).map_err(err)?,
-                    false => {
+                match (pull, path.is_dir()) {
+                    // A pulled image by its digest: the cache's shared layout holds others.
+                    (Some(_), _) => {
+                        let sel = crate::archive::oci::Selector {
+                            reference: reference.clone(),
+                            platform: platform.clone(),
+                        };
+                        let image = crate::archive::oci::open(path, &sel)?;
+                        k.text("image", &image.digest.to_string());
+                    }
+                    (None, true) => digests.tree(path, &mut k).map_err(err)?,
+                    (None, false) => {
                         k.text("sha256", &digests.file(path).map_err(err)?);
                     }
                 }

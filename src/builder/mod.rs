@@ -14,6 +14,7 @@ mod delta;
 mod injected;
 mod lock;
 mod output;
+pub mod pull;
 mod stage;
 mod step_tree;
 pub mod steps;
@@ -74,6 +75,8 @@ pub enum BuildError {
     Interrupted,
     #[error(transparent)]
     Step(#[from] steps::StepError),
+    #[error("layer.oci = {image}: {message}")]
+    Pull { image: String, message: String },
     #[error("{}:{line}: [modules]", recipe.display())]
     Modules {
         recipe: PathBuf,

@@ -140,6 +140,7 @@ fn layers_through(
                         path,
                         reference,
                         platform,
+                        ..
                     }),
                 ) => Some(Base {
                     path: path.clone(),
@@ -220,6 +221,7 @@ pub(super) fn estimate(recipe: &Recipe, inputs: &Inputs) -> Result<Usage, BuildE
                 path,
                 reference,
                 platform,
+                ..
             } => {
                 let image = open_image(path, reference, platform)?;
                 for i in 0..image.layers.len() {
@@ -332,9 +334,15 @@ fn apply_layers(
             path,
             reference,
             platform,
+            pull,
         } = layer
         {
-            let (record, image) = apply_image(x, path, reference, platform)?;
+            let (mut record, image) = apply_image(x, path, reference, platform)?;
+            if let Some(p) = pull {
+                // Where it came from, not the cache's copy.
+                record.path = p.source.clone();
+                record.sha256 = None;
+            }
             config = image.over(&config);
             if keep_base && records.is_empty() {
                 base = Some(Base {

@@ -253,6 +253,13 @@ impl Cache {
     }
 }
 
+/// A lock file (0600), locked exclusively until the file is dropped.
+pub fn lock_file(path: &Path) -> io::Result<File> {
+    let file = private_file(path, false)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(file)
+}
+
 /// A 0600 file, new (`create`) or the lock file.
 fn private_file(path: &Path, create: bool) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;

@@ -14,14 +14,30 @@ use rootpack::manifest::{Config, Limits, Manifest, Provenance};
 /// The unpacked image; removed when dropped.
 pub struct Unpacked {
     _dir: TempDir,
-    pub folder: PathBuf,
+    folder: PathBuf,
 }
 
-pub fn is_image_file(path: &Path) -> bool {
-    oci::is_image(path)
+/// When `image` is a container image: unpacked, and `image` made its folder. `kept`: the
+/// run would need it to outlive the run (`-d`, `--writable`), which is refused.
+pub fn for_run(image: &mut PathBuf, kept: bool, quiet: bool) -> Result<Option<Unpacked>> {
+    if !oci::is_image(image) {
+        return Ok(None);
+    }
+    if kept {
+        return crate::usage(format!(
+            "{}: a container image is unpacked for one foreground run, so --detach and \
+             --writable do not apply; build it into an image (a recipe with [[layer]] oci = \
+             \"{}\" and format = \"dir\" or \"ext4\") to keep it",
+            image.display(),
+            image.display()
+        ));
+    }
+    let unpacked = unpack(image, quiet)?;
+    image.clone_from(&unpacked.folder);
+    Ok(Some(unpacked))
 }
 
-pub fn unpack(image: &Path, quiet: bool) -> Result<Unpacked> {
+fn unpack(image: &Path, quiet: bool) -> Result<Unpacked> {
     let opened = oci::open(image, &oci::Selector::default())
         .with_context(|| format!("run {}", image.display()))?;
     let dir = TempDir::beside(&std::env::temp_dir().join("rootpack-image"))

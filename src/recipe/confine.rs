@@ -116,7 +116,13 @@ impl Confinement {
             let (Layer::Initramfs(path)
             | Layer::Tar(path)
             | Layer::Dir(path)
-            | Layer::Oci { path, .. }) = layer;
+            | Layer::Oci {
+                path, pull: None, ..
+            }) = layer
+            else {
+                // Fetched from a registry into the cache: no host path of the recipe's.
+                continue;
+            };
             *path = self
                 .confined(path, false)
                 .map_err(|why| refuse(key, path, why))?;

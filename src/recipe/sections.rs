@@ -10,7 +10,7 @@ use super::written::{
     BinarySpec, ConfigSpec, DirSpec, FileSpec, LayerSpec, LimitsSpec, SymlinkSpec,
 };
 use super::{
-    Binary, Config, DirItem, FileItem, FileSource, Layer, Limits, Modules, RecipeError,
+    Binary, Config, DirItem, FileItem, FileSource, Layer, Limits, Modules, Pull, RecipeError,
     SymlinkItem, find_in_path, hints, parse_size,
 };
 use crate::tree::safe_path::RelPath;
@@ -65,6 +65,14 @@ fn layer(ctx: &Ctx<'_>, spec: &Spanned<LayerSpec>) -> Result<Layer, RecipeError>
             "layer.ref and layer.platform go with layer.oci",
         );
     }
+    if let Some(t) = &l.tls_verify
+        && !(key == "oci" && value_is_pull(l))
+    {
+        return ctx.err(
+            t.span(),
+            "layer.tls_verify goes with layer.oci = \"docker://…\"",
+        );
+    }
     if let Some(p) = &l.platform
         && p.get_ref().split('/').filter(|s| !s.is_empty()).count() < 2
     {
@@ -76,6 +84,9 @@ fn layer(ctx: &Ctx<'_>, spec: &Spanned<LayerSpec>) -> Result<Layer, RecipeError>
             ),
         );
     }
+    if key == "oci" && value_is_pull(l) {
+        return pulled_layer(ctx, l, value);
+    }
     let path = ctx.host_path(&format!("layer.{key}"), value)?;
     Ok(match key {
         "initramfs" => Layer::Initramfs(path),
@@ -84,9 +95,51 @@ fn layer(ctx: &Ctx<'_>, spec: &Spanned<LayerSpec>) -> Result<Layer, RecipeError>
             path,
             reference: l.reference.as_ref().map(|r| r.get_ref().clone()),
             platform: l.platform.as_ref().map(|p| p.get_ref().clone()),
+            pull: None,
         },
         _ => Layer::Dir(path),
     })
+}
+
+/// `layer.oci = "docker://NAME[:TAG]"`, its `ref` a digest that pins it.
+fn pulled_layer(
+    ctx: &Ctx<'_>,
+    l: &LayerSpec,
+    value: &Spanned<String>,
+) -> Result<Layer, RecipeError> {
+    let name = value.get_ref().trim_start_matches("docker://");
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return ctx.err(
+            value.span(),
+            format!(
+                "layer.oci = \"{}\": expected docker://NAME[:TAG]",
+                value.get_ref()
+            ),
+        );
+    }
+    if let Some(r) = &l.reference
+        && !r.get_ref().starts_with("sha256:")
+    {
+        return ctx.err(
+            r.span(),
+            "layer.ref with docker://: the digest that pins the image, \"sha256:…\"",
+        );
+    }
+    Ok(Layer::Oci {
+        path: PathBuf::new(),
+        reference: l.reference.as_ref().map(|r| r.get_ref().clone()),
+        platform: l.platform.as_ref().map(|p| p.get_ref().clone()),
+        pull: Some(Pull {
+            source: value.get_ref().clone(),
+            tls_verify: l.tls_verify.as_ref().is_none_or(|t| *t.get_ref()),
+        }),
+    })
+}
+
+fn value_is_pull(l: &LayerSpec) -> bool {
+    l.oci
+        .as_ref()
+        .is_some_and(|o| o.get_ref().starts_with("docker://"))
 }
 
 /// `[[binary]]`: a program found by path or in `PATH`, and where it and its links go.

@@ -17,6 +17,9 @@ pub enum Layer {
         path: PathBuf,
         reference: Option<String>,
         platform: Option<String>,
+        /// `docker://NAME[:TAG]`: fetched by skopeo into the build cache before the build,
+        /// which then sets `path` and `reference` to the copy there.
+        pull: Option<Pull>,
     },
 }
 
@@ -114,6 +117,14 @@ pub struct Output {
     pub tag: Option<String>,
     /// OCI outputs: the layer's compression, gzip (default) or zstd.
     pub layer_zstd: bool,
+}
+
+/// Where a `docker://` layer comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pull {
+    pub source: String,
+    /// `layer.tls_verify = false`: a registry without HTTPS (one on 127.0.0.1).
+    pub tls_verify: bool,
 }
 
 /// `[modules]`: kernel modules with what they need, from one kernel's module folder.

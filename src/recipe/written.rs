@@ -59,6 +59,7 @@ pub(super) struct LayerSpec {
     #[serde(rename = "ref")]
     pub reference: Option<Spanned<String>>,
     pub platform: Option<Spanned<String>>,
+    pub tls_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
