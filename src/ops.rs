@@ -13,6 +13,7 @@ use crate::archive::{
     Entry, EntryData, Kind, ReadError, SegmentSummary, VisitError, Visitor, read_archive,
 };
 use crate::fsutil::{AtomicFile, TempDir};
+use crate::image::ext4_read::{self, is_ext4};
 use crate::interrupt::interrupted;
 use crate::time_format::format_utc;
 use crate::tree::extract::{ExtractError, ExtractReport, Extractor};
@@ -81,6 +82,9 @@ pub fn list(
     if oci::is_image(archive) {
         return visit_image(archive, &mut lister);
     }
+    if is_ext4(archive) {
+        return visit_ext4(archive, &mut lister);
+    }
     let file = open(archive)?;
     read_archive(&file, &mut lister, progress, &interrupted).map_err(|source| OpError::Read {
         path: archive.to_path_buf(),
@@ -133,6 +137,48 @@ fn visit_image(path: &Path, visitor: &mut dyn Visitor) -> Result<Vec<SegmentSumm
             .map_err(|e| read_err(ReadError::Visit(e)))?;
     }
     Ok(layers)
+}
+
+/// An ext4 image's entries (mounted read-only, walked in name order), to `visitor`.
+fn visit_ext4(path: &Path, visitor: &mut dyn Visitor) -> Result<Vec<SegmentSummary>, OpError> {
+    let read_err = |e: io::Error| OpError::Read {
+        path: path.to_path_buf(),
+        source: ReadError::Io(e),
+    };
+    let walked = ext4_read::with_tree(path, |root| -> Result<(), OpError> {
+        for walked in crate::walk::walk_named(root) {
+            let (name, item) = walked.map_err(|(_, e)| read_err(e))?;
+            if name == b"." {
+                continue;
+            }
+            let entry = crate::tree::inject::host_entry(item.path(), name, false)
+                .map_err(|e| read_err(io::Error::other(e)))?;
+            let mut empty = io::empty();
+            let mut data = EntryData::new(&mut empty, 0, false);
+            visitor
+                .entry(&entry, &mut data)
+                .map_err(|e| read_err(io::Error::other(e)))?;
+        }
+        Ok(())
+    });
+    walked.map_err(read_err)??;
+    Ok(Vec::new())
+}
+
+/// Copies an ext4 image's tree (mounted read-only) onto the extractor's.
+fn extract_ext4(path: &Path, x: &mut Extractor) -> Result<(), OpError> {
+    let read_err = |e: io::Error| OpError::Read {
+        path: path.to_path_buf(),
+        source: ReadError::Io(e),
+    };
+    // Settled before the unmount: the copier thread reads the files it was given.
+    ext4_read::with_tree(path, |root| {
+        crate::tree::inject::copy_tree(x, root).map_err(io::Error::other)?;
+        x.settle().map_err(io::Error::other)
+    })
+    .map_err(read_err)?
+    .map_err(read_err)?;
+    Ok(())
 }
 
 /// A reader that counts the bytes taken from it.
@@ -205,7 +251,7 @@ pub fn list_json(
             Ok(())
         }
     }
-    let image = oci::is_image(archive);
+    let image = oci::is_image(archive) || is_ext4(archive);
     let file = if image { None } else { Some(open(archive)?) };
     out.write_all(b"[").map_err(|source| OpError::Output {
         path: "stdout".into(),
@@ -213,6 +259,7 @@ pub fn list_json(
     })?;
     let mut lister = JsonLister { out, first: true };
     let segments = match &file {
+        None if is_ext4(archive) => visit_ext4(archive, &mut lister)?,
         None => visit_image(archive, &mut lister)?,
         Some(file) => {
             read_archive(file, &mut lister, progress, &interrupted).map_err(|source| {
@@ -323,7 +370,7 @@ pub fn extract(
     opts: ExtractOptions,
     progress: Option<ProgressBar>,
 ) -> Result<(Vec<SegmentSummary>, ExtractReport), OpError> {
-    let image = oci::is_image(archive);
+    let image = oci::is_image(archive) || is_ext4(archive);
     let file = if image { None } else { Some(open(archive)?) };
     let out_err = |source| OpError::Output {
         path: dest.to_path_buf(),
@@ -351,6 +398,10 @@ pub fn extract(
         seen: false,
     };
     let segments = match &file {
+        None if is_ext4(archive) => {
+            extract_ext4(archive, &mut extractor.inner)?;
+            Vec::new()
+        }
         None => {
             extract_image(archive, &mut extractor.inner)?;
             Vec::new()

@@ -1025,3 +1025,48 @@ fn a_corrupt_or_cut_frame_names_the_segment_the_frame_and_the_byte() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// An ext4 image made by mke2fs -d (not by rootpack) is listed and extracted like an
+/// archive: the same tree (owners, modes, times, hard links, devices, symlinks) as the one
+/// it was made from, and nothing mounted or attached after.
+#[test]
+fn ext4_images_list_and_extract_as_archives() {
+    if !require_root() {
+        return;
+    }
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    make_tree(&src);
+    let image = w.join("fs.img");
+    run(Command::new("mke2fs")
+        .args(["-q", "-t", "ext4", "-d"])
+        .arg(&src)
+        .arg(&image)
+        .arg("64M"));
+    let dest = w.join("x");
+    run(rootpack().arg("extract").arg(&image).arg(&dest));
+    fs::remove_dir_all(dest.join("lost+found")).unwrap();
+    assert_same_tree(&src, &dest, &opts());
+    let listed = stdout(&run(rootpack().arg("ls").arg(&image)));
+    let mut names: Vec<&str> = listed
+        .lines()
+        .filter(|l| !l.starts_with("lost+found"))
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = list_tree(&src)
+        .iter()
+        .filter_map(|p| p.strip_prefix(&src).ok())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    let json = stdout(&run(rootpack().args(["ls", "--json"]).arg(&image)));
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&json)
+            .unwrap()
+            .is_array()
+    );
+    assert!(loop_devices(|p| p == image).is_empty());
+}

@@ -2,5 +2,6 @@
 
 pub mod ext4;
 pub mod ext4_inodes;
+pub mod ext4_read;
 pub mod loopdev;
 pub mod mount;

@@ -50,7 +50,7 @@ pub fn write_entry(
 
 /// An entry describing the host file at `path` (not followed), to be written at `name`.
 /// `owner_root` maps the owner to 0:0, as injected host files belong to root in the image.
-fn host_entry(path: &Path, name: Vec<u8>, owner_root: bool) -> Result<Entry, InjectError> {
+pub fn host_entry(path: &Path, name: Vec<u8>, owner_root: bool) -> Result<Entry, InjectError> {
     let meta = std::fs::symlink_metadata(path).map_err(host_err(path))?;
     let ft = meta.file_type();
     let kind = if ft.is_file() {
