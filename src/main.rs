@@ -14,13 +14,12 @@ use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser};
 
 use cli::{
-    BuildArgs, Cli, Command, CompressArg, ExtractArgs, FormatArg, InspectArgs, LsArgs, MethodArg,
-    PackArgs, RunArgs, SecurityOpt,
+    Cli, Command, CompressArg, ExtractArgs, FormatArg, InspectArgs, LsArgs, PackArgs, RunArgs,
+    SecurityOpt,
 };
 use rootpack::archive::Compression;
 use rootpack::archive::pack::{PackFormat, PackOptions};
-use rootpack::recipe::Method;
-use rootpack::{builder, interrupt, manifest, ops, progress, recipe};
+use rootpack::{builder, interrupt, manifest, ops, progress};
 
 /// A mistake in how rootpack was called: exit 2, like clap's own usage errors.
 #[derive(Debug)]
@@ -157,7 +156,7 @@ fn run(cli: Cli) -> Result<Option<u8>> {
         Command::Ls(args) => cmd_ls(&args, quiet).map(|()| None),
         Command::Extract(args) => cmd_extract(&args, quiet).map(|()| None),
         Command::Pack(args) => cmd_pack(&args, quiet).map(|()| None),
-        Command::Build(args) => cmd_build(&args, quiet).map(|()| None),
+        Command::Build(args) => cmd::build::build(&args, quiet).map(|()| None),
         Command::Inspect(args) => {
             end_quietly_on_a_closed_pipe();
             cmd_inspect(&args).map(|()| None)
@@ -321,7 +320,7 @@ fn cmd_extract(args: &ExtractArgs, quiet: bool) -> Result<()> {
 }
 
 /// What an unprivileged extraction could not keep.
-fn warn_left_out(report: &rootpack::tree::extract::ExtractReport) {
+pub(crate) fn warn_left_out(report: &rootpack::tree::extract::ExtractReport) {
     if report.skipped_devices > 0 {
         eprintln!(
             "rootpack: warning: {} device node(s) skipped (creating them needs root)",
@@ -445,7 +444,7 @@ fn pack_kind(
     Ok((format, compression))
 }
 
-fn source_date_epoch() -> Result<Option<i64>> {
+pub(crate) fn source_date_epoch() -> Result<Option<i64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => {
             Ok(Some(v.trim().parse().with_context(|| {
@@ -453,146 +452,6 @@ fn source_date_epoch() -> Result<Option<i64>> {
             })?))
         }
         _ => Ok(None),
-    }
-}
-
-/// The output folder exists (made if missing) and can be written, or an error that says
-/// which of these failed.
-fn prepare_out_dir(out: &Path) -> Result<()> {
-    match std::fs::metadata(out) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => bail!(
-            "output folder {}: exists and is not a folder (pick another with --out)",
-            out.display()
-        ),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(out)
-            .with_context(|| format!("cannot create the output folder {}", out.display()))?,
-        Err(e) => {
-            return Err(e).with_context(|| format!("output folder {}", out.display()));
-        }
-    }
-    let writable = rustix::fs::access(
-        out,
-        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
-    );
-    writable.map_err(io::Error::from).with_context(|| {
-        format!(
-            "cannot write into the output folder {} (pick another with --out)",
-            out.display()
-        )
-    })
-}
-
-fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<()> {
-    let started = Instant::now();
-    let path = &args.recipe;
-    let mut recipe = recipe::load(path)?;
-    if args.untrusted {
-        recipe::confine::Confinement::new(&recipe, &args.allow)?.apply(&mut recipe)?;
-    }
-    prepare_out_dir(&args.out)?;
-    let opts = builder::BuildOptions {
-        out_dir: args.out.clone(),
-        source_date_epoch: source_date_epoch()?,
-        method: args.method.map(|m| match m {
-            MethodArg::Auto => Method::Auto,
-            MethodArg::Populate => Method::Populate,
-            MethodArg::Mount => Method::Mount,
-        }),
-        progress: !quiet,
-        step_output: (!quiet).then(|| {
-            std::sync::Arc::new(|n: usize, line: &str| eprintln!("run {n}| {line}"))
-                as builder::steps::StepSink
-        }),
-        cache: build_cache(args),
-        force: args.force,
-    };
-    let pulled = builder::pull::pull_layers(&mut recipe, opts.cache.as_deref(), args.pull)
-        .with_context(|| format!("building {}", path.display()))?;
-    if !quiet {
-        for n in &pulled.notes {
-            eprintln!("rootpack: {n}");
-        }
-    }
-    let formats = match args.formats.is_empty() {
-        true => vec![recipe.output.format],
-        false => args.formats.clone(),
-    };
-    let mut reproducible = true;
-    for format in formats {
-        recipe.output.format = format;
-        let built = builder::build(&recipe, &opts)
-            .with_context(|| format!("building {}", path.display()))?;
-        report_built(args, &built, started, quiet);
-        reproducible &= built.manifest.build.source_date_epoch.is_some();
-    }
-    if !quiet && !reproducible {
-        eprintln!(
-            "rootpack: note: no source date epoch, so a rebuild will not give the same bytes; \
-             set source_date_epoch in the recipe, or SOURCE_DATE_EPOCH=$(git log -1 \
-             --format=%ct)"
-        );
-    }
-    Ok(())
-}
-
-/// The cache folder: `--cache`, else `ROOTPACK_CACHE` (`off`: none), else the default.
-fn build_cache(args: &BuildArgs) -> Option<PathBuf> {
-    if args.no_cache {
-        return None;
-    }
-    if let Some(dir) = &args.cache {
-        return Some(dir.clone());
-    }
-    match std::env::var_os("ROOTPACK_CACHE") {
-        Some(v) if v == "off" => None,
-        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => Some(rootpack::cache::default_dir()),
-    }
-}
-
-/// What a build says: what it cleaned and warns of, what it wrote, the manifest with --json.
-fn report_built(args: &BuildArgs, built: &builder::Built, started: Instant, quiet: bool) {
-    if !quiet {
-        for p in &built.cleaned {
-            eprintln!(
-                "rootpack: removed {} left by an interrupted build",
-                p.display()
-            );
-        }
-        for w in &built.warnings {
-            eprintln!("rootpack: warning: {w}");
-        }
-        warn_left_out(&built.report);
-        for n in &built.notes {
-            eprintln!("rootpack: {n}");
-        }
-        if built.up_to_date {
-            eprintln!(
-                "rootpack: {} is up to date ({})",
-                built.image.display(),
-                built.manifest_path.display()
-            );
-            return emit_built_json(args, built);
-        }
-        eprintln!(
-            "rootpack: built {} ({}, {} files) and {} in {:.2}s",
-            built.image.display(),
-            human_size(built.manifest.size),
-            built.manifest.build.files,
-            built.manifest_path.display(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    emit_built_json(args, built);
-}
-
-fn emit_built_json(args: &BuildArgs, built: &builder::Built) {
-    if !built.manifest.sha256.is_empty() {
-        log::info!("sha256 {}", built.manifest.sha256);
-    }
-    if args.json {
-        print!("{}", built.manifest.to_json());
     }
 }
 

@@ -139,12 +139,17 @@ fn visit_image(path: &Path, visitor: &mut dyn Visitor) -> Result<Vec<SegmentSumm
     Ok(layers)
 }
 
-/// An ext4 image's entries (mounted read-only, walked in name order), to `visitor`.
-fn visit_ext4(path: &Path, visitor: &mut dyn Visitor) -> Result<Vec<SegmentSummary>, OpError> {
-    let read_err = |e: io::Error| OpError::Read {
+/// A failure reading the ext4 image at `path`.
+fn ext4_err(path: &Path) -> impl Fn(io::Error) -> OpError + '_ {
+    move |e| OpError::Read {
         path: path.to_path_buf(),
         source: ReadError::Io(e),
-    };
+    }
+}
+
+/// An ext4 image's entries (mounted read-only, walked in name order), to `visitor`.
+fn visit_ext4(path: &Path, visitor: &mut dyn Visitor) -> Result<Vec<SegmentSummary>, OpError> {
+    let read_err = ext4_err(path);
     let walked = ext4_read::with_tree(path, |root| -> Result<(), OpError> {
         for walked in crate::walk::walk_named(root) {
             let (name, item) = walked.map_err(|(_, e)| read_err(e))?;
@@ -167,17 +172,14 @@ fn visit_ext4(path: &Path, visitor: &mut dyn Visitor) -> Result<Vec<SegmentSumma
 
 /// Copies an ext4 image's tree (mounted read-only) onto the extractor's.
 fn extract_ext4(path: &Path, x: &mut Extractor) -> Result<(), OpError> {
-    let read_err = |e: io::Error| OpError::Read {
-        path: path.to_path_buf(),
-        source: ReadError::Io(e),
-    };
+    let read_err = ext4_err(path);
     // Settled before the unmount: the copier thread reads the files it was given.
     ext4_read::with_tree(path, |root| {
         crate::tree::inject::copy_tree(x, root).map_err(io::Error::other)?;
         x.settle().map_err(io::Error::other)
     })
-    .map_err(read_err)?
-    .map_err(read_err)?;
+    .map_err(&read_err)?
+    .map_err(&read_err)?;
     Ok(())
 }
 

@@ -73,6 +73,17 @@ fn module_names(listing: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The lists depmod reads besides the modules, from one module folder to another.
+fn copy_lists(from: &Path, to: &Path) {
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
+        fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
 /// A module folder under `w` made by depmod -b, its `kernel/` a symlink to the kernel's.
 fn indexed_root(w: &Path, root: &Path, release: &str) -> PathBuf {
     let idx = w.join("index");
@@ -80,13 +91,7 @@ fn indexed_root(w: &Path, root: &Path, release: &str) -> PathBuf {
     fs::create_dir_all(&dir).unwrap();
     let src = root.join("lib/modules").join(release);
     std::os::unix::fs::symlink(src.join("kernel"), dir.join("kernel")).unwrap();
-    for f in [
-        "modules.order",
-        "modules.builtin",
-        "modules.builtin.modinfo",
-    ] {
-        fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
+    copy_lists(&src, &dir);
     run(Command::new("depmod").arg("-b").arg(&idx).arg(release));
     idx
 }
@@ -157,13 +162,7 @@ fn small_module_folder(w: &Path, root: &Path, release: &str, edit: &str) -> Path
         fs::create_dir_all(to.parent().unwrap()).unwrap();
         fs::copy(src.join("kernel").join(m), &to).unwrap();
     }
-    for f in [
-        "modules.order",
-        "modules.builtin",
-        "modules.builtin.modinfo",
-    ] {
-        fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
+    copy_lists(&src, &dir);
     sh(&dir, edit);
     run(Command::new("depmod")
         .arg("-b")
@@ -207,7 +206,7 @@ fn a_missing_dependency_is_named_and_compressed_modules_are_kept() {
     );
     // An xz-compressed module stays as it is, and its dependencies come with it.
     fs::remove_dir_all(w.join("small")).unwrap();
-    let dir = small_module_folder(w, &root, &release, "xz kernel/drivers/block/virtio_blk.ko");
+    small_module_folder(w, &root, &release, "xz kernel/drivers/block/virtio_blk.ko");
     fs::write(&recipe, text("\"virtio_blk\"")).unwrap();
     let o = build(&recipe, &w.join("out"));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -238,7 +237,6 @@ fn a_missing_dependency_is_named_and_compressed_modules_are_kept() {
         "{}",
         stdout(&o)
     );
-    let _ = dir;
 }
 
 /// The busybox image and the boot initramfs in `w/images`.

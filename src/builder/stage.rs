@@ -134,20 +134,7 @@ fn layers_through(
         Some(state) if !keep_base || base_alone => {
             let (layers, config) = c.restore_layers(state, x)?;
             let base = match (keep_base, first) {
-                (
-                    true,
-                    Some(Layer::Oci {
-                        path,
-                        reference,
-                        platform,
-                        ..
-                    }),
-                ) => Some(Base {
-                    path: path.clone(),
-                    reference: reference.clone(),
-                    platform: platform.clone(),
-                    snapshot: delta::snapshot(root).map_err(out_err(root))?,
-                }),
+                (true, Some(layer)) => base_of(layer, root)?,
                 _ => None,
             };
             Ok((layers, config, base))
@@ -313,6 +300,26 @@ fn apply_image(
     Ok((record, Config::from_image(&image.config)))
 }
 
+/// The base image `layer` is, with what it put in the tree at `root` (nothing for a
+/// layer that is not a container image).
+fn base_of(layer: &Layer, root: &Path) -> Result<Option<Base>, BuildError> {
+    let Layer::Oci {
+        path,
+        reference,
+        platform,
+        ..
+    } = layer
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Base {
+        path: path.clone(),
+        reference: reference.clone(),
+        platform: platform.clone(),
+        snapshot: delta::snapshot(root).map_err(out_err(root))?,
+    }))
+}
+
 /// Applies the recipe's layers in order; gives their records and the config of the
 /// container images among them (a later one's keys over an earlier one's).
 fn apply_layers(
@@ -345,12 +352,7 @@ fn apply_layers(
             }
             config = image.over(&config);
             if keep_base && records.is_empty() {
-                base = Some(Base {
-                    path: path.clone(),
-                    reference: reference.clone(),
-                    platform: platform.clone(),
-                    snapshot: delta::snapshot(root).map_err(out_err(root))?,
-                });
+                base = base_of(layer, root)?;
             }
             records.push(record);
             continue;

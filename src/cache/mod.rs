@@ -72,6 +72,19 @@ pub fn default_dir() -> PathBuf {
     base.join("rootpack")
 }
 
+/// The cache a command uses: `given` (`--cache`), else `ROOTPACK_CACHE` (`off`: none),
+/// else [`default_dir`].
+pub fn chosen_dir(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(dir) = given {
+        return Some(dir.to_path_buf());
+    }
+    match std::env::var_os("ROOTPACK_CACHE") {
+        Some(v) if v == "off" => None,
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => Some(default_dir()),
+    }
+}
+
 fn uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }

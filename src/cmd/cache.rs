@@ -8,12 +8,8 @@ use crate::cli::{CacheArgs, CacheCommand};
 use rootpack::cache::{self, Cache};
 
 pub fn cache(args: &CacheArgs, quiet: bool) -> Result<()> {
-    let dir = args.cache.clone().unwrap_or_else(|| {
-        match std::env::var_os("ROOTPACK_CACHE").filter(|v| !v.is_empty() && v != "off") {
-            Some(v) => v.into(),
-            None => cache::default_dir(),
-        }
-    });
+    // With ROOTPACK_CACHE=off, the default cache is still the one to look at.
+    let dir = cache::chosen_dir(args.cache.as_deref()).unwrap_or_else(cache::default_dir);
     let c = Cache::open(&dir).with_context(|| format!("cache {}", dir.display()))?;
     let say = |s: String| {
         if !quiet {

@@ -189,17 +189,23 @@ fn index_dir(m: &Modules, work: &Path) -> Result<PathBuf, ModuleError> {
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let kernel = m.dir.join("kernel");
     std::os::unix::fs::symlink(&kernel, dir.join("kernel")).map_err(io_at(&dir))?;
+    copy_kernel_lists(&m.dir, &dir)?;
+    depmod(&root, &m.version)?;
+    Ok(dir)
+}
+
+/// The lists depmod reads besides the modules: what is built in, and the load order.
+fn copy_kernel_lists(from: &Path, to: &Path) -> Result<(), ModuleError> {
     for f in [
         "modules.builtin",
         "modules.builtin.modinfo",
         "modules.order",
     ] {
-        if m.dir.join(f).is_file() {
-            std::fs::copy(m.dir.join(f), dir.join(f)).map_err(io_at(&dir))?;
+        if from.join(f).is_file() {
+            std::fs::copy(from.join(f), to.join(f)).map_err(io_at(to))?;
         }
     }
-    depmod(&root, &m.version)?;
-    Ok(dir)
+    Ok(())
 }
 
 fn depmod(root: &Path, version: &str) -> Result<(), ModuleError> {
@@ -330,15 +336,7 @@ pub fn lay_out(set: &ModuleSet, names: &[String], root: &Path) -> Result<(), Mod
         std::fs::copy(set.dir.join(file), &to).map_err(io_at(&to))?;
     }
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-    for f in [
-        "modules.builtin",
-        "modules.builtin.modinfo",
-        "modules.order",
-    ] {
-        if set.dir.join(f).is_file() {
-            std::fs::copy(set.dir.join(f), dir.join(f)).map_err(io_at(&dir))?;
-        }
-    }
+    copy_kernel_lists(&set.dir, &dir)?;
     depmod(root, &set.version)?;
     for (from, name) in &set.firmware {
         let to = root.join("lib/firmware").join(name);

@@ -376,11 +376,7 @@ fn run_qemu(
         let _ = child.wait();
     };
     let exit = loop {
-        while let Ok(event) = rx.try_recv() {
-            match event {
-                Event::Output => seen_output = true,
-            }
-        }
+        seen_output |= rx.try_recv().is_ok();
         if let Some(status) = child.try_wait().map_err(BootError::Qemu)? {
             break status;
         }
@@ -411,13 +407,13 @@ fn run_qemu(
     }
 }
 
-enum Event {
-    Output,
-}
-
 /// Copies the console to stdout as it comes, without the exit status line; gives the
 /// status it carried.
-fn relay(mut from: impl Read, token: &str, events: std::sync::mpsc::Sender<Event>) -> Option<i32> {
+fn relay(
+    mut from: impl Read,
+    token: &str,
+    output_seen: std::sync::mpsc::Sender<()>,
+) -> Option<i32> {
     let marker = format!("rootpack-exit-status:{token}:");
     let mut out = io::stdout();
     let mut line: Vec<u8> = Vec::new();
@@ -428,7 +424,7 @@ fn relay(mut from: impl Read, token: &str, events: std::sync::mpsc::Sender<Event
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let _ = events.send(Event::Output);
+        let _ = output_seen.send(());
         for &b in &buf[..n] {
             line.push(b);
             if b == b'\n' {
