@@ -36,6 +36,7 @@ test_packages=(
 	gcc-multilib                                                 # a 32-bit probe for the i386 filter
 	gzip zstd xz-utils bzip2 lz4 lzop                            # every initramfs compression
 	qemu-system-x86                                              # a kernel boots what pack writes
+	mmdebstrap attr acl libcap2-bin                              # a Debian tree; its xattrs read back
 )
 # Container images in and out, the peers the tests check outputs with; with their
 # recommended packages, which podman needs to run as it does on a desktop.

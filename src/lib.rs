@@ -25,3 +25,4 @@ pub mod time_format;
 pub mod tree;
 pub mod vm;
 pub mod walk;
+pub mod xattr;

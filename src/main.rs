@@ -338,6 +338,18 @@ pub(crate) fn warn_left_out(report: &rootpack::tree::extract::ExtractReport) {
             }
         );
     }
+    if report.xattrs_dropped > 0 {
+        eprintln!(
+            "rootpack: warning: {} extended {} not kept (security.* and trusted.* need \
+             root; or the file system refused them)",
+            report.xattrs_dropped,
+            if report.xattrs_dropped == 1 {
+                "attribute"
+            } else {
+                "attributes"
+            }
+        );
+    }
 }
 
 fn cmd_pack(args: &PackArgs, quiet: bool) -> Result<()> {
@@ -368,11 +380,8 @@ fn cmd_pack(args: &PackArgs, quiet: bool) -> Result<()> {
     if quiet {
         return Ok(());
     }
-    if summary.skipped_sockets > 0 {
-        eprintln!(
-            "rootpack: warning: {} socket(s) left out (tar cannot store sockets)",
-            summary.skipped_sockets
-        );
+    for line in rootpack::archive::pack::left_out(&summary) {
+        eprintln!("rootpack: warning: {line}");
     }
     let frames = match summary.frames {
         0 => String::new(),

@@ -314,6 +314,18 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         }
         _ => {}
     }
+    if !e.xattrs.is_empty() {
+        let hex = |v: &[u8]| {
+            v.iter()
+                .fold("0x".to_string(), |s, b| s + &format!("{b:02x}"))
+        };
+        let xattrs: serde_json::Map<_, _> = e
+            .xattrs
+            .iter()
+            .map(|(n, v)| (text(n), hex(v).into()))
+            .collect();
+        map.insert("xattrs".into(), xattrs.into());
+    }
     serde_json::Value::Object(map)
 }
 
@@ -341,6 +353,12 @@ fn long_prefix(e: &Entry) -> String {
     ]
     .iter()
     .collect();
+    // As macOS's `ls -l` marks a file with extended attributes.
+    let perms = if e.xattrs.is_empty() {
+        perms
+    } else {
+        perms + "@"
+    };
     let size = match e.kind {
         Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } => {
             format!("{major},{minor}")

@@ -300,6 +300,7 @@ fn make_entry(
         mtime: h.mtime,
         link_key,
         offset,
+        xattrs: Vec::new(),
     })
 }
 

@@ -79,6 +79,8 @@ pub struct Entry {
     pub link_key: Option<LinkKey>,
     /// Offset of the header in its (decompressed) stream, for messages.
     pub offset: u64,
+    /// The extended attributes an image keeps ([`crate::xattr::kept`]), sorted by name.
+    pub xattrs: crate::xattr::Xattrs,
 }
 
 /// Where a segment starts in the archive file and how it is stored.

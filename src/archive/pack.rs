@@ -88,20 +88,50 @@ pub struct PackSummary {
     pub data_bytes: u64,
     /// Sockets cannot be stored in tar and are left out.
     pub skipped_sockets: u64,
+    /// Entries whose extended attributes a cpio archive could not carry.
+    pub xattrs_left_out: u64,
     /// Compressed frames of the main segment (0 when it is not compressed).
     pub frames: u64,
     /// Bytes written, every segment included.
     pub written: u64,
 }
 
+/// What the archive could not hold, one line each, for a warning.
+pub fn left_out(summary: &PackSummary) -> Vec<String> {
+    let entries = |n: u64| match n {
+        1 => "1 entry".to_string(),
+        n => format!("{n} entries"),
+    };
+    let mut lines = Vec::new();
+    if summary.skipped_sockets > 0 {
+        lines.push(format!(
+            "{} left out: tar cannot store sockets",
+            match summary.skipped_sockets {
+                1 => "1 socket".to_string(),
+                n => format!("{n} sockets"),
+            }
+        ));
+    }
+    if summary.xattrs_left_out > 0 {
+        lines.push(format!(
+            "extended attributes of {} left out: cpio cannot carry them (file capabilities \
+             among them; a tar or ext4 image keeps them)",
+            entries(summary.xattrs_left_out)
+        ));
+    }
+    lines
+}
+
 /// What an entry of the tree should be in an image when the tree itself cannot hold it:
-/// owner, full mode (type and permission bits) and, for a device, its number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// owner, full mode (type and permission bits), for a device its number, and the
+/// extended attributes (which an unprivileged process cannot set in `security.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
     pub rdev: (u32, u32),
+    pub xattrs: crate::xattr::Xattrs,
 }
 
 /// Recorded metadata by path (relative to the root, the root itself as the empty path).
@@ -133,20 +163,28 @@ fn walk(dir: &Path, recorded: Option<&RecordedTree>) -> Result<Vec<Item>, PackEr
             source: e.into(),
         })?;
         let key: &[u8] = if name == b"." { b"" } else { &name };
-        let on_disk = Recorded {
-            uid: meta.uid(),
-            gid: meta.gid(),
-            mode: meta.mode(),
-            rdev: (libc::major(meta.rdev()), libc::minor(meta.rdev())),
+        let is = match recorded.and_then(|r| r.get(key)) {
+            Some(r) => r.clone(),
+            None => Recorded {
+                uid: meta.uid(),
+                gid: meta.gid(),
+                mode: meta.mode(),
+                rdev: (libc::major(meta.rdev()), libc::minor(meta.rdev())),
+                xattrs: crate::xattr::read_path(entry.path()).map_err(|source| {
+                    PackError::Read {
+                        path: entry.path().to_path_buf(),
+                        source,
+                    }
+                })?,
+            },
         };
-        let is = recorded.and_then(|r| r.get(key)).copied();
+        found.push(recorded.is_some_and(|r| r.contains_key(key)));
         items.push(Item {
             name,
             path: entry.into_path(),
-            is: is.unwrap_or(on_disk),
+            is,
             meta,
         });
-        found.push(is.is_some());
     }
     if recorded.is_some() {
         apply_to_unrecorded(&mut items, &found);
@@ -161,18 +199,14 @@ fn apply_to_unrecorded(items: &mut [Item], found: &[bool]) {
     let mut by_inode: HashMap<(u64, u64), Recorded> = HashMap::new();
     for (it, _) in items.iter().zip(found).filter(|(_, f)| **f) {
         if it.meta.nlink() > 1 {
-            by_inode.insert((it.meta.dev(), it.meta.ino()), it.is);
+            by_inode.insert((it.meta.dev(), it.meta.ino()), it.is.clone());
         }
     }
     for (it, _) in items.iter_mut().zip(found).filter(|(_, f)| !**f) {
-        it.is = match by_inode.get(&(it.meta.dev(), it.meta.ino())) {
-            Some(r) => *r,
-            None => Recorded {
-                uid: 0,
-                gid: 0,
-                ..it.is
-            },
-        };
+        match by_inode.get(&(it.meta.dev(), it.meta.ino())) {
+            Some(r) => it.is = r.clone(),
+            None => (it.is.uid, it.is.gid) = (0, 0),
+        }
     }
 }
 
@@ -453,6 +487,9 @@ fn cpio_entry(
     if kind == libc::S_IFBLK || kind == libc::S_IFCHR {
         (h.rdev_major, h.rdev_minor) = it.is.rdev;
     }
+    if !it.is.xattrs.is_empty() {
+        summary.xattrs_left_out += 1;
+    }
     let written = if kind == libc::S_IFLNK {
         let target = std::fs::read_link(&it.path).map_err(|source| PackError::Read {
             path: it.path.clone(),
@@ -528,6 +565,10 @@ fn tar_entry(
         path: it.path.clone(),
         source,
     };
+    // A hard link's attributes are its first name's: the inode's.
+    if links.first[i].is_none() && !it.is.xattrs.is_empty() {
+        append_xattrs(builder, &it.is.xattrs).map_err(PackError::Write)?;
+    }
     let result = if let Some(first) = links.first[i] {
         h.set_entry_type(EntryType::Link);
         let target = Path::new(OsStr::from_bytes(&items[first].name));
@@ -574,4 +615,34 @@ fn tar_entry(
         _ => PackError::Write(e),
     })?;
     Ok(true)
+}
+
+/// A PAX extended header with the next entry's attributes as `SCHILY.xattr.NAME` records,
+/// the value's bytes as they are: what GNU tar, containerd and podman write and read.
+fn append_xattrs(
+    builder: &mut ::tar::Builder<&mut dyn EntrySink>,
+    xattrs: &crate::xattr::Xattrs,
+) -> io::Result<()> {
+    let mut data = Vec::new();
+    for (name, value) in xattrs {
+        // "LEN KEY=VALUE\n", where LEN counts its own digits.
+        let rest = b" SCHILY.xattr.=\n".len() + name.len() + value.len();
+        let mut len = rest + 1;
+        while rest + len.to_string().len() != len {
+            len += 1;
+        }
+        data.extend_from_slice(format!("{len} SCHILY.xattr.").as_bytes());
+        data.extend_from_slice(name);
+        data.push(b'=');
+        data.extend_from_slice(value);
+        data.push(b'\n');
+    }
+    let mut h = ::tar::Header::new_ustar();
+    h.set_path("././@PaxHeader")?;
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_size(data.len() as u64);
+    h.set_entry_type(::tar::EntryType::XHeader);
+    h.set_cksum();
+    builder.append(&h, &data[..])
 }

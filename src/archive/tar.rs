@@ -21,6 +21,7 @@ struct Extensions {
     gid: Option<u64>,
     mtime: Option<i64>,
     size: Option<u64>,
+    xattrs: crate::xattr::Xattrs,
 }
 
 /// Whether a 512-byte block is a ustar/GNU tar header.
@@ -127,8 +128,10 @@ fn read_extension<R: Read>(
     Ok(data)
 }
 
-/// Takes what we use from PAX records: path, linkpath, uid, gid, mtime (whole seconds)
-/// and size.
+/// Takes what we use from PAX records: path, linkpath, uid, gid, mtime (whole seconds),
+/// size, and extended attributes as GNU tar, containerd and podman write them
+/// (`SCHILY.xattr.NAME`, the value raw) and as libarchive does (`LIBARCHIVE.xattr.NAME`,
+/// the name %-escaped, the value base64).
 fn apply_pax(records: &[u8], ext: &mut Extensions, offset: u64) -> Result<(), ReadError> {
     let bad = |what: String| ReadError::Malformed { offset, what };
     for record in ::tar::PaxExtensions::new(records) {
@@ -152,10 +155,81 @@ fn apply_pax(records: &[u8], ext: &mut Extensions, offset: u64) -> Result<(), Re
             b"gid" => ext.gid = Some(number()? as u64),
             b"mtime" => ext.mtime = Some(number()?),
             b"size" => ext.size = Some(number()? as u64),
-            _ => {}
+            key => {
+                if let Some((name, value)) = pax_xattr(key, value) {
+                    let name = name
+                        .map_err(|()| bad(format!("PAX record {}: bad name", display_name(key))))?;
+                    let value = value.map_err(|()| {
+                        bad(format!(
+                            "PAX record {}: bad base64 value",
+                            display_name(key)
+                        ))
+                    })?;
+                    if crate::xattr::kept(&name) {
+                        ext.xattrs.retain(|(n, _)| *n != name);
+                        ext.xattrs.push((name, value));
+                    }
+                }
+            }
         }
     }
+    ext.xattrs.sort();
     Ok(())
+}
+
+type Decoded = Result<Vec<u8>, ()>;
+
+/// An extended attribute's name and value from a PAX record, if the record is one.
+fn pax_xattr(key: &[u8], value: &[u8]) -> Option<(Decoded, Decoded)> {
+    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+        return Some((Ok(name.to_vec()), Ok(value.to_vec())));
+    }
+    let name = key.strip_prefix(b"LIBARCHIVE.xattr.")?;
+    Some((percent_decode(name), base64_decode(value)))
+}
+
+fn percent_decode(s: &[u8]) -> Decoded {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or(())?;
+            let hex = std::str::from_utf8(hex).map_err(drop)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(drop)?);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Standard base64, padding optional (libarchive writes none).
+fn base64_decode(s: &[u8]) -> Decoded {
+    let sextet = |c: u8| -> Result<u32, ()> {
+        Ok(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return Err(()),
+        } as u32)
+    };
+    let s = s.strip_suffix(b"==").or(s.strip_suffix(b"=")).unwrap_or(s);
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        if chunk.len() == 1 {
+            return Err(());
+        }
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= sextet(c)? << (18 - 6 * i);
+        }
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    Ok(out)
 }
 
 fn make_entry<R: Read>(
@@ -229,6 +303,7 @@ fn make_entry<R: Read>(
         link_key: None,
         offset,
         name,
+        xattrs: ext.xattrs,
     })
 }
 

@@ -344,7 +344,7 @@ impl Cached {
         let opts = PackOptions {
             recorded: x.recorded().cloned().map(std::sync::Arc::new),
             level: Some(1),
-            ..PackOptions::new(PackFormat::Cpio, Compression::Zstd)
+            ..PackOptions::new(PackFormat::Tar, Compression::Zstd)
         };
         let state = State {
             key: self.keys.layers.clone(),
@@ -438,7 +438,7 @@ impl Cached {
         let opts = PackOptions {
             recorded: recorded.cloned().map(std::sync::Arc::new),
             level: Some(1),
-            ..PackOptions::new(PackFormat::Cpio, Compression::Zstd)
+            ..PackOptions::new(PackFormat::Tar, Compression::Zstd)
         };
         let key = &self.keys.steps[number - 1];
         let parent = match number {

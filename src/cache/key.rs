@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped when what a state holds, or how keys are made, changes.
-const FORMAT: &str = "rootpack-cache-1";
+const FORMAT: &str = "rootpack-cache-2";
 
 pub struct Key(Sha256);
 
@@ -173,6 +173,9 @@ impl Digests {
             ];
             for (i, f) in fields.iter().enumerate() {
                 key.field(&i.to_string(), &f.to_le_bytes());
+            }
+            for (name, value) in crate::xattr::read_path(entry.path())? {
+                key.field("xattr", &name).field("value", &value);
             }
             let ft = meta.file_type();
             if ft.is_symlink() {

@@ -303,10 +303,18 @@ impl Fs {
 
 /// Applies `fixes` to the image. Returns how many inodes were changed.
 pub fn fix(image: &Path, fixes: &Fixes<'_>) -> Result<u64, InodeError> {
-    let fs = Fs::open(image)?;
+    let mut fs = Fs::open(image)?;
     let mut changed = 0;
     if let Some(recorded) = fixes.recorded {
-        changed += apply_recorded(&fs, recorded)?;
+        let (n, xattrs) = apply_recorded(&fs, recorded)?;
+        changed += n;
+        if !xattrs.is_empty() {
+            fs.file.sync_data().map_err(|e| fs.io(e))?;
+            drop(fs);
+            super::ext4_xattrs::set(image, &xattrs)?;
+            changed += xattrs.len() as u64;
+            fs = Fs::open(image)?;
+        }
     }
     if let Some(t) = fixes.time {
         changed += set_times(&fs, t)?;
@@ -385,13 +393,18 @@ struct DirentAt {
 /// Walks the tree from the root, giving each inode its recorded metadata (or root's
 /// ownership when nothing was recorded for it). An inode with several names (hard links)
 /// takes the record of any name that has one: a tar link entry records nothing itself.
-fn apply_recorded(fs: &Fs, recorded: &RecordedTree) -> Result<u64, InodeError> {
+/// Gives how many inodes changed, and the recorded extended attributes by inode, which
+/// e2fsprogs writes ([`super::ext4_xattrs`]): in the inode or an attribute block.
+fn apply_recorded(
+    fs: &Fs,
+    recorded: &RecordedTree,
+) -> Result<(u64, Vec<(u32, crate::xattr::Xattrs)>), InodeError> {
     // Per inode: a name, its record if any, its directory entry.
     type Named = (Vec<u8>, Option<Recorded>, Option<DirentAt>);
     let mut inodes: HashMap<u32, Named> = HashMap::new();
     let mut queue: Vec<(Vec<u8>, u32, Option<DirentAt>)> = vec![(Vec::new(), ROOT_INO, None)];
     while let Some((path, ino, dirent)) = queue.pop() {
-        let want = recorded.get(&path).copied();
+        let want = recorded.get(&path).cloned();
         match inodes.get_mut(&ino) {
             Some(seen) => {
                 if seen.1.is_none() && want.is_some() {
@@ -418,19 +431,23 @@ fn apply_recorded(fs: &Fs, recorded: &RecordedTree) -> Result<u64, InodeError> {
     let mut order: Vec<_> = inodes.into_iter().collect();
     order.sort_unstable_by_key(|(ino, _)| *ino);
     let mut changed = 0;
+    let mut xattrs = Vec::new();
     for (ino, (path, want, dirent)) in order {
         let mut inode = fs.read_inode(ino)?;
         let mode = u32::from(le16(&inode, I_MODE));
-        let (uid, gid) = want.map_or((0, 0), |r| (r.uid, r.gid));
+        let (uid, gid) = want.as_ref().map_or((0, 0), |r| (r.uid, r.gid));
         let before = inode.clone();
         put16(&mut inode, I_UID, uid as u16);
         put16(&mut inode, I_UID_HIGH, (uid >> 16) as u16);
         put16(&mut inode, I_GID, gid as u16);
         put16(&mut inode, I_GID_HIGH, (gid >> 16) as u16);
         if let Some(r) = want {
+            if !r.xattrs.is_empty() {
+                xattrs.push((ino, r.xattrs.clone()));
+            }
             let kind = r.mode & S_IFMT;
             if matches!(kind, S_IFCHR | S_IFBLK) && mode & S_IFMT == S_IFREG {
-                make_device(fs, &path, &mut inode, r, dirent.as_ref())?;
+                make_device(fs, &path, &mut inode, &r, dirent.as_ref())?;
             } else if kind != mode & S_IFMT {
                 return Err(fs.format(format!(
                     "/{}: recorded as mode {:o}, the image has {:o}",
@@ -446,7 +463,7 @@ fn apply_recorded(fs: &Fs, recorded: &RecordedTree) -> Result<u64, InodeError> {
             changed += 1;
         }
     }
-    Ok(changed)
+    Ok((changed, xattrs))
 }
 
 /// A folder's entries but `.` and `..`: (name, inode, where the entry is).
@@ -490,7 +507,7 @@ fn make_device(
     fs: &Fs,
     path: &[u8],
     inode: &mut [u8],
-    r: Recorded,
+    r: &Recorded,
     dirent: Option<&DirentAt>,
 ) -> Result<(), InodeError> {
     if le32(inode, I_SIZE) != 0 || le16(inode, I_LINKS) != 1 {

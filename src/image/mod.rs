@@ -3,5 +3,6 @@
 pub mod ext4;
 pub mod ext4_inodes;
 pub mod ext4_read;
+pub mod ext4_xattrs;
 pub mod loopdev;
 pub mod mount;

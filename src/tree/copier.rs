@@ -27,10 +27,13 @@ pub struct FileMeta {
     /// Applied after chown, which clears set-id bits.
     pub mode: Option<u32>,
     pub mtime: i64,
+    /// Set last: a chown clears `security.capability`.
+    pub xattrs: crate::xattr::Xattrs,
 }
 
 impl FileMeta {
-    pub fn apply(&self, fd: impl std::os::fd::AsFd) -> io::Result<()> {
+    /// Gives how many extended attributes the file system refused.
+    pub fn apply(&self, fd: impl std::os::fd::AsFd) -> io::Result<u64> {
         let fd = fd.as_fd();
         if let Some((uid, gid)) = self.owner {
             rustix::fs::fchown(
@@ -53,13 +56,13 @@ impl FileMeta {
                 last_modification: t,
             },
         )?;
-        Ok(())
+        crate::xattr::set_fd(fd, &self.xattrs)
     }
 }
 
 pub struct Copier {
     tx: Option<SyncSender<Job>>,
-    worker: Option<JoinHandle<io::Result<()>>>,
+    worker: Option<JoinHandle<io::Result<u64>>>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -83,13 +86,14 @@ impl Copier {
         self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok())
     }
 
-    /// Waits for every queued job; the first error, if any.
-    pub fn finish(mut self) -> io::Result<()> {
+    /// Waits for every queued job; the first error, if any, else how many extended
+    /// attributes the file system refused.
+    pub fn finish(mut self) -> io::Result<u64> {
         self.tx = None;
         match self.worker.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
             Some(Err(_)) => Err(io::Error::other("the copy thread panicked")),
-            None => Ok(()),
+            None => Ok(0),
         }
     }
 }
@@ -106,17 +110,19 @@ impl Drop for Copier {
     }
 }
 
-fn work(rx: Receiver<Job>, cancel: &AtomicBool) -> io::Result<()> {
+fn work(rx: Receiver<Job>, cancel: &AtomicBool) -> io::Result<u64> {
+    let mut refused = 0;
     for job in rx {
         if cancel.load(Ordering::Relaxed) {
-            return Ok(());
+            return Ok(refused);
         }
-        apply(&job).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", job.name)))?;
+        refused +=
+            apply(&job).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", job.name)))?;
     }
-    Ok(())
+    Ok(refused)
 }
 
-fn apply(job: &Job) -> io::Result<()> {
+fn apply(job: &Job) -> io::Result<u64> {
     copy_range(&job.src, &job.dst, job.len)?;
     job.meta.apply(&job.dst)
 }

@@ -37,6 +37,9 @@ pub struct ExtractReport {
     pub skipped_devices: u64,
     /// Entries whose owner could not be kept because we are not root.
     pub ownership_dropped: u64,
+    /// Extended attributes not kept: `security.*` and `trusted.*` when we are not root,
+    /// or any the target's file system refused.
+    pub xattrs_dropped: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,7 @@ struct DirMeta {
     uid: u32,
     gid: u32,
     mtime: i64,
+    xattrs: crate::xattr::Xattrs,
 }
 
 /// The first name of a hard-link set and, for a regular file, the inode made for it.
@@ -210,9 +214,9 @@ impl Extractor {
         mut self,
     ) -> Result<(ExtractReport, Option<RecordedTree>), ExtractError> {
         if let Some(c) = self.copier.take() {
-            c.finish().map_err(ExtractError::Write)?;
+            self.report.xattrs_dropped += c.finish().map_err(ExtractError::Write)?;
         }
-        self.apply_dir_metadata()?;
+        self.report.xattrs_dropped += self.apply_dir_metadata()?;
         Ok((self.report, self.recorded))
     }
 
@@ -221,9 +225,10 @@ impl Extractor {
     /// [`Extractor::finish_recorded`], after whatever comes next.
     pub fn settle(&mut self) -> Result<(), ExtractError> {
         if let Some(c) = self.copier.take() {
-            c.finish().map_err(ExtractError::Write)?;
+            self.report.xattrs_dropped += c.finish().map_err(ExtractError::Write)?;
         }
         let dirs = self.dirs.clone();
+        // Counted when applied for good, by `finish_recorded`.
         self.apply_dir_metadata()?;
         self.dirs = dirs;
         self.parent_cache = None;
@@ -249,7 +254,9 @@ impl Extractor {
         self.root.as_ref().unwrap_or(&self.base)
     }
 
-    fn apply_dir_metadata(&mut self) -> Result<(), ExtractError> {
+    /// Gives how many extended attributes the file system refused.
+    fn apply_dir_metadata(&mut self) -> Result<u64, ExtractError> {
+        let mut refused = 0;
         let mut dirs: Vec<_> = std::mem::take(&mut self.dirs).into_iter().collect();
         // Deepest first, so no later step touches a folder whose times are set.
         dirs.sort_unstable_by_key(|(path, _)| std::cmp::Reverse(path.depth()));
@@ -269,8 +276,9 @@ impl Extractor {
                 .map_err(io_err(ExtractError::Create))?;
             rustix::fs::futimens(&fd, &timestamps(d.mtime))
                 .map_err(io_err(ExtractError::Create))?;
+            refused += crate::xattr::set_fd(fd.as_fd(), &d.xattrs).map_err(ExtractError::Create)?;
         }
-        Ok(())
+        Ok(refused)
     }
 
     /// The folder at `path`, its parents resolved in the root, itself never followed.
@@ -358,7 +366,8 @@ impl Extractor {
             if entry.kind != Kind::Dir {
                 return Err(ExtractError::RootNotDir);
             }
-            self.dirs.insert(path, Self::dir_meta(entry));
+            let meta = self.dir_meta(entry);
+            self.dirs.insert(path, meta);
             return Ok(());
         };
         let parent = parent.to_vec();
@@ -443,7 +452,8 @@ impl Extractor {
             }
             Err(e) => return Err(ExtractError::Create(e.into())),
         }
-        self.dirs.insert(path, Self::dir_meta(entry));
+        let meta = self.dir_meta(entry);
+        self.dirs.insert(path, meta);
         Ok(())
     }
 

@@ -89,6 +89,7 @@ pub fn host_entry(path: &Path, name: Vec<u8>, owner_root: bool) -> Result<Entry,
         mtime: meta.mtime(),
         link_key,
         offset: 0,
+        xattrs: crate::xattr::read_path(path).map_err(host_err(path))?,
     })
 }
 
@@ -241,5 +242,6 @@ pub fn synthetic(
         size,
         link_key: None,
         offset: 0,
+        xattrs: Vec::new(),
     }
 }

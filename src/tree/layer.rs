@@ -219,6 +219,7 @@ mod tests {
             size: 0,
             link_key: None,
             offset: 0,
+            xattrs: Vec::new(),
         }
     }
 

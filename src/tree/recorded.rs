@@ -33,6 +33,7 @@ pub fn record(recorded: &mut RecordedTree, path: &RelPath, entry: &Entry) {
             gid: entry.gid,
             mode: kind | mode,
             rdev,
+            xattrs: entry.xattrs.clone(),
         },
     );
 }

@@ -2,6 +2,7 @@
 //! real tools, compare trees.
 #![allow(dead_code)]
 
+pub mod debian;
 pub mod kernel;
 
 use std::collections::BTreeMap;

@@ -23,7 +23,7 @@ pub(in crate::builder) fn write(
         ..PackOptions::new(format, compression)
     };
     let bar = crate::progress::bytes_bar(0, !job.opts.progress, "packing");
-    pack(tree, file.file(), &pack_opts, bar.as_ref(), &interrupted)?;
+    let summary = pack(tree, file.file(), &pack_opts, bar.as_ref(), &interrupted)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -31,6 +31,7 @@ pub(in crate::builder) fn write(
     Ok(Written {
         sha256,
         pending,
+        warnings: crate::archive::pack::left_out(&summary),
         ..Written::default()
     })
 }

@@ -6,6 +6,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufRead, Write};
+use std::os::fd::AsFd;
 use std::os::unix::io::OwnedFd;
 
 use rustix::fs::{AtFlags, Mode};
@@ -55,7 +56,29 @@ impl Extractor {
         )
         .map_err(io_err(ExtractError::Create))?;
         self.count_dropped_owner(entry.uid);
+        let xattrs = self.xattrs_to_set(entry);
+        self.report.xattrs_dropped +=
+            crate::xattr::set_at(dir.as_fd(), leaf, &xattrs).map_err(ExtractError::Create)?;
         Ok(())
+    }
+
+    /// The entry's extended attributes this process can set on the tree. A rootless build
+    /// for an image sets none: the record keeps them all. Otherwise, not being root, those
+    /// only root can set are counted as dropped.
+    pub(super) fn xattrs_to_set(&mut self, entry: &Entry) -> crate::xattr::Xattrs {
+        if self.recorded.is_some() || entry.xattrs.is_empty() {
+            return Vec::new();
+        }
+        if self.privileged {
+            return entry.xattrs.clone();
+        }
+        let (set, dropped): (Vec<_>, Vec<_>) = entry
+            .xattrs
+            .iter()
+            .cloned()
+            .partition(|(name, _)| crate::xattr::settable_unprivileged(name));
+        self.report.xattrs_dropped += dropped.len() as u64;
+        set
     }
 
     /// Whether chown would change nothing: we are root, the entry's owner is who creates
@@ -117,9 +140,11 @@ impl Extractor {
                 format!("truncated data ({} bytes missing)", data.remaining()),
             )));
         }
-        self.file_meta(entry, fresh)
+        self.report.xattrs_dropped += self
+            .file_meta(entry, fresh)
             .apply(&file)
-            .map_err(ExtractError::Create)
+            .map_err(ExtractError::Create)?;
+        Ok(())
     }
 
     /// Owner, mode and mtime for a regular file, leaving out a chown or chmod that would
@@ -132,6 +157,7 @@ impl Extractor {
             mode: (!(fresh && default_owner && self.mode_is_exact(entry.mode)))
                 .then(|| self.file_mode(entry)),
             mtime: entry.mtime,
+            xattrs: self.xattrs_to_set(entry),
         }
     }
 
@@ -163,12 +189,13 @@ impl Extractor {
         mode
     }
 
-    pub(super) fn dir_meta(entry: &Entry) -> DirMeta {
+    pub(super) fn dir_meta(&mut self, entry: &Entry) -> DirMeta {
         DirMeta {
             mode: entry.mode,
             uid: entry.uid,
             gid: entry.gid,
             mtime: entry.mtime,
+            xattrs: self.xattrs_to_set(entry),
         }
     }
 }
