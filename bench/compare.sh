@@ -13,7 +13,8 @@
 #   ROOTPACK  binary to test (default: <repo>/target/release/rootpack)
 #   RUNS      hyperfine runs per command (default: 10)
 #   STAGES    stages to run, in order (default: "extract ls pack frames rss image oci run runtime network cache boot");
-#             each stage NAME is a function bench_NAME below.
+#             each stage NAME is a function bench_NAME below; "xattrs" (not by default) needs
+#   BASELINE  a rootpack binary from before extended attributes, and DEBIAN_TAR (see bench_xattrs).
 set -euo pipefail
 export LC_ALL=C
 # Builds measure the whole pipeline; the cache stage names its cache itself.
@@ -437,6 +438,30 @@ bench_boot() {
 	rm -rf -- "$b"
 }
 
+# What extended attributes cost: the same builds by this binary and by BASELINE (a build
+# from before attributes were read and written), on the initrd's tree and on a Debian tree
+# made by mmdebstrap (DEBIAN_TAR, as the tests make it), whose ping carries a capability:
+# a reproducible ext4 from the folder, and a tar from the Debian tarball.
+bench_xattrs() {
+	[[ -x ${BASELINE:-} ]] || die "xattrs: set BASELINE to a rootpack binary without attribute support"
+	local tree deb=${DEBIAN_TAR:-/var/tmp/rootpack-test-debian/bookworm-minbase-ping-passwd.tar}
+	local fs=${out%/out} base
+	[[ -r $deb ]] || die "xattrs: no Debian tarball at $deb (mmdebstrap --variant=minbase --include=iputils-ping,passwd bookworm $deb)"
+	tree=$(tree_of_initrd)
+	base=$(printf %q "$(realpath -- "$BASELINE")")
+	printf 'name = "tree"\nsource_date_epoch = 1700000000\n[[layer]]\ndir = "%s"\n' "$tree" >"$work/x-tree.toml"
+	printf 'name = "deb"\nsource_date_epoch = 1700000000\n[[layer]]\ntar = "%s"\n' "$deb" >"$work/x-deb.toml"
+	printf 'name = "debtar"\nsource_date_epoch = 1700000000\n[[layer]]\ntar = "%s"\n[output]\nformat = "tar"\n' "$deb" >"$work/x-debtar.toml"
+	hf xattrs \
+		-n "initrd ext4 (xattrs)" -p "rm -f $fs/tree.*" "$rp build -q $work/x-tree.toml --out $fs" \
+		-n "initrd ext4 (baseline)" -p "rm -f $fs/tree.*" "$base build -q $work/x-tree.toml --out $fs" \
+		-n "debian ext4 (xattrs)" -p "rm -f $fs/deb.*" "$rp build -q $work/x-deb.toml --out $fs" \
+		-n "debian ext4 (baseline)" -p "rm -f $fs/deb.*" "$base build -q $work/x-deb.toml --out $fs" \
+		-n "debian tar (xattrs)" -p "rm -f $fs/debtar.*" "$rp build -q $work/x-debtar.toml --out $fs" \
+		-n "debian tar (baseline)" -p "rm -f $fs/debtar.*" "$base build -q $work/x-debtar.toml --out $fs"
+	rm -f -- "$fs"/tree.* "$fs"/deb.* "$fs"/debtar.*
+}
+
 for stage in $STAGES; do
 	declare -F "bench_$stage" >/dev/null || die "unknown stage: $stage"
 	echo "=== $stage"
@@ -499,7 +524,10 @@ python3 - "$work" $STAGES <<-'EOF'
 	         ("boot: a command / the init", "rootpack boot -- true", "rootpack boot (pc)"),
 	         ("cache: first build / --no-cache", "build, cache empty", "build --no-cache"),
 	         ("cache: after a file / full build", "rebuild after a [[file]]", "build --no-cache"),
-	         ("cache: after a file / podman", "rebuild after a [[file]]", "podman build, cached, after a COPY")]
+	         ("cache: after a file / podman", "rebuild after a [[file]]", "podman build, cached, after a COPY"),
+	         ("xattrs: initrd ext4 / baseline", "initrd ext4 (xattrs)", "initrd ext4 (baseline)"),
+	         ("xattrs: debian ext4 / baseline", "debian ext4 (xattrs)", "debian ext4 (baseline)"),
+	         ("xattrs: debian tar / baseline", "debian tar (xattrs)", "debian tar (baseline)")]
 	print()
 	for label, a, b in pairs:
 	    if a in median and b in median:

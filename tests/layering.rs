@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
         "progress",
         "time_format",
         "walk",
+        "xattr",
     ],
 ];
 

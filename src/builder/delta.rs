@@ -119,8 +119,8 @@ pub(in crate::builder) fn delta_over_base(
     Ok(Ok(()))
 }
 
-/// Gives the folders of `delta`, made on the way to new files, the owner, mode and times
-/// their namesakes have in `root`.
+/// Gives the folders of `delta`, made on the way to new files, the owner, mode, times and
+/// extended attributes their namesakes have in `root`.
 pub(super) fn folder_metadata_from(root: &Path, delta: &Path) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     for walked in crate::walk::walk_named(delta) {
@@ -160,6 +160,11 @@ pub(super) fn folder_metadata_from(root: &Path, delta: &Path) -> io::Result<()> 
             },
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )?;
+        let xattrs = crate::xattr::read_path(&from)?;
+        if !xattrs.is_empty() {
+            let dir = std::fs::File::open(entry.path())?;
+            crate::xattr::set_fd(std::os::fd::AsFd::as_fd(&dir), &xattrs)?;
+        }
     }
     Ok(())
 }
