@@ -254,33 +254,6 @@ impl Extractor {
         self.root.as_ref().unwrap_or(&self.base)
     }
 
-    /// Gives how many extended attributes the file system refused.
-    fn apply_dir_metadata(&mut self) -> Result<u64, ExtractError> {
-        let mut refused = 0;
-        let mut dirs: Vec<_> = std::mem::take(&mut self.dirs).into_iter().collect();
-        // Deepest first, so no later step touches a folder whose times are set.
-        dirs.sort_unstable_by_key(|(path, _)| std::cmp::Reverse(path.depth()));
-        for (path, d) in &dirs {
-            let fd = match self.open_dir_leaf(path) {
-                Ok(fd) => fd,
-                // Replaced by a later entry (a file, a symlink): nothing to apply.
-                Err(_) => continue,
-            };
-            self.set_owner_fd(&fd, d.uid, d.gid)?;
-            let mode = if self.recorded.is_some() {
-                d.mode | 0o700
-            } else {
-                d.mode
-            };
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
-                .map_err(io_err(ExtractError::Create))?;
-            rustix::fs::futimens(&fd, &timestamps(d.mtime))
-                .map_err(io_err(ExtractError::Create))?;
-            refused += crate::xattr::set_fd(fd.as_fd(), &d.xattrs).map_err(ExtractError::Create)?;
-        }
-        Ok(refused)
-    }
-
     /// The folder at `path`, its parents resolved in the root, itself never followed.
     fn open_dir_leaf(&self, path: &RelPath) -> io::Result<OwnedFd> {
         let Some((parent, leaf)) = path.split_leaf() else {

@@ -1,5 +1,6 @@
 //! Finishing what the [`Extractor`] writes: a file's data (on the copier thread for large
-//! ones), then owner, mode and times, given without following a leaf; a chown or chmod
+//! ones), then owner, mode, times and extended attributes (last: a chown clears file
+//! capabilities), given without following a leaf; a chown or chmod
 //! left out when it would change nothing, set-id bits dropped with an owner that could not
 //! be given.
 
@@ -79,6 +80,34 @@ impl Extractor {
             .partition(|(name, _)| crate::xattr::settable_unprivileged(name));
         self.report.xattrs_dropped += dropped.len() as u64;
         set
+    }
+
+    /// Owner, mode, times and extended attributes of every folder, deferred until what
+    /// goes in it is written; gives how many attributes the file system refused.
+    pub(super) fn apply_dir_metadata(&mut self) -> Result<u64, ExtractError> {
+        let mut refused = 0;
+        let mut dirs: Vec<_> = std::mem::take(&mut self.dirs).into_iter().collect();
+        // Deepest first, so no later step touches a folder whose times are set.
+        dirs.sort_unstable_by_key(|(path, _)| std::cmp::Reverse(path.depth()));
+        for (path, d) in &dirs {
+            let fd = match self.open_dir_leaf(path) {
+                Ok(fd) => fd,
+                // Replaced by a later entry (a file, a symlink): nothing to apply.
+                Err(_) => continue,
+            };
+            self.set_owner_fd(&fd, d.uid, d.gid)?;
+            let mode = if self.recorded.is_some() {
+                d.mode | 0o700
+            } else {
+                d.mode
+            };
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                .map_err(io_err(ExtractError::Create))?;
+            rustix::fs::futimens(&fd, &timestamps(d.mtime))
+                .map_err(io_err(ExtractError::Create))?;
+            refused += crate::xattr::set_fd(fd.as_fd(), &d.xattrs).map_err(ExtractError::Create)?;
+        }
+        Ok(refused)
     }
 
     /// Whether chown would change nothing: we are root, the entry's owner is who creates
