@@ -334,3 +334,41 @@ impl<R: Read> BufRead for Buffered<'_, R> {
         self.start = (self.start + n).min(self.end);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libarchive_names_and_values_decode() {
+        assert_eq!(percent_decode(b"user.a%20b%3D"), Ok(b"user.a b=".to_vec()));
+        assert_eq!(percent_decode(b"user.%4"), Err(()));
+        assert_eq!(percent_decode(b"user.%zz"), Err(()));
+        for (plain, coded) in [
+            (&b""[..], &b""[..]),
+            (b"f", b"Zg"),
+            (b"fo", b"Zm8="),
+            (b"foo", b"Zm9v"),
+            (b"\x01\x00\xff\xfe", b"AQD//g=="),
+        ] {
+            assert_eq!(base64_decode(coded), Ok(plain.to_vec()), "{coded:?}");
+        }
+        assert_eq!(base64_decode(b"Z"), Err(()));
+        assert_eq!(base64_decode(b"Zm9v!"), Err(()));
+    }
+
+    #[test]
+    fn only_kept_namespaces_come_from_pax_records() {
+        let mut ext = Extensions::default();
+        let records = b"30 SCHILY.xattr.user.b=second\n29 SCHILY.xattr.user.a=first\n\
+                        30 SCHILY.xattr.system.data=x\n";
+        apply_pax(records, &mut ext, 0).unwrap();
+        assert_eq!(
+            ext.xattrs,
+            vec![
+                (b"user.a".to_vec(), b"first".to_vec()),
+                (b"user.b".to_vec(), b"second".to_vec())
+            ]
+        );
+    }
+}
