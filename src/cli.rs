@@ -14,7 +14,8 @@ pub use cache::{CacheArgs, CacheCommand};
 pub use values::{MountArg, SecurityOpt, VolumeArg, env_values, parse_env};
 use values::{
     parse_capability, parse_cpus, parse_frame_size, parse_memory, parse_mount, parse_network,
-    parse_output_format, parse_port, parse_security_opt, parse_user_arg, parse_volume,
+    parse_output_format, parse_port, parse_security_opt, parse_sysctl, parse_user_arg,
+    parse_volume,
 };
 
 /// `0.1.0 (git abc1234)` from a checkout, `0.1.0` otherwise (see build.rs).
@@ -129,6 +130,8 @@ pub enum Command {
             rootpack run -it images/hello.ext4 bash             # an interactive shell\n  \
             rootpack run -v /srv/data:/data:ro -e MODE=test images/hello.ext4 ls /data\n  \
             rootpack run --memory 64M --pids 32 -u 1000:100 images/busybox.ext4 id\n  \
+            rootpack run --security-opt no-new-privileges -u 1000 images/busybox.ext4 id\n  \
+            rootpack run --sysctl net.ipv4.ip_unprivileged_port_start=0 images/hello.ext4\n  \
             rootpack run images/tree -- ls /                   # a folder (output.format = \"dir\")",
         disable_help_flag = true
     )]
@@ -543,11 +546,23 @@ pub struct RunArgs {
     /// image is seen through an id-mapped mount.
     #[arg(long)]
     pub userns: bool,
-    /// Security options, in Docker's spelling (repeatable): seccomp=unconfined turns the
-    /// system call filter off, seccomp=FILE.json loads a Docker-format profile instead of
-    /// Docker's default one; no-new-privileges is always on.
+    /// Security options, in Docker's spelling (repeatable): no-new-privileges (or =true)
+    /// sets no_new_privs, so set-uid programs and file capabilities gain nothing (off by
+    /// default, as in Docker: they gain at most the container's capabilities;
+    /// =false overrides the image's config.no_new_privileges); seccomp=unconfined turns
+    /// the system call filter off, seccomp=FILE.json loads a Docker-format profile instead
+    /// of Docker's default one; apparmor=unconfined and label=disable are accepted (run
+    /// applies no AppArmor profile or SELinux label).
     #[arg(long, value_name = "OPT", value_parser = parse_security_opt)]
     pub security_opt: Vec<SecurityOpt>,
+    /// Set a kernel parameter of the container's own namespaces (repeatable; over the
+    /// image's config.sysctl): kernel.msgmax, kernel.msgmnb, kernel.msgmni, kernel.sem,
+    /// kernel.shmall, kernel.shmmax, kernel.shmmni, kernel.shm_rmid_forced, fs.mqueue.*,
+    /// and net.* unless the network is the host's or another container's. In a network of
+    /// its own, net.ipv4.ping_group_range defaults to "0 2147483647" (ping without
+    /// CAP_NET_RAW), as in Docker.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_sysctl)]
+    pub sysctl: Vec<(String, String)>,
     /// A resource limit, as Docker takes it (repeatable): NAME=SOFT[:HARD] with NAME one
     /// of core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss,
     /// rtprio, rttime, sigpending, stack, and `unlimited` for no limit. Open files default

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod recipe;
 pub mod run;
 pub mod runtime;
+pub mod sysctl;
 pub mod time_format;
 pub mod tree;
 pub mod vm;

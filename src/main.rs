@@ -688,10 +688,18 @@ fn seccomp_choice(opts: &[SecurityOpt]) -> rootpack::run::seccomp::Seccomp {
         match opt {
             SecurityOpt::SeccompUnconfined => seccomp = Seccomp::Unconfined,
             SecurityOpt::SeccompProfile(file) => seccomp = Seccomp::File(file.clone()),
-            SecurityOpt::NoNewPrivileges => {}
+            SecurityOpt::NoNewPrivileges(_) | SecurityOpt::NoLsm => {}
         }
     }
     seccomp
+}
+
+/// What the last `--security-opt no-new-privileges[=…]` asks for; `None`: the image's.
+fn no_new_privileges_choice(opts: &[SecurityOpt]) -> Option<bool> {
+    opts.iter().rev().find_map(|opt| match opt {
+        SecurityOpt::NoNewPrivileges(on) => Some(*on),
+        _ => None,
+    })
 }
 
 /// `-v` and `--tmpfs` with the `--mount`s of each kind added.
@@ -805,6 +813,8 @@ fn cmd_run(mut args: RunArgs, quiet: bool) -> Result<u8> {
         ulimits: args.ulimit,
         userns: args.userns,
         seccomp,
+        no_new_privileges: no_new_privileges_choice(&args.security_opt),
+        sysctls: args.sysctl,
         verify: !args.no_verify,
         no_manifest: false,
         timeout: None,

@@ -64,6 +64,13 @@ pub struct Config {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// `run` sets no_new_privs, as Docker's `--security-opt no-new-privileges` does:
+    /// set-id programs and file capabilities then gain nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_new_privileges: bool,
+    /// Namespaced kernel parameters `run` writes in the container (see [`crate::sysctl`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctl: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -86,6 +93,9 @@ impl Config {
             hostname: None,
             user: c.user.clone().filter(|u| !u.is_empty()),
             labels: c.labels.clone().unwrap_or_default(),
+            // Not in an image's config: a recipe's own.
+            no_new_privileges: false,
+            sysctl: BTreeMap::new(),
         }
     }
 
@@ -95,6 +105,8 @@ impl Config {
         env.extend(self.env.clone());
         let mut labels = base.labels.clone();
         labels.extend(self.labels.clone());
+        let mut sysctl = base.sysctl.clone();
+        sysctl.extend(self.sysctl.clone());
         let pick =
             |a: &Vec<String>, b: &Vec<String>| if a.is_empty() { b.clone() } else { a.clone() };
         Config {
@@ -105,6 +117,8 @@ impl Config {
             hostname: self.hostname.clone().or_else(|| base.hostname.clone()),
             user: self.user.clone().or_else(|| base.user.clone()),
             labels,
+            no_new_privileges: self.no_new_privileges || base.no_new_privileges,
+            sysctl,
         }
     }
 }

@@ -252,7 +252,17 @@ fn bad_option_values_exit_2() {
         (&["-e", "=x"][..], "KEY=VALUE"),
         (&["--cap-add", "BOGUS"][..], "capability"),
         (&["--cpus", "-1"][..], "positive"),
-        (&["--security-opt", "apparmor=x"][..], "seccomp="),
+        (&["--security-opt", "apparmor=x"][..], "AppArmor"),
+        (
+            &["--security-opt", "systempaths=unconfined"][..],
+            "seccomp=",
+        ),
+        (
+            &["--security-opt", "no-new-privileges=maybe"][..],
+            "no-new-privileges",
+        ),
+        (&["--sysctl", "vm.swappiness=1"][..], "vm.swappiness"),
+        (&["--sysctl", "kernel.shmmax"][..], "KEY=VALUE"),
     ] {
         let o = rootpack()
             .arg("run")

@@ -100,6 +100,9 @@ fn detached_lifecycle() {
         "echo $(id -u) $(pwd) $X",
     ]);
     assert_eq!(stdout(&o), "1000 /tmp y\n");
+    // exec follows the container's no_new_privs: off, as in Docker.
+    let o = rp(&["exec", "dlife", "grep", "NoNewPrivs", "/proc/self/status"]);
+    assert_eq!(stdout(&o), "NoNewPrivs:\t0\n", "{}", stderr(&o));
     let o = rp(&["exec", "dlife", "nothere"]);
     assert_eq!(o.status.code(), Some(127));
     // rm of a running container is refused, stop ends it with SIGTERM's status.
@@ -162,8 +165,24 @@ fn detached_rm_kill_and_names() {
     assert!(rp(&["kill", "dkill"]).status.success());
     assert_eq!(wait_status("dkill", "Exited"), "Exited (137)");
     assert!(rp(&["rm", "dkill"]).status.success());
-    // rm -f of a running one.
-    detach(&img.path, "dforce", "sleep 100");
+    // rm -f of a running one; exec follows its no-new-privileges.
+    let o = rootpack()
+        .args([
+            "run",
+            "-d",
+            "--name",
+            "dforce",
+            "--security-opt",
+            "no-new-privileges",
+        ])
+        .arg(&img.path)
+        .args(["sleep", "100"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(wait_status("dforce", "Up"), "Up");
+    let o = rp(&["exec", "dforce", "grep", "NoNewPrivs", "/proc/self/status"]);
+    assert_eq!(stdout(&o), "NoNewPrivs:\t1\n", "{}", stderr(&o));
     assert!(rp(&["rm", "-f", "dforce"]).status.success());
     assert!(ps_entry("dforce").is_none());
     wait_for_no_leaks(&img.path);

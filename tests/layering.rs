@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "interrupt",
         "mapped",
         "progress",
+        "sysctl",
         "time_format",
         "walk",
         "xattr",

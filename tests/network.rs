@@ -143,6 +143,11 @@ $RP run -q --network none $IMG busybox timeout 1 busybox wget -q -O- http://$GW:
 $RP run -q --network host $IMG ip -o link | grep -q rootpack0 && echo host-sees-bridge
 # container:ID joins np-a's namespace: its address answers on lo's neighbour.
 $RP run -q --network container:np-a $IMG busybox timeout 3 busybox wget -q -O- http://127.0.0.1/ | sed 's/^/joined:/'
+# Sysctls: Docker's ping range by default in a namespace of its own, net.* asked for;
+# none in another container's namespace.
+$RP run -q --network private --sysctl net.ipv4.ip_unprivileged_port_start=80 $IMG sh -c \
+    'cat /proc/sys/net/ipv4/ping_group_range /proc/sys/net/ipv4/ip_unprivileged_port_start' | tr '\t\n' '  ' | sed 's/^/sysctls:/'; echo
+$RP run -q --network container:np-a --sysctl net.ipv4.ip_forward=1 $IMG true 2>&1 | grep -q "another container" && echo joined-keeps-its-sysctls
 $RP rm -f np-a >/dev/null
 kill $SERVER
 no_leftovers
@@ -159,6 +164,8 @@ no_leftovers
             "none-is-closed",
             "host-sees-bridge",
             "joined:neighbour",
+            "sysctls:0 2147483647 80 ",
+            "joined-keeps-its-sysctls",
             "CLEAN",
         ],
     );

@@ -257,16 +257,30 @@ fn model() -> impl Strategy<Value = RecipeModel> {
             "[a-z][a-z0-9]{0,7}",
         ]),
         prop::collection::btree_map("[a-z.]{1,12}", ".{0,16}", 0..3),
+        any::<bool>(),
+        prop::collection::btree_map(
+            prop_oneof![
+                Just("kernel.shmmax".to_string()),
+                "net\\.ipv4\\.[a-z_]{1,12}",
+                "fs\\.mqueue\\.[a-z_]{1,8}",
+            ],
+            ".{0,16}",
+            0..3,
+        ),
     )
         .prop_map(
-            |(entrypoint, cmd, env, workdir, hostname, user, labels)| Config {
-                entrypoint,
-                cmd,
-                env: env.into_iter().collect::<BTreeMap<_, _>>(),
-                workdir,
-                hostname,
-                user,
-                labels,
+            |(entrypoint, cmd, env, workdir, hostname, user, labels, no_new_privileges, sysctl)| {
+                Config {
+                    entrypoint,
+                    cmd,
+                    env: env.into_iter().collect::<BTreeMap<_, _>>(),
+                    workdir,
+                    hostname,
+                    user,
+                    labels,
+                    no_new_privileges,
+                    sysctl,
+                }
             },
         );
     let unit = prop::sample::select(vec![("K", 10u32), ("M", 20), ("G", 30)]);
@@ -411,6 +425,11 @@ fn to_toml(m: &RecipeModel) -> String {
         (
             "labels",
             Value::Table(c.labels.iter().map(|(k, v)| (k.clone(), s(v))).collect()),
+        ),
+        ("no_new_privileges", Value::Boolean(c.no_new_privileges)),
+        (
+            "sysctl",
+            Value::Table(c.sysctl.iter().map(|(k, v)| (k.clone(), s(v))).collect()),
         ),
     ];
     for (key, v) in [

@@ -211,7 +211,8 @@ fn hardening() {
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
     assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
     assert!(out.contains("CapAmb:\t0000000000000000"), "{out}");
-    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    // Docker's default: set-id programs work (within the bounding set; tests/security.rs).
+    assert!(out.contains("NoNewPrivs:\t0"), "{out}");
     assert!(
         !out.contains("readable") && !out.contains("writable"),
         "{out}"
@@ -494,6 +495,14 @@ fn user_namespace_maps_root_to_an_unprivileged_uid() {
         "the image's files belong to the container's root"
     );
     assert_eq!(lines[3], "wrote");
+    // Unprivileged ICMP for every group the namespace maps (no more: the kernel refuses
+    // an unmapped one).
+    let o = container(
+        &img.path,
+        &["--userns"],
+        "cat /proc/sys/net/ipv4/ping_group_range",
+    );
+    assert_eq!(stdout(&o), "0\t65535\n", "{o:?}");
     // With --writable, files the container's root writes are root's in the image.
     let o = container(
         &img.path,
@@ -503,5 +512,51 @@ fn user_namespace_maps_root_to_an_unprivileged_uid() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = container(&img.path, &[], "stat -c %u /etc/from-userns");
     assert_eq!(stdout(&o), "0\n");
+    wait_for_no_leaks(&img.path);
+}
+
+#[test]
+fn the_recipe_sets_no_new_privileges_and_sysctls_and_the_command_line_wins() {
+    if !require_root() {
+        return;
+    }
+    let base = fs::read_to_string(Path::new(REPO).join("recipes/busybox.toml")).unwrap();
+    let config = |extra: &str| base.replace("[config]\n", &format!("[config]\n{extra}\n"));
+    let img = image_from_recipe(
+        "busybox",
+        &config(
+            "no_new_privileges = true\nsysctl = { \"kernel.shmmni\" = \"1000\", \
+             \"net.ipv4.ping_group_range\" = \"0 0\" }",
+        ),
+    );
+    let manifest = fs::read_to_string(img.dir.path().join("busybox.json")).unwrap();
+    assert!(
+        manifest.contains("\"no_new_privileges\": true"),
+        "{manifest}"
+    );
+    let script = "grep NoNewPrivs /proc/self/status; \
+                  cat /proc/sys/kernel/shmmni /proc/sys/net/ipv4/ping_group_range";
+    let o = container(&img.path, &[], script);
+    assert_eq!(stdout(&o), "NoNewPrivs:\t1\n1000\n0\t0\n", "{o:?}");
+    let args = [
+        "--security-opt",
+        "no-new-privileges=false",
+        "--sysctl",
+        "kernel.shmmni=2000",
+    ];
+    let o = container(&img.path, &args, script);
+    assert_eq!(stdout(&o), "NoNewPrivs:\t0\n2000\n0\t0\n", "{o:?}");
+    // A key run would refuse is refused when the recipe is built, with its line.
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.toml");
+    fs::write(&recipe, config("sysctl = { \"vm.swappiness\" = \"1\" }")).unwrap();
+    let o = rootpack()
+        .args(["build", "-q", "--out"])
+        .arg(dir.path())
+        .arg(&recipe)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{o:?}");
+    assert!(stderr(&o).contains("vm.swappiness"), "{o:?}");
     wait_for_no_leaks(&img.path);
 }

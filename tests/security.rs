@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -804,4 +805,222 @@ fn allowed_devices_open_where_made_and_others_only_exist() {
         "null-opens\ndisk-refused\nmem-refused\ndev-opens\n",
         "{o:?}"
     );
+}
+
+/// Docker's default capability set, as /proc/self/status prints it.
+const DOCKER_CAPS: &str = "00000000a80425fb";
+const NO_CAPS: &str = "0000000000000000";
+
+/// `rootpack run ARGS IMAGE -- PROGRAM privileges`: the probe's report, as `lines`.
+fn privileges_in(image: &Path, args: &[&str], program: &str) -> BTreeMap<String, String> {
+    let o = rootpack()
+        .arg("run")
+        .args(args)
+        .arg(image)
+        .args(["--", program, "privileges"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {o:?}");
+    lines(&stdout(&o))
+}
+
+#[test]
+fn a_set_uid_program_gains_at_most_dockers_set_and_no_new_privileges_stops_it() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image(&format!(
+        "[[file]]\nto = \"/setuid-probe\"\nfrom = \"{}\"\nmode = \"4755\"\n",
+        probe().display()
+    ));
+    // Docker's default: no_new_privs off, so the set-uid bit works, within the bounding set.
+    let p = privileges_in(&img.path, &["-u", "1000"], "/setuid-probe");
+    assert_eq!(
+        (p["uid"].as_str(), p["euid"].as_str()),
+        ("1000", "0"),
+        "{p:?}"
+    );
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(p[set], DOCKER_CAPS, "{set}: {p:?}");
+    }
+    assert_eq!(
+        (p["CapInh"].as_str(), p["CapAmb"].as_str()),
+        (NO_CAPS, NO_CAPS),
+        "{p:?}"
+    );
+    assert_eq!(p["NoNewPrivs"], "0", "{p:?}");
+    // A dropped capability stays out of reach of the set-uid program.
+    let p = privileges_in(
+        &img.path,
+        &["-u", "1000", "--cap-drop", "ALL"],
+        "/setuid-probe",
+    );
+    assert_eq!(p["euid"], "0", "{p:?}");
+    for set in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
+        assert_eq!(p[set], NO_CAPS, "{set}: {p:?}");
+    }
+    assert_eq!(p["socket_raw"], "EPERM", "{p:?}");
+    // no-new-privileges, in each of Docker's spellings: the set-uid bit does nothing.
+    for opt in [
+        "no-new-privileges",
+        "no-new-privileges=true",
+        "no-new-privileges:true",
+    ] {
+        let args = ["-u", "1000", "--security-opt", opt];
+        let p = privileges_in(&img.path, &args, "/setuid-probe");
+        assert_eq!(p["euid"], "1000", "{opt}: {p:?}");
+        assert_eq!(
+            (p["CapEff"].as_str(), p["CapPrm"].as_str()),
+            (NO_CAPS, NO_CAPS),
+            "{p:?}"
+        );
+        assert_eq!(p["NoNewPrivs"], "1", "{opt}: {p:?}");
+    }
+    let args = ["-u", "1000", "--security-opt", "no-new-privileges=false"];
+    assert_eq!(
+        privileges_in(&img.path, &args, "/setuid-probe")["euid"],
+        "0"
+    );
+    // Without a set-id program a user holds nothing, as in Docker; the bounding set is
+    // Docker's.
+    let volume = format!("{}:/probe:ro", probe().display());
+    let p = privileges_in(&img.path, &["-u", "1000", "-v", &volume], "/probe");
+    assert_eq!(p["euid"], "1000", "{p:?}");
+    for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        assert_eq!(p[set], NO_CAPS, "{set}: {p:?}");
+    }
+    assert_eq!(p["CapBnd"], DOCKER_CAPS, "{p:?}");
+}
+
+#[test]
+fn a_file_capability_gives_a_user_no_more_than_the_bounding_set() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    let dir = tempfile::tempdir().unwrap();
+    let with_caps = |name: &str, caps: &str| {
+        let copy = dir.path().join(name);
+        fs::copy(probe(), &copy).unwrap();
+        run(Command::new("setcap").arg(caps).arg(&copy));
+        format!("{}:/{name}:ro", copy.display())
+    };
+    let raw = with_caps("raw", "cap_net_raw=ep");
+    let p = privileges_in(&img.path, &["-u", "1000", "-v", &raw], "/raw");
+    assert_eq!(p["euid"], "1000", "{p:?}");
+    assert_eq!(
+        (p["CapEff"].as_str(), p["CapPrm"].as_str()),
+        ("0000000000002000", "0000000000002000"),
+        "{p:?}"
+    );
+    assert_eq!(p["socket_raw"], "OK", "{p:?}");
+    // The kernel refuses to start a program whose file capabilities the bounding set cuts
+    // (it would run without what it was given).
+    let admin = with_caps("admin", "cap_net_raw,cap_sys_admin=ep");
+    for (volume, args) in [(&admin, &[][..]), (&raw, &["--cap-drop", "NET_RAW"][..])] {
+        let o = rootpack()
+            .args(["run", "-u", "1000", "-v", volume])
+            .args(args)
+            .arg(&img.path)
+            .args(["--", volume.split(':').nth(1).unwrap(), "privileges"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(126), "{volume}: {o:?}");
+    }
+    let p = privileges_in(
+        &img.path,
+        &[
+            "-u",
+            "1000",
+            "-v",
+            &raw,
+            "--security-opt",
+            "no-new-privileges",
+        ],
+        "/raw",
+    );
+    assert_eq!(
+        (p["CapEff"].as_str(), p["socket_raw"].as_str()),
+        (NO_CAPS, "EPERM"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn sysctls_are_the_namespaced_ones_docker_allows() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    let o = container(
+        &img.path,
+        &[
+            "--sysctl",
+            "kernel.shmmax=1073741824",
+            "--sysctl",
+            "fs.mqueue.msg_max=20",
+        ],
+        "cat /proc/sys/kernel/shmmax /proc/sys/fs/mqueue/msg_max /proc/sys/net/ipv4/ping_group_range",
+    );
+    assert_eq!(stdout(&o), "1073741824\n20\n0\t2147483647\n", "{o:?}");
+    // The host's own stay as they were.
+    let shmmax = fs::read_to_string("/proc/sys/kernel/shmmax").unwrap();
+    assert_ne!(shmmax, "1073741824\n");
+    let o = container(
+        &img.path,
+        &["--sysctl", "net.ipv4.ping_group_range=1000 1000"],
+        "cat /proc/sys/net/ipv4/ping_group_range",
+    );
+    assert_eq!(stdout(&o), "1000\t1000\n", "{o:?}");
+    for bad in [
+        "vm.swappiness=10",
+        "kernel.hostname=x",
+        "kernel.shmmax",
+        "net.ipv4/../../kernel/core_pattern=x",
+        "net..ipv4.ip_forward=1",
+        "fs.mqueue.=1",
+    ] {
+        let o = container(&img.path, &["--sysctl", bad], "true");
+        let key = bad.split('=').next().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}: {o:?}");
+        assert!(stderr(&o).contains(key), "{bad}: {o:?}");
+    }
+    // The host's network: its sysctls are the host's, neither set by default nor asked for.
+    let o = container(
+        &img.path,
+        &["--network", "host", "--sysctl", "net.ipv4.ip_forward=1"],
+        "true",
+    );
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    assert!(stderr(&o).contains("net.ipv4.ip_forward"), "{o:?}");
+    assert_eq!(stderr(&o).lines().count(), 1, "{o:?}");
+    let host = fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    let o = container(
+        &img.path,
+        &["--network", "host"],
+        "cat /proc/sys/net/ipv4/ping_group_range",
+    );
+    assert_eq!(stdout(&o), host, "{o:?}");
+}
+
+#[test]
+fn a_user_pings_through_an_unprivileged_icmp_socket() {
+    if !require_root() {
+        return;
+    }
+    let img = busybox_image("");
+    let o = probe_in(&img.path, &["-u", "1000"], &["icmp"]);
+    assert_eq!(
+        stdout(&o),
+        "icmp_socket OK\nicmp_send OK\nicmp_reply OK\n",
+        "{o:?}"
+    );
+    let o = probe_in(
+        &img.path,
+        &["-u", "1000", "--sysctl", "net.ipv4.ping_group_range=1 0"],
+        &["icmp"],
+    );
+    assert_eq!(stdout(&o), "icmp_socket EACCES\n", "{o:?}");
 }

@@ -269,6 +269,9 @@ impl Steps<'_> {
             volumes,
             tmpfs,
             seccomp: Seccomp::Default,
+            // Kept on for steps, as before: a build runs as root and needs no set-id
+            // program to gain anything, and a recipe from elsewhere gains nothing by one.
+            no_new_privileges: Some(true),
             verify: false,
             no_manifest: true,
             timeout: step.timeout,

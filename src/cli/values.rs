@@ -11,7 +11,10 @@ pub type VolumeArg = (PathBuf, String, bool);
 pub enum SecurityOpt {
     SeccompUnconfined,
     SeccompProfile(PathBuf),
-    NoNewPrivileges,
+    NoNewPrivileges(bool),
+    /// `apparmor=unconfined`, `label=disable`: what rootpack does anyway, since it gives
+    /// `run`'s containers no AppArmor profile and no SELinux label.
+    NoLsm,
 }
 
 /// `KEY=VALUE`, or a bare `KEY` taking rootpack's own value (`None` when it has none:
@@ -113,14 +116,34 @@ pub(super) fn parse_user_arg(s: &str) -> Result<String, String> {
         .ok_or_else(|| "expected UID[:GID] or NAME[:GROUP], like 1000:1000 or nobody".into())
 }
 
+/// Docker's spellings: `KEY=VALUE`, or the older `KEY:VALUE`; a bare no-new-privileges.
 pub(super) fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
     match s.split_once(['=', ':']) {
         Some(("seccomp", "unconfined")) => Ok(SecurityOpt::SeccompUnconfined),
         Some(("seccomp", file)) if !file.is_empty() => Ok(SecurityOpt::SeccompProfile(file.into())),
-        Some(("no-new-privileges", "true")) => Ok(SecurityOpt::NoNewPrivileges),
-        None if s == "no-new-privileges" => Ok(SecurityOpt::NoNewPrivileges),
-        _ => Err("expected seccomp=unconfined, seccomp=FILE.json or no-new-privileges".into()),
+        Some(("no-new-privileges", "true")) => Ok(SecurityOpt::NoNewPrivileges(true)),
+        Some(("no-new-privileges", "false")) => Ok(SecurityOpt::NoNewPrivileges(false)),
+        None if s == "no-new-privileges" => Ok(SecurityOpt::NoNewPrivileges(true)),
+        Some(("apparmor", "unconfined")) | Some(("label", "disable")) => Ok(SecurityOpt::NoLsm),
+        Some(("apparmor" | "label", _)) => Err(format!(
+            "{s}: rootpack gives run's containers no AppArmor profile and no SELinux label \
+             (apparmor=unconfined and label=disable are what it does)"
+        )),
+        _ => Err(format!(
+            "{s}: rootpack takes no-new-privileges[=true|false], seccomp=unconfined, \
+             seccomp=FILE.json, apparmor=unconfined and label=disable"
+        )),
     }
+}
+
+/// `--sysctl KEY=VALUE`: a kernel parameter of the container's own namespaces, one of
+/// those Docker's `run` takes.
+pub(super) fn parse_sysctl(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s}: expected KEY=VALUE, like kernel.shmmax=1073741824"))?;
+    rootpack::sysctl::namespace_for_run(key)?;
+    Ok((key.to_string(), value.to_string()))
 }
 
 pub(super) fn parse_network(text: &str) -> Result<rootpack::net::Network, String> {

@@ -170,7 +170,7 @@ pub fn exec(args: &ExecArgs) -> Result<u8> {
             inheritable: 0,
             ambient: 0,
         },
-        no_new_privs: true,
+        no_new_privs: r.no_new_privileges,
         rlimits: Vec::new(),
         oom_score_adj: None,
         terminal: args.tty,

@@ -45,6 +45,9 @@ pub struct Record {
     /// Its published ports, as `HOSTIP:HOST->CONTAINER/PROTO`.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// The container's no_new_privs, which `exec` follows.
+    #[serde(default)]
+    pub no_new_privileges: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -68,6 +68,7 @@ pub fn start(
         workdir: opts.workdir.clone(),
         user: opts.user,
         ports: opts.ports.iter().map(|p| p.to_string()).collect(),
+        no_new_privileges: crate::run::no_new_privileges(&opts),
     };
     // Its name is an address in its /etc/hosts too.
     let mut opts = opts;

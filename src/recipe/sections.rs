@@ -274,8 +274,14 @@ pub(super) fn limits(ctx: &Ctx<'_>, spec: &LimitsSpec) -> Result<Limits, RecipeE
     })
 }
 
-/// `[config]`: the user must be one `run --user` takes.
+/// `[config]`: the user must be one `run --user` takes, the sysctls ones a container may
+/// set.
 pub(super) fn config(ctx: &Ctx<'_>, spec: ConfigSpec) -> Result<Config, RecipeError> {
+    for key in spec.sysctl.keys() {
+        if let Err(e) = crate::sysctl::namespace_for_run(key.get_ref()) {
+            return ctx.err(key.span(), format!("config.sysctl {e}"));
+        }
+    }
     if let Some(u) = &spec.user
         && crate::ids::UserSpec::parse(u.get_ref()).is_none()
     {
@@ -295,6 +301,12 @@ pub(super) fn config(ctx: &Ctx<'_>, spec: ConfigSpec) -> Result<Config, RecipeEr
         hostname: spec.hostname,
         user: spec.user.map(Spanned::into_inner),
         labels: spec.labels,
+        no_new_privileges: spec.no_new_privileges,
+        sysctl: spec
+            .sysctl
+            .into_iter()
+            .map(|(k, v)| (k.into_inner(), v))
+            .collect(),
     })
 }
 

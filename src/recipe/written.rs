@@ -123,6 +123,10 @@ pub(super) struct ConfigSpec {
     pub user: Option<Spanned<String>>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    #[serde(default)]
+    pub sysctl: BTreeMap<Spanned<String>, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -26,6 +26,8 @@ pub struct ProcessSpec {
     /// root is the container's; wins over `user`.
     pub user_name: Option<super::user::UserSpec>,
     pub capabilities: u64,
+    /// Set no_new_privs: set-id programs and file capabilities gain nothing.
+    pub no_new_privs: bool,
     /// `-t`: the socket to send a new pty's master through (see [`super::tty`]).
     pub console: Option<RawFd>,
     /// PATH to search when argv[0] has no slash.
@@ -133,9 +135,9 @@ pub(crate) fn find_program(name: &CString, path: &str) -> Option<CString> {
 /// Drops privileges as the spec says and executes the command. Never returns: on failure
 /// it reports to `err_fd` and exits 126 (cannot execute) or 127 (not found).
 ///
-/// With a `gate`, waits for it to close before the filter and `execve`: nothing of the
-/// container runs until then (see [`run_init`]), while everything before it overlaps the
-/// init's own exec.
+/// With a `gate`, waits for it to close before `execve` (and before the filter, with
+/// no_new_privs): nothing of the container runs until then (see [`run_init`]), while
+/// everything before it overlaps the init's own exec.
 pub fn exec_command(
     spec: &ProcessSpec,
     err_fd: RawFd,
@@ -157,16 +159,7 @@ pub fn exec_command(
     }
     let mut env = spec.env.clone();
     let user = command_user(spec, &mut env, err_fd);
-    step(security::limit_bounding_set(spec.capabilities));
-    if let Some((uid, gid)) = user
-        && let Err(e) = security::switch_ids(uid, gid)
-    {
-        fail(err_fd, 125, &format!("switching to user {uid}:{gid}: {e}"));
-    }
-    if user.is_none_or(|(uid, _)| uid == 0) {
-        step(security::set_capabilities(spec.capabilities));
-    }
-    step(security::set_no_new_privs());
+    drop_privileges(spec, user, err_fd);
     step(security::cloexec_from_3());
     let program = program_or_fail(spec, err_fd);
     let argv = null_terminated(&spec.argv);
@@ -186,11 +179,10 @@ pub fn exec_command(
         // EOF: the init has become the sealed copy (or died, and so will we).
         while let Err(rustix::io::Errno::INTR) = rustix::io::read(&gate, &mut byte) {}
     }
-    // Last, so that nothing of ours runs under a profile that may refuse it.
-    if let Some(filter) = &spec.seccomp
-        && let Err(e) = filter.install()
-    {
-        fail(err_fd, 125, &format!("loading the seccomp filter: {e}"));
+    // With no_new_privs (which lets it load without CAP_SYS_ADMIN), last, so that nothing
+    // of ours runs under a profile that may refuse it.
+    if spec.no_new_privs {
+        load_filter(spec, err_fd);
     }
     // SAFETY: execve with NUL-terminated arrays that outlive the call.
     unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
@@ -205,6 +197,48 @@ pub fn exec_command(
         code,
         &format!("executing {}: {e}", program.to_string_lossy()),
     );
+}
+
+/// The command's privileges: the bounding set cut to its capabilities (what a set-id
+/// program or a file's capabilities can give it at most), its ids, its capability sets
+/// (a user other than root holds none, as in Docker), then no_new_privs if asked for.
+///
+/// Without no_new_privs, loading the filter needs CAP_SYS_ADMIN, held only until the ids
+/// and capabilities change: it is loaded before them, as runc does, and what is left of
+/// the preparation runs under it (Docker's profile allows all of it).
+fn drop_privileges(spec: &ProcessSpec, user: Option<(u32, u32)>, err_fd: RawFd) {
+    let step = |r: io::Result<()>| {
+        if let Err(e) = r {
+            fail(err_fd, 125, &format!("preparing the command: {e}"));
+        }
+    };
+    step(security::limit_bounding_set(spec.capabilities));
+    if !spec.no_new_privs {
+        load_filter(spec, err_fd);
+    }
+    if let Some((uid, gid)) = user
+        && let Err(e) = security::switch_ids(uid, gid)
+    {
+        fail(err_fd, 125, &format!("switching to user {uid}:{gid}: {e}"));
+    }
+    if user.is_none_or(|(uid, _)| uid == 0) {
+        step(security::set_capabilities(spec.capabilities));
+    } else {
+        // The id change emptied effective and permitted; the inheritable set goes too, so
+        // that a file's inheritable capabilities find nothing to take over.
+        step(security::set_capability_sets(0, 0, 0));
+    }
+    if spec.no_new_privs {
+        step(security::set_no_new_privs());
+    }
+}
+
+fn load_filter(spec: &ProcessSpec, err_fd: RawFd) {
+    if let Some(filter) = &spec.seccomp
+        && let Err(e) = filter.install()
+    {
+        fail(err_fd, 125, &format!("loading the seccomp filter: {e}"));
+    }
 }
 
 /// The ids the command runs as: a named user looked up in the image (its HOME added to

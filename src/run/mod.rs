@@ -71,6 +71,12 @@ pub struct RunOptions {
     /// A user namespace: root in the container is [`USERNS_BASE`] outside.
     pub userns: bool,
     pub seccomp: seccomp::Seccomp,
+    /// `--security-opt no-new-privileges[=…]`; `None`: the manifest's
+    /// `config.no_new_privileges`, else off (as in Docker: set-id programs and file
+    /// capabilities work, within the bounding set).
+    pub no_new_privileges: Option<bool>,
+    /// `--sysctl`s: written in the container over the manifest's and the defaults.
+    pub sysctls: Vec<(String, String)>,
     /// Check the image against its manifest's sha256 before mounting it.
     pub verify: bool,
     /// Read no manifest beside the image (a tree being built has none yet): no config,
@@ -152,6 +158,16 @@ pub fn run_with_output(
     output: &mut dyn FnMut(&[u8]),
 ) -> Result<Outcome, RunError> {
     start(opts, Some(output))
+}
+
+/// Whether the container's processes get no_new_privs: as `--security-opt` says, else
+/// as the image's manifest says (off without one). For what `exec` joins it with.
+pub fn no_new_privileges(opts: &RunOptions) -> bool {
+    opts.no_new_privileges.unwrap_or_else(|| {
+        !opts.no_manifest
+            && crate::manifest::read(&crate::manifest::path_for(&opts.image))
+                .is_ok_and(|m| m.config.no_new_privileges)
+    })
 }
 
 /// An error and its causes on one line, each said once.

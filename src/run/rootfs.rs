@@ -63,6 +63,9 @@ pub struct RootfsSpec {
     /// An empty folder to assemble the root on (a tmpfs is mounted there first, inside
     /// the container's mount namespace); usually [`STAGE`].
     pub stage: PathBuf,
+    /// Kernel parameters of the container's namespaces, written in its `/proc/sys` before
+    /// that is made read-only.
+    pub sysctl: Vec<(String, String)>,
 }
 
 fn err(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
@@ -214,7 +217,7 @@ fn mount_lower(spec: &RootfsSpec, at: &Path) -> io::Result<Option<Loop>> {
 }
 
 /// The rest, inside the container's namespaces: volumes, tmpfs, /proc, /sys, /dev,
-/// `pivot_root` and the masks.
+/// `pivot_root`, the sysctls and the masks.
 pub fn finish(spec: &RootfsSpec) -> io::Result<()> {
     let merged = spec.stage.join("root");
     let root = Root::open(&merged)?;
@@ -279,6 +282,9 @@ pub fn finish(spec: &RootfsSpec) -> io::Result<()> {
     pivot(&merged)?;
     if spec.read_only_root {
         set_read_only(Path::new("/")).map_err(err("making the root read-only"))?;
+    }
+    for (key, value) in &spec.sysctl {
+        crate::sysctl::write(key, value)?;
     }
     mask_proc()
 }

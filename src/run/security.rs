@@ -1,11 +1,14 @@
 //! Privileges of the container's processes: capabilities cut to Docker's default set,
-//! no_new_privs, and no inherited file descriptor but stdio.
+//! no_new_privs when asked for, and no inherited file descriptor but stdio.
 //!
 //! # Security
 //!
 //! - The bounding set is cut before anything is executed, so even a setuid-root binary in
-//!   the image cannot regain a dropped capability; inheritable and ambient sets are empty.
-//! - no_new_privs stops setuid/file-capability gains altogether.
+//!   the image cannot regain a dropped capability; inheritable and ambient sets are empty,
+//!   for root and other users alike, so a file's inheritable capabilities take nothing.
+//! - no_new_privs is off by default, as in Docker: a set-uid program or a file's
+//!   capabilities give at most the bounding set. When asked for, it stops those gains
+//!   altogether.
 //! - Every fd above 2 is marked close-on-exec (close_range), so no host file, socket or
 //!   directory fd leaks into the container (CVE-2024-21626, runc's leaked cgroup fd).
 //! - The init that stays behind runs our host binary: it is made non-dumpable and keeps no

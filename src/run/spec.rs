@@ -86,6 +86,7 @@ fn process_spec(
         user,
         user_name,
         capabilities: caps,
+        no_new_privs: opts.no_new_privileges.unwrap_or(config.no_new_privileges),
         console,
         path,
         seccomp: seccomp::filter_for(&opts.seccomp, caps).map_err(RunError::Invalid)?,
@@ -141,8 +142,10 @@ fn rootfs_spec(
     opts: &RunOptions,
     image: PathBuf,
     file: Option<std::fs::File>,
+    m: Option<&Manifest>,
 ) -> Result<RootfsSpec, RunError> {
     Ok(RootfsSpec {
+        sysctl: sysctls_for(opts, m)?,
         image,
         image_file: file.map(std::sync::Arc::new),
         writable: opts.writable,
@@ -173,6 +176,50 @@ fn rootfs_spec(
             None => default_stage(opts.rootless).map_err(RunError::Start)?,
         },
     })
+}
+
+/// The kernel parameters written in the container: in a network namespace of its own,
+/// Docker's default that lets its users ping without CAP_NET_RAW (`ping_group_range`);
+/// then the manifest's, then `--sysctl`'s, each over the ones before. Only namespaced
+/// parameters, and `net.*` only in a network namespace of the container's own.
+fn sysctls_for(opts: &RunOptions, m: Option<&Manifest>) -> Result<Vec<(String, String)>, RunError> {
+    let own_network = opts.network.new_namespace();
+    let mut all = std::collections::BTreeMap::new();
+    if own_network {
+        all.insert("net.ipv4.ping_group_range".to_string(), ping_groups(opts));
+    }
+    let written = m.into_iter().flat_map(|m| &m.config.sysctl);
+    let written = written.map(|(k, v)| ("config.sysctl in the manifest:", k, v));
+    let given = opts.sysctls.iter().map(|(k, v)| ("--sysctl", k, v));
+    for (source, key, value) in written.chain(given) {
+        let ns = crate::sysctl::namespace_for_run(key)
+            .map_err(|e| RunError::Invalid(format!("{source} {e}")))?;
+        if ns == crate::sysctl::Namespace::Net && !own_network {
+            let whose = match opts.network {
+                crate::net::Network::Host => "the host's (--network host)",
+                _ => "another container's",
+            };
+            return Err(RunError::Invalid(format!(
+                "{source} {key}: the container's network namespace is {whose}; net.* is set \
+                 only in one of its own"
+            )));
+        }
+        all.insert(key.clone(), value.clone());
+    }
+    Ok(all.into_iter().collect())
+}
+
+/// Every group the container's user namespace maps: all of them without one (the kernel
+/// refuses a range with a group the namespace does not map).
+fn ping_groups(opts: &RunOptions) -> String {
+    let last = if opts.rootless {
+        0
+    } else if opts.userns {
+        super::USERNS_SIZE - 1
+    } else {
+        i32::MAX as u32
+    };
+    format!("0 {last}")
 }
 
 /// The empty folder a root is assembled on: [`rootfs::STAGE`], or without root (which
@@ -224,7 +271,7 @@ pub(super) fn plan(opts: &RunOptions, captured: bool) -> Result<Plan, RunError> 
     } = image::resolve_image(opts)?;
     let caps =
         security::capability_mask(&opts.cap_add, &opts.cap_drop).map_err(RunError::Invalid)?;
-    let rootfs = rootfs_spec(opts, image, file)?;
+    let rootfs = rootfs_spec(opts, image, file, manifest.as_ref())?;
     let console = match opts.tty {
         true => Some(tty::console_pair().map_err(RunError::Start)?),
         false => None,

@@ -109,8 +109,7 @@ impl Child<'_> {
         }
         self.build_root()?;
         for (k, v) in &p.sysctl {
-            let path = format!("/proc/sys/{}", k.replace('.', "/"));
-            fs::write(&path, v).map_err(io_err(&format!("linux.sysctl {k}")))?;
+            crate::sysctl::write(k, v).map_err(io_err("linux.sysctl"))?;
         }
         if let Some(h) = &p.hostname {
             rustix::system::sethostname(h.as_bytes()).map_err(|e| io_err("hostname")(e.into()))?;

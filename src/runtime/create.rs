@@ -75,28 +75,16 @@ fn ns_flag(t: LinuxNamespaceType) -> Result<libc::c_int, Error> {
     })
 }
 
-/// Sysctls runc allows, and the namespace each needs of the container's own.
-fn sysctl_namespace(key: &str) -> Option<libc::c_int> {
-    if key.starts_with("net.") {
-        return Some(libc::CLONE_NEWNET);
+/// The namespace (as a clone flag) a sysctl needs of the container's own: the namespaced
+/// ones only (runc's rule; [`crate::sysctl`] holds the list).
+fn sysctl_namespace(key: &str) -> Result<libc::c_int, Error> {
+    use crate::sysctl::Namespace;
+    match crate::sysctl::namespace_of(key) {
+        Ok(Namespace::Ipc) => Ok(libc::CLONE_NEWIPC),
+        Ok(Namespace::Net) => Ok(libc::CLONE_NEWNET),
+        Ok(Namespace::Uts) => Ok(libc::CLONE_NEWUTS),
+        Err(e) => Err(Error::Other(format!("linux.sysctl {e}"))),
     }
-    let ipc = [
-        "kernel.msgmax",
-        "kernel.msgmnb",
-        "kernel.msgmni",
-        "kernel.sem",
-        "kernel.shmall",
-        "kernel.shmmax",
-        "kernel.shmmni",
-        "kernel.shm_rmid_forced",
-    ];
-    if ipc.contains(&key) || key.starts_with("fs.mqueue.") {
-        return Some(libc::CLONE_NEWIPC);
-    }
-    if key == "kernel.hostname" || key == "kernel.domainname" {
-        return Some(libc::CLONE_NEWUTS);
-    }
-    None
 }
 
 fn load_spec(bundle: &Path) -> Result<Spec, Error> {
@@ -158,21 +146,13 @@ fn plan(spec: Spec, bundle: &Path, args: &CreateArgs) -> Result<Plan, Error> {
     devices.extend(linux.devices().iter().flatten().cloned());
     let mut sysctl = Vec::new();
     for (k, v) in linux.sysctl().iter().flatten() {
-        match sysctl_namespace(k) {
-            Some(ns) if has(ns) || join.iter().any(|(f, _)| *f == ns) => {
-                sysctl.push((k.clone(), v.clone()))
-            }
-            Some(_) => {
-                return Err(Error::Other(format!(
-                    "linux.sysctl {k}: needs the container's own namespace for it"
-                )));
-            }
-            None => {
-                return Err(Error::Other(format!(
-                    "linux.sysctl {k}: not a namespaced sysctl"
-                )));
-            }
+        let ns = sysctl_namespace(k)?;
+        if !has(ns) && !join.iter().any(|(f, _)| *f == ns) {
+            return Err(Error::Other(format!(
+                "linux.sysctl {k}: needs the container's own namespace for it"
+            )));
         }
+        sysctl.push((k.clone(), v.clone()));
     }
     if spec.hostname().is_some() && !has(libc::CLONE_NEWUTS) {
         return Err(Error::Other("hostname: needs a new UTS namespace".into()));

@@ -1,10 +1,14 @@
 /* A static probe run inside containers by the tests: it tries system calls a container
  * must not be able to make and prints one line per call, "NAME OK" or "NAME ERRNO-NAME".
  * Usage: probe calls | probe thread | probe int80 | probe addkey session|user | probe readkey ID
- * | probe revokekey ID | probe tiocsti TEXT | probe openexe | probe mq | probe x32 */
+ * | probe revokekey ID | probe tiocsti TEXT | probe openexe | probe mq | probe x32
+ * | probe privileges (ids, capability sets, no_new_privs, a raw socket)
+ * | probe icmp (an unprivileged ICMP echo to 127.0.0.1) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/keyctl.h>
+#include <netinet/in.h>
+#include <netinet/ip_icmp.h>
 #include <linux/perf_event.h>
 #include <pthread.h>
 #include <sched.h>
@@ -30,6 +34,42 @@ static void report(const char *name, long r) {
 }
 
 static void *thread_main(void *arg) { return arg; }
+
+/* "euid N", then the capability sets and NoNewPrivs of /proc/self/status as "KEY VALUE",
+ * then whether a raw socket (CAP_NET_RAW) opens. */
+static int privileges(void) {
+    printf("uid %d\neuid %d\n", (int)getuid(), (int)geteuid());
+    FILE *status = fopen("/proc/self/status", "r");
+    char line[256], key[64], value[128];
+    while (status && fgets(line, sizeof line, status))
+        if ((!strncmp(line, "Cap", 3) || !strncmp(line, "NoNewPrivs", 10)) &&
+            sscanf(line, "%63[^:]: %127s", key, value) == 2)
+            printf("%s %s\n", key, value);
+    report("socket_raw", socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
+    return 0;
+}
+
+/* An echo request to 127.0.0.1 through an unprivileged ICMP socket
+ * (net.ipv4.ping_group_range must hold our group) and its reply. */
+static int icmp(void) {
+    int s = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
+    report("icmp_socket", s);
+    if (s < 0)
+        return 0;
+    struct timeval two = {.tv_sec = 2};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &two, sizeof two);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct icmphdr echo = {.type = ICMP_ECHO, .un.echo.sequence = htons(1)};
+    report("icmp_send", sendto(s, &echo, sizeof echo, 0, (struct sockaddr *)&to, sizeof to));
+    char reply[64];
+    long n = recv(s, reply, sizeof reply, 0);
+    if (n >= 0 && (n < (long)sizeof echo || ((struct icmphdr *)reply)->type != ICMP_ECHOREPLY)) {
+        errno = EPROTO;
+        n = -1;
+    }
+    report("icmp_reply", n);
+    return 0;
+}
 
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "calls";
@@ -99,6 +139,10 @@ int main(int argc, char **argv) {
         report("tiocsti_stdin", r);
         return 0;
     }
+    if (!strcmp(mode, "privileges"))
+        return privileges();
+    if (!strcmp(mode, "icmp"))
+        return icmp();
     if (!strcmp(mode, "openexe")) {
         report("open_init_exe", open("/proc/1/exe", O_WRONLY));
         return 0;
