@@ -378,7 +378,7 @@ fn bad_steps_name_the_key_and_line() {
             ":6: run.timeout = \"soon\"",
         ),
         (
-            "mounts = [\"/nonexistent-xyz:/x\"]\nscript = \"true\"",
+            "mounts = [\"/nonexistent-xyz:/x:ro\"]\nscript = \"true\"",
             ":6: run.mounts",
         ),
         (

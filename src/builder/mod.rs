@@ -14,6 +14,7 @@ mod delta;
 mod injected;
 mod lock;
 mod output;
+mod package_files;
 pub mod pull;
 mod stage;
 mod step_tree;
@@ -272,10 +273,11 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     let mut manifest = manifest(recipe, &image, &filled, &written, sde)?;
     manifest.build.key = cache.as_ref().map(|(_, k)| k.clone());
     let manifest_path = commit(&image, &manifest, written.pending)?;
-    let notes = match cache {
+    let mut notes = match cache {
         Some((c, _)) => c.finish(),
         None => Vec::new(),
     };
+    notes.extend(removed_note(recipe, &filled.removed));
     Ok(Built {
         image,
         manifest_path,
@@ -285,6 +287,23 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         warnings: written.warnings,
         notes,
         up_to_date: false,
+    })
+}
+
+/// What the build says of the package managers' files removed after the steps.
+fn removed_note(recipe: &Recipe, removed: &[String]) -> Option<String> {
+    let what = match recipe.output.package_files {
+        crate::recipe::PackageFiles::CleanAll => {
+            "that depend on the clock or the host, downloaded packages and package lists"
+        }
+        _ => "that depend on the clock or the host",
+    };
+    let n = removed.len();
+    (n > 0).then(|| {
+        format!(
+            "removed {n} package manager file{} {what} (-v lists them; keep them: [output] package_files = \"keep\")",
+            if n == 1 { "" } else { "s" }
+        )
     })
 }
 
@@ -396,6 +415,7 @@ fn stage_tree(job: &Job<'_>, planned: Option<Usage>) -> Result<(PathBuf, Filled)
             usage,
             recorded: None,
             base: None,
+            removed: Vec::new(),
         };
         return Ok((dir.to_path_buf(), filled));
     }

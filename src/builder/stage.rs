@@ -34,6 +34,8 @@ pub(super) struct Filled {
     pub recorded: Option<RecordedTree>,
     /// An OCI output whose recipe starts with a container image.
     pub base: Option<Base>,
+    /// What package managers left that was removed after the steps (`/var/log/dpkg.log`).
+    pub removed: Vec<String>,
 }
 
 /// How the tree will be used.
@@ -98,6 +100,15 @@ pub(super) fn fill(
         }
         Ok(())
     })?;
+    // After the steps, run or restored: cached and uncached builds get the same tree.
+    let removed = match recipe.steps.is_empty() {
+        true => Vec::new(),
+        false => {
+            let tree = Root::open(root).map_err(out_err(root))?;
+            super::package_files::clean(&tree, recipe.output.package_files, recorded.as_mut())
+                .map_err(out_err(root))?
+        }
+    };
     inject_after_steps(recipe, root, recorded.as_mut(), sde)?;
     if let Some(t) = sde
         && tree_for == TreeFor::Itself
@@ -113,6 +124,7 @@ pub(super) fn fill(
         usage,
         recorded,
         base,
+        removed,
     })
 }
 

@@ -131,6 +131,12 @@ impl Steps<'_> {
             })
         };
         let out = |e| super::out_err(root.path())(e);
+        for m in step.mounts.iter().filter(|m| !m.read_only) {
+            make_cache_folder(&m.host).map_err(|e| {
+                let what = format!("run.mounts: cannot make {}: {e}", m.host.display());
+                fail(what, Vec::new())
+            })?;
+        }
         let mut changes = Changes::default();
         let volumes = self.place_mount_points(root, step, &mut changes)?;
         let opts = self.run_options(root, step, stage, rootless, volumes);
@@ -280,6 +286,22 @@ impl Steps<'_> {
             ..RunOptions::default()
         }
     }
+}
+
+/// A read-write mount's host folder, made when missing, as BuildKit makes a cache mount's
+/// (a cache starts empty); 0755, as BuildKit's, since apt downloads as its `_apt` user
+/// into `archives/partial` below the folder, which it must be able to pass through.
+fn make_cache_folder(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)?;
+    log::info!("made {} for a step's mount", path.display());
+    Ok(())
 }
 
 /// How a step that ran failed, if it did: timed out, or a status other than 0.

@@ -169,9 +169,14 @@ pub fn first_unreadable(tree: &Path) -> io::Result<Option<std::path::PathBuf>> {
 /// the journal, and 4 MiB for superblocks, group descriptors and bitmaps, in whole MiB.
 pub fn auto_size(u: &Usage) -> (u64, u64) {
     let inodes = ((u.inodes + 16) * 5 / 4).max(256);
+    (size_for(u, inodes), inodes)
+}
+
+/// The image size for `u` with `inodes` inodes, as [`auto_size`] counts it.
+pub fn size_for(u: &Usage, inodes: u64) -> u64 {
     let content = u.blocks * BLOCK;
     let bytes = content + content / 20 + inodes * INODE_SIZE + journal_mib(content) * MIB + 4 * MIB;
-    (bytes.div_ceil(MIB) * MIB, inodes)
+    bytes.div_ceil(MIB) * MIB
 }
 
 /// The journal for `content` bytes of data: 1/64 of it, 4 to 64 MiB.

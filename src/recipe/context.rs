@@ -40,12 +40,7 @@ impl Ctx<'_> {
     /// A host path from the recipe: `{kernel}` and `{latest}` expanded, relative to the
     /// recipe, must exist.
     pub fn host_path(&self, key: &str, value: &Spanned<String>) -> Result<PathBuf, RecipeError> {
-        let mut expanded = value.get_ref().replace("{kernel}", &self.kernel);
-        if expanded.contains("{latest}") {
-            expanded = hints::expand_latest(&self.dir, &expanded)
-                .or_else(|message| self.err(value.span(), format!("{key}: {message}")))?;
-        }
-        let path = self.dir.join(&expanded);
+        let (path, expanded) = self.expand_host_path(key, value)?;
         if std::fs::symlink_metadata(&path).is_err() {
             return self.err(
                 value.span(),
@@ -53,6 +48,21 @@ impl Ctx<'_> {
             );
         }
         Ok(path)
+    }
+
+    /// A host path from the recipe, expanded and relative to the recipe, that may not exist
+    /// yet; with the expanded text, for errors.
+    pub fn expand_host_path(
+        &self,
+        key: &str,
+        value: &Spanned<String>,
+    ) -> Result<(PathBuf, String), RecipeError> {
+        let mut expanded = value.get_ref().replace("{kernel}", &self.kernel);
+        if expanded.contains("{latest}") {
+            expanded = hints::expand_latest(&self.dir, &expanded)
+                .or_else(|message| self.err(value.span(), format!("{key}: {message}")))?;
+        }
+        Ok((self.dir.join(&expanded), expanded))
     }
 
     /// A path inside the image: absolute, no `..`.

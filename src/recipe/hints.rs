@@ -46,6 +46,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("limits.pids", "pids = 256"),
     ("output.format", "format = \"ext4\""),
     ("output.size", "size = \"auto\""),
+    ("output.free", "free = \"10%\""),
+    ("output.package_files", "package_files = \"keep\""),
     ("output.method", "method = \"populate\""),
     ("output.label", "label = \"hello\""),
 ];

@@ -174,6 +174,29 @@ mod tests {
     }
 
     #[test]
+    fn free_room_and_package_files() {
+        let out = |keys: &str| load_str(&format!("name = \"x\"\n[output]\n{keys}\n"));
+        let r = out("").unwrap();
+        assert_eq!(r.output.free, Free::Percent(10));
+        assert_eq!(r.output.package_files, PackageFiles::Clean);
+        let r = out("free = \"25%\"\npackage_files = \"keep\"").unwrap();
+        assert_eq!(r.output.free, Free::Percent(25));
+        assert_eq!(r.output.package_files, PackageFiles::Keep);
+        let r = out("free = \"256M\"\npackage_files = \"clean-all\"").unwrap();
+        assert_eq!(r.output.free, Free::Bytes(256 << 20));
+        assert_eq!(r.output.package_files, PackageFiles::CleanAll);
+        let e = out("free = \"95%\"").unwrap_err();
+        assert!(e.contains(":3: output.free = \"95%\": a share"), "{e}");
+        let e = out("size = \"512M\"\nfree = \"10%\"").unwrap_err();
+        assert!(
+            e.contains(":4: output.free = \"10%\": only with size"),
+            "{e}"
+        );
+        let e = out("package_files = \"tidy\"").unwrap_err();
+        assert!(e.contains(":3: output.package_files = \"tidy\""), "{e}");
+    }
+
+    #[test]
     fn a_full_recipe_resolves() {
         let r = load_str(
             "name = \"full\"\nsource_date_epoch = 1700000000\nmountpoints = [\"/proc\"]\n\

@@ -1,21 +1,26 @@
-//! `[output]`: the format, size, method, label and, for OCI outputs, tag and layer
-//! compression, each checked by its own function.
+//! `[output]`: the format, size, free room, method, label, what happens to package
+//! managers' files and, for OCI outputs, tag and layer compression, each checked by its
+//! own function.
 
 use toml::Spanned;
 
 use super::context::Ctx;
 use super::written::OutputSpec;
-use super::{Method, Output, OutputFormat, RecipeError, Size, parse_size};
+use super::{Free, Method, Output, OutputFormat, PackageFiles, RecipeError, Size, parse_size};
 
 /// Resolves `[output]`; `name` is the recipe's, for the tag example.
 pub(super) fn resolve(ctx: &Ctx<'_>, out: &OutputSpec, name: &str) -> Result<Output, RecipeError> {
+    let format = format(ctx, &out.format)?;
+    let size = size(ctx, &out.size)?;
     Ok(Output {
-        format: format(ctx, &out.format)?,
-        size: size(ctx, &out.size)?,
+        format,
+        free: free(ctx, &out.free, size)?,
+        size,
         method: method(ctx, &out.method)?,
         label: label(ctx, &out.label)?,
         tag: tag(ctx, &out.tag, name)?,
         layer_zstd: layer_zstd(ctx, &out.layer_compression)?,
+        package_files: package_files(ctx, &out.package_files)?,
     })
 }
 
@@ -56,6 +61,56 @@ fn size(ctx: &Ctx<'_>, value: &Option<Spanned<String>>) -> Result<Size, RecipeEr
                 ),
             ),
         },
+    }
+}
+
+/// `free`: `"N%"` of the file system (at most 90) or a size; for `size = "auto"` only, as
+/// a fixed size already says how much room there is.
+fn free(ctx: &Ctx<'_>, value: &Option<Spanned<String>>, size: Size) -> Result<Free, RecipeError> {
+    let Some(f) = value else {
+        return Ok(Free::Percent(10));
+    };
+    let text = f.get_ref().trim();
+    if let Size::Bytes(_) = size {
+        return ctx.err(
+            f.span(),
+            format!(
+                "output.free = \"{text}\": only with size = \"auto\" (a fixed output.size already says how much room there is)"
+            ),
+        );
+    }
+    let parsed = match text.strip_suffix('%') {
+        Some(n) => n
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|&n| n <= 90)
+            .map(Free::Percent),
+        None => parse_size(text).map(Free::Bytes),
+    };
+    match parsed {
+        Some(free) => Ok(free),
+        None => ctx.err(
+            f.span(),
+            format!(
+                "output.free = \"{text}\": a share of the file system like \"10%\" (at most 90%), or a size like \"256M\""
+            ),
+        ),
+    }
+}
+
+fn package_files(
+    ctx: &Ctx<'_>,
+    value: &Option<Spanned<String>>,
+) -> Result<PackageFiles, RecipeError> {
+    match value.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "clean")) => Ok(PackageFiles::Clean),
+        Some((_, "clean-all")) => Ok(PackageFiles::CleanAll),
+        Some((_, "keep")) => Ok(PackageFiles::Keep),
+        Some((v, other)) => ctx.err(
+            v.span(),
+            format!("output.package_files = \"{other}\": one of clean, clean-all, keep"),
+        ),
     }
 }
 

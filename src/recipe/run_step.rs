@@ -212,8 +212,9 @@ fn timeout(
     }
 }
 
-/// `HOST:CTR[:ro]`: the host path relative to the recipe and existing, the target an
-/// absolute path in the image other than `/`.
+/// `HOST:CTR[:ro]`: the host path relative to the recipe, the target an absolute path in
+/// the image other than `/`. A read-only mount's source must exist; a read-write one's is
+/// a cache the build makes when it is missing (see `builder::steps`).
 fn mount(ctx: &Ctx<'_>, m: &Spanned<String>) -> Result<StepMount, RecipeError> {
     let text = m.get_ref();
     let (rest, read_only) = match text.strip_suffix(":ro") {
@@ -226,7 +227,11 @@ fn mount(ctx: &Ctx<'_>, m: &Spanned<String>) -> Result<StepMount, RecipeError> {
             format!("run.mounts: \"{text}\": expected HOST:CTR or HOST:CTR:ro"),
         );
     };
-    let host = ctx.host_path("run.mounts", &Spanned::new(m.span(), host.to_string()))?;
+    let host = Spanned::new(m.span(), host.to_string());
+    let host = match read_only {
+        true => ctx.host_path("run.mounts", &host)?,
+        false => ctx.expand_host_path("run.mounts", &host)?.0,
+    };
     let target = ctx.image_path("run.mounts", &Spanned::new(m.span(), target.to_string()))?;
     Ok(StepMount {
         host,

@@ -86,6 +86,27 @@ pub enum Size {
     Bytes(u64),
 }
 
+/// `[output] free`: room an `auto`-sized ext4 image keeps free after the build, so that a
+/// package manager run in it later does not fill it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Free {
+    /// A share of the file system, in percent (at most 90).
+    Percent(u8),
+    Bytes(u64),
+}
+
+/// `[output] package_files`: what is done, after the last `[[run]]` step, with what package
+/// managers leave (see `builder::package_files`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageFiles {
+    /// Removed: what depends on the clock or the host (logs, binary caches).
+    Clean,
+    /// That, and the downloaded packages and package lists.
+    CleanAll,
+    /// Left as the steps left them.
+    Keep,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     /// `populate` when reproducibility is asked for (a source date epoch) or without
@@ -117,6 +138,9 @@ pub struct Output {
     pub tag: Option<String>,
     /// OCI outputs: the layer's compression, gzip (default) or zstd.
     pub layer_zstd: bool,
+    /// ext4 of `size = "auto"`: what stays free (default 10 %).
+    pub free: Free,
+    pub package_files: PackageFiles,
 }
 
 /// Where a `docker://` layer comes from.

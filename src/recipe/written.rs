@@ -146,4 +146,6 @@ pub(super) struct OutputSpec {
     pub label: Option<Spanned<String>>,
     pub tag: Option<Spanned<String>>,
     pub layer_compression: Option<Spanned<String>>,
+    pub free: Option<Spanned<String>>,
+    pub package_files: Option<Spanned<String>>,
 }

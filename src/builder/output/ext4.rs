@@ -13,7 +13,7 @@ use crate::digest::hex;
 use crate::fsutil::AtomicFile;
 use crate::image::ext4::{self, MkfsOptions, Usage};
 use crate::image::ext4_inodes::{self, Fixes};
-use crate::recipe::{Method, Recipe, Size};
+use crate::recipe::{Free, Method, Recipe, Size};
 
 /// Writes the image with `method`; `auto` (`asked`) turns `mount` into `populate` for a
 /// tree of many small files, which the estimate made first tells.
@@ -92,7 +92,7 @@ fn by_mount(job: &Job<'_>, usage: &Usage) -> Result<(Filled, Written), BuildErro
 /// estimate already made for a `mount` that `auto` turned into this.
 fn by_populate(job: &Job<'_>, planned: Option<Usage>) -> Result<(Filled, Written), BuildError> {
     let recipe = job.recipe;
-    let (tree, filled) = stage_tree(job, planned)?;
+    let (tree, mut filled) = stage_tree(job, planned)?;
     let seed = filled
         .layers
         .iter()
@@ -113,6 +113,11 @@ fn by_populate(job: &Job<'_>, planned: Option<Usage>) -> Result<(Filled, Written
         job.sde,
     )?;
     check_interrupt()?;
+    // The manifest counts the image's entries, as the mount method does, measuring the
+    // image itself: mke2fs made `lost+found` when the tree had none.
+    if std::fs::symlink_metadata(tree.join("lost+found")).is_err() {
+        filled.usage.files += 1;
+    }
     Ok((filled, synced(job, file, e2fsprogs)?))
 }
 
@@ -157,8 +162,9 @@ fn mkfs_options(
     sde: Option<i64>,
 ) -> Result<MkfsOptions, BuildError> {
     let (auto, inodes) = ext4::auto_size(usage);
+    let (with_free, more_inodes) = with_free(usage, recipe.output.free);
     let size = match recipe.output.size {
-        Size::Auto => auto,
+        Size::Auto => with_free,
         Size::Bytes(b) if b < auto => {
             return Err(ext4::Ext4Error::TooSmall {
                 needed: auto,
@@ -176,7 +182,7 @@ fn mkfs_options(
         journal_mib: ext4::journal_mib(usage.blocks * 4096),
         // A fixed size gets one inode per 16 KiB (mke2fs's default), or more if needed.
         inodes: if recipe.output.size == Size::Auto {
-            inodes
+            more_inodes
         } else {
             (size / 16384).max(inodes)
         },
@@ -189,6 +195,27 @@ fn mkfs_options(
         hash_seed: derived_uuid("hash_seed", seed),
         source_date_epoch: sde,
     })
+}
+
+/// The size and inode count of an image of `size = "auto"` with `free` left free once the
+/// content is in: a root file system nearly full after `apt-get install` fails the next
+/// one. The free room gets inodes in proportion, for files like those already there.
+fn with_free(usage: &Usage, free: Free) -> (u64, u64) {
+    let (needed, inodes) = ext4::auto_size(usage);
+    let grown = |n: u64| -> u64 {
+        match free {
+            Free::Percent(p) => {
+                let n = u128::from(n) * 100;
+                u64::try_from(n.div_ceil(u128::from(100 - p.min(90)))).unwrap_or(u64::MAX)
+            }
+            Free::Bytes(b) => n.saturating_add(b),
+        }
+    };
+    let inodes = u128::from(inodes) * u128::from(grown(needed)) / u128::from(needed.max(1));
+    let inodes = u64::try_from(inodes).unwrap_or(u64::MAX);
+    // The added inodes' tables take room too: counted before the free share is added.
+    let size = grown(ext4::size_for(usage, inodes));
+    (size.div_ceil(1 << 20).saturating_mul(1 << 20), inodes)
 }
 
 /// A UUID-formatted value derived from the build inputs, so two builds of the same recipe
