@@ -187,9 +187,10 @@ mod tests {
             gid: 1000,
             mode: 0o100644,
             rdev: (0, 0),
+            xattrs: Vec::new(),
         };
         let mut recorded = RecordedTree::new();
-        recorded.insert(b"var/cache/dnf/fedora/repomd.xml".to_vec(), rec);
+        recorded.insert(b"var/cache/dnf/fedora/repomd.xml".to_vec(), rec.clone());
         recorded.insert(b"var/log/kept.log".to_vec(), rec);
         let removed = clean(&root, PackageFiles::Clean, Some(&mut recorded)).unwrap();
         assert_eq!(
