@@ -478,7 +478,7 @@ fn rootless_builds_run_steps_as_root_of_a_user_namespace() {
 }
 
 /// The README's Debian recipe is a valid recipe: it gets as far as reading its layer (which
-/// needs a real Debian rootfs tarball and the network, so it is not built here).
+/// needs a real Debian rootfs tarball and the network: `tests/debian.rs` builds it).
 #[test]
 fn the_readme_debian_recipe_parses() {
     let readme = fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
