@@ -835,6 +835,11 @@ fn cmd_run(mut args: RunArgs, quiet: bool) -> Result<u8> {
             return Ok(125);
         }
     };
+    Ok(said(&outcome))
+}
+
+/// What a foreground container's end says, and its exit status.
+fn said(outcome: &rootpack::run::Outcome) -> u8 {
     if let Some(message) = &outcome.message {
         eprintln!("rootpack: {message}");
     }
@@ -847,7 +852,7 @@ fn cmd_run(mut args: RunArgs, quiet: bool) -> Result<u8> {
             human_size(limit)
         );
     }
-    Ok(outcome.exit_code.clamp(0, 255) as u8)
+    outcome.exit_code.clamp(0, 255) as u8
 }
 
 /// `1 entry`, `2 entries`.
