@@ -8,7 +8,7 @@ use std::io;
 use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use super::create::Plan;
+use super::plan::Plan;
 use super::{Error, mounts, process, state};
 use crate::tree::safe_path::Root;
 

@@ -14,10 +14,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespaceType, Spec};
+use oci_spec::runtime::LinuxDeviceCgroup;
 
+use super::plan::{Plan, load_spec, plan};
 use super::state::{self, Container, Saved};
-use super::{Error, Global, cgroups, hooks, mounts, process};
+use super::{Error, Global, cgroups, hooks, mounts};
 use crate::run::cgroup::Layout;
 
 /// `create`'s arguments, as runc takes them.
@@ -36,197 +37,6 @@ pub struct CreateArgs {
     pub no_new_keyring: bool,
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
-}
-
-/// Everything the child needs, worked out before the clone.
-pub(super) struct Plan {
-    pub(super) spec: Spec,
-    pub(super) rootfs: PathBuf,
-    pub(super) mounts: Vec<mounts::Entry>,
-    pub(super) devices: Vec<oci_spec::runtime::LinuxDevice>,
-    /// New namespaces (clone flags) and ones to join (flag, path).
-    pub(super) clone_flags: libc::c_int,
-    pub(super) join: Vec<(libc::c_int, PathBuf)>,
-    pub(super) process: process::Plan,
-    pub(super) hostname: Option<String>,
-    pub(super) domainname: Option<String>,
-    pub(super) sysctl: Vec<(String, String)>,
-    pub(super) masked: Vec<String>,
-    pub(super) read_only: Vec<String>,
-    pub(super) read_only_root: bool,
-    pub(super) propagation: libc::c_ulong,
-    pub(super) shared_root: Option<libc::c_ulong>,
-}
-
-fn ns_flag(t: LinuxNamespaceType) -> Result<libc::c_int, Error> {
-    Ok(match t {
-        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
-        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
-        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
-        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
-        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
-        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
-        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
-        LinuxNamespaceType::Time => {
-            return Err(Error::Other(
-                "linux.namespaces: the time namespace is not supported".into(),
-            ));
-        }
-    })
-}
-
-/// The namespace (as a clone flag) a sysctl needs of the container's own: the namespaced
-/// ones only (runc's rule; [`crate::sysctl`] holds the list).
-fn sysctl_namespace(key: &str) -> Result<libc::c_int, Error> {
-    use crate::sysctl::Namespace;
-    match crate::sysctl::namespace_of(key) {
-        Ok(Namespace::Ipc) => Ok(libc::CLONE_NEWIPC),
-        Ok(Namespace::Net) => Ok(libc::CLONE_NEWNET),
-        Ok(Namespace::Uts) => Ok(libc::CLONE_NEWUTS),
-        Err(e) => Err(Error::Other(format!("linux.sysctl {e}"))),
-    }
-}
-
-fn load_spec(bundle: &Path) -> Result<Spec, Error> {
-    let path = bundle.join("config.json");
-    let spec = Spec::load(&path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
-    if !spec.version().starts_with("1.") {
-        return Err(Error::Other(format!(
-            "{}: ociVersion {} is not 1.x",
-            path.display(),
-            spec.version()
-        )));
-    }
-    Ok(spec)
-}
-
-fn plan(spec: Spec, bundle: &Path, args: &CreateArgs) -> Result<Plan, Error> {
-    let root = spec
-        .root()
-        .as_ref()
-        .ok_or_else(|| Error::Other("root: missing".into()))?;
-    let rootfs = bundle.join(root.path());
-    let meta = fs::symlink_metadata(&rootfs)
-        .map_err(|e| Error::Other(format!("root.path {}: {e}", rootfs.display())))?;
-    if !meta.is_dir() {
-        return Err(Error::Other(format!(
-            "root.path {}: not a folder (a symlink is refused)",
-            rootfs.display()
-        )));
-    }
-    let rootfs = fs::canonicalize(&rootfs).map_err(|e| Error::Other(format!("root.path: {e}")))?;
-    let linux = spec.linux().clone().unwrap_or_default();
-    let (mut clone_flags, mut join) = (0, Vec::new());
-    for ns in linux.namespaces().iter().flatten() {
-        let flag = ns_flag(ns.typ())?;
-        match ns.path() {
-            Some(p) if !p.as_os_str().is_empty() => join.push((flag, p.clone())),
-            _ => clone_flags |= flag,
-        }
-    }
-    let has = |flag| clone_flags & flag != 0;
-    if clone_flags & libc::CLONE_NEWNS == 0 && !join.iter().any(|(f, _)| *f == libc::CLONE_NEWNS) {
-        return Err(Error::Other(
-            "linux.namespaces: a mount namespace is required".into(),
-        ));
-    }
-    let mounts = spec
-        .mounts()
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, m)| mounts::parse(i, m, bundle))
-        .collect::<Result<Vec<_>, _>>()?;
-    let dev_bound = mounts.iter().any(|m| m.dest.as_bytes() == b"dev" && m.bind);
-    let mut devices = if dev_bound {
-        Vec::new()
-    } else {
-        mounts::default_devices()
-    };
-    devices.extend(linux.devices().iter().flatten().cloned());
-    let mut sysctl = Vec::new();
-    for (k, v) in linux.sysctl().iter().flatten() {
-        let ns = sysctl_namespace(k)?;
-        if !has(ns) && !join.iter().any(|(f, _)| *f == ns) {
-            return Err(Error::Other(format!(
-                "linux.sysctl {k}: needs the container's own namespace for it"
-            )));
-        }
-        sysctl.push((k.clone(), v.clone()));
-    }
-    if spec.hostname().is_some() && !has(libc::CLONE_NEWUTS) {
-        return Err(Error::Other("hostname: needs a new UTS namespace".into()));
-    }
-    let seccomp = linux
-        .seccomp()
-        .as_ref()
-        .map(super::seccomp::filter)
-        .transpose()?;
-    let proc_spec = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| Error::Other("process: missing".into()))?;
-    let process = process::plan(proc_spec, seccomp)?;
-    if process.terminal && args.console_socket.is_none() {
-        return Err(Error::Other(
-            "process.terminal needs --console-socket".into(),
-        ));
-    }
-    refuse_unsupported(&spec)?;
-    let propagation_name = linux.rootfs_propagation().clone().unwrap_or_default();
-    let (propagation, shared_root) = match propagation_name.as_str() {
-        "" => (libc::MS_SLAVE, None),
-        "shared" | "rshared" => (libc::MS_SLAVE, mounts::propagation(&propagation_name)),
-        other => (
-            mounts::propagation(other).ok_or_else(|| {
-                Error::Other(format!("linux.rootfsPropagation {other:?}: unknown"))
-            })? & !libc::MS_REC,
-            None,
-        ),
-    };
-    Ok(Plan {
-        rootfs,
-        mounts,
-        devices,
-        clone_flags,
-        join,
-        process,
-        hostname: spec.hostname().clone(),
-        domainname: spec.domainname().clone(),
-        sysctl,
-        masked: linux.masked_paths().clone().unwrap_or_default(),
-        read_only: linux.readonly_paths().clone().unwrap_or_default(),
-        read_only_root: root.readonly().unwrap_or(false),
-        propagation,
-        shared_root,
-        spec,
-    })
-}
-
-fn refuse_unsupported(spec: &Spec) -> Result<(), Error> {
-    let linux = spec.linux().clone().unwrap_or_default();
-    if linux.intel_rdt().is_some() {
-        return Err(Error::Other("linux.intelRdt: not supported".into()));
-    }
-    if linux.personality().is_some() {
-        return Err(Error::Other("linux.personality: not supported".into()));
-    }
-    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) && !process::selinux_enabled() {
-        return Err(Error::Other(
-            "linux.mountLabel: SELinux is not enabled on this host".into(),
-        ));
-    }
-    if let Some(h) = spec.hooks() {
-        for (name, hooks) in [
-            ("createContainer", h.create_container()),
-            ("startContainer", h.start_container()),
-        ] {
-            if hooks.as_ref().is_some_and(|v| !v.is_empty()) {
-                return Err(Error::Other(format!("hooks.{name}: not supported")));
-            }
-        }
-    }
-    Ok(())
 }
 
 pub fn create(g: &Global, args: &CreateArgs) -> Result<(), Error> {
@@ -291,62 +101,14 @@ fn create_in(
             }
         };
     }
-    let other = |what: &str| {
-        let what = what.to_string();
-        move |e: io::Error| Error::Other(format!("{what}: {e}"))
-    };
-    try_!(
-        fs::copy(
-            bundle.join("config.json"),
-            container.dir.join("config.json")
-        )
-        .map_err(other("config.json"))
-    );
-    let fifo = CString::new(
-        container
-            .dir
-            .join(state::EXEC_FIFO)
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .unwrap_or_default();
-    // SAFETY: mkfifo with a C string.
-    if unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) } < 0 {
-        return Err((other("exec.fifo")(io::Error::last_os_error()), made));
-    }
+    try_!(state_files(bundle, container));
     let linux = plan.spec.linux().clone().unwrap_or_default();
     let layout = Layout::detect();
-    let cg_path = try_!(cgroups::path_for(
-        linux.cgroups_path().as_deref(),
-        &args.id,
-        g.systemd_cgroup
-    ));
-    let groups = try_!(cgroups::create(&layout, &cg_path));
-    made.groups = groups.dirs.clone();
-    if let Some(r) = linux.resources() {
-        try_!(groups.set(r));
-    }
     let console = match &args.console_socket {
         Some(path) => Some(try_!(connect(path))),
         None => None,
     };
-    let joins = try_!(open_namespaces(&plan.join));
-    // The clone starts in the container's groups; our own return there on failure.
-    made.own_groups = own_groups(&layout);
-    try_!(groups.add(std::process::id() as i32));
-    for (flag, fd) in joins.iter().filter(|(f, _)| *f != libc::CLONE_NEWNS) {
-        // SAFETY: setns on a namespace fd we opened; affects only this short-lived process.
-        if unsafe { libc::setns(fd.as_raw_fd(), *flag) } < 0 {
-            return Err((
-                other("joining a namespace")(io::Error::last_os_error()),
-                made,
-            ));
-        }
-    }
-    let mnt_join = joins
-        .into_iter()
-        .find(|(f, _)| *f == libc::CLONE_NEWNS)
-        .map(|(_, fd)| fd);
+    let (groups, mnt_join) = try_!(enter(g, args, &plan, &layout, &mut made));
     let state_dir: OwnedFd =
         try_!(fs::File::open(&container.dir).map_err(other("state folder"))).into();
     let (ready_r, ready_w) = try_!(crate::run::pipe().map_err(other("pipe")));
@@ -383,11 +145,102 @@ fn create_in(
     if plan.clone_flags & libc::CLONE_NEWUSER != 0 {
         try_!(write_id_maps(pid, &linux));
     }
-    let start_time = state::start_time(pid).unwrap_or(0);
-    let saved = Saved {
+    let saved = saved_state(args, bundle, &plan, pid, &groups);
+    try_!(create_hooks(&plan, &saved));
+    let _ = rustix::io::write(&go_w, b"1");
+    drop(go_w);
+    try_!(wait_ready(ready_r));
+    try_!(groups.set_devices(&device_rules(&linux, &plan.devices)));
+    try_!(container.save(&saved));
+    if let Some(path) = &args.pid_file {
+        try_!(write_pid_file(path, pid));
+    }
+    std::mem::forget(made);
+    Ok(())
+}
+
+/// The `prestart` and `createRuntime` hooks, given the state as it is being created.
+fn create_hooks(plan: &Plan, saved: &Saved) -> Result<(), Error> {
+    let state_json = super::report_json(saved, state::Status::Creating);
+    if let Some(h) = plan.spec.hooks() {
+        hooks::run("prestart", h.prestart().as_ref(), &state_json)?;
+        hooks::run("createRuntime", h.create_runtime().as_ref(), &state_json)?;
+    }
+    Ok(())
+}
+
+fn other(what: &str) -> impl FnOnce(io::Error) -> Error {
+    let what = what.to_string();
+    move |e| Error::Other(format!("{what}: {e}"))
+}
+
+/// The bundle's config.json kept in the state folder, and the fifo `start` opens.
+fn state_files(bundle: &Path, container: &Container) -> Result<(), Error> {
+    fs::copy(
+        bundle.join("config.json"),
+        container.dir.join("config.json"),
+    )
+    .map_err(other("config.json"))?;
+    let fifo = CString::new(
+        container
+            .dir
+            .join(state::EXEC_FIFO)
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap_or_default();
+    // SAFETY: mkfifo with a C string.
+    if unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) } < 0 {
+        return Err(other("exec.fifo")(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The container's cgroups made and limited, and this process moved into them (so the
+/// clone starts there; `made` says where it came from) and into the namespaces to join
+/// but the mount namespace, which the child enters: given back with the groups.
+fn enter(
+    g: &Global,
+    args: &CreateArgs,
+    plan: &Plan,
+    layout: &Layout,
+    made: &mut Made,
+) -> Result<(cgroups::Groups, Option<OwnedFd>), Error> {
+    let linux = plan.spec.linux().clone().unwrap_or_default();
+    let cg_path = cgroups::path_for(linux.cgroups_path().as_deref(), &args.id, g.systemd_cgroup)?;
+    let groups = cgroups::create(layout, &cg_path)?;
+    made.groups = groups.dirs.clone();
+    if let Some(r) = linux.resources() {
+        groups.set(r)?;
+    }
+    let joins = open_namespaces(&plan.join)?;
+    made.own_groups = own_groups(layout);
+    groups.add(std::process::id() as i32)?;
+    for (flag, fd) in joins.iter().filter(|(f, _)| *f != libc::CLONE_NEWNS) {
+        // SAFETY: setns on a namespace fd we opened; affects only this short-lived process.
+        if unsafe { libc::setns(fd.as_raw_fd(), *flag) } < 0 {
+            return Err(other("joining a namespace")(io::Error::last_os_error()));
+        }
+    }
+    let mnt_join = joins
+        .into_iter()
+        .find(|(f, _)| *f == libc::CLONE_NEWNS)
+        .map(|(_, fd)| fd);
+    Ok((groups, mnt_join))
+}
+
+/// What `state.json` keeps of a container just made.
+fn saved_state(
+    args: &CreateArgs,
+    bundle: &Path,
+    plan: &Plan,
+    pid: i32,
+    groups: &cgroups::Groups,
+) -> Saved {
+    Saved {
         id: args.id.clone(),
         pid,
-        start_time,
+        start_time: state::start_time(pid).unwrap_or(0),
         bundle: bundle.to_path_buf(),
         rootfs: plan.rootfs.clone(),
         created: crate::time_format::rfc3339_now(),
@@ -401,26 +254,7 @@ fn create_in(
         owner: String::new(),
         cgroup_paths: groups.dirs.clone(),
         freezer: groups.freezer.clone(),
-    };
-    let state_json = super::report_json(&saved, state::Status::Creating);
-    if let Some(h) = plan.spec.hooks() {
-        try_!(hooks::run("prestart", h.prestart().as_ref(), &state_json));
-        try_!(hooks::run(
-            "createRuntime",
-            h.create_runtime().as_ref(),
-            &state_json
-        ));
     }
-    let _ = rustix::io::write(&go_w, b"1");
-    drop(go_w);
-    try_!(wait_ready(ready_r));
-    try_!(groups.set_devices(&device_rules(&linux, &plan.devices)));
-    try_!(container.save(&saved));
-    if let Some(path) = &args.pid_file {
-        try_!(write_pid_file(path, pid));
-    }
-    std::mem::forget(made);
-    Ok(())
 }
 
 /// The spec's device rules, then what every container may use (runc's allowed devices:

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod hooks;
 pub mod info;
 pub mod mounts;
+mod plan;
 pub mod process;
 pub mod seccomp;
 pub mod state;
