@@ -116,8 +116,8 @@ pub fn left_out(summary: &PackSummary) -> Vec<String> {
     }
     if summary.xattrs_left_out > 0 {
         lines.push(format!(
-            "extended attributes of {} left out: cpio cannot carry them (file capabilities \
-             among them; a tar or ext4 image keeps them)",
+            "extended attributes of {} left out: cpio cannot carry them (file capabilities, \
+             ACLs; a tar or ext4 image keeps them)",
             entries(summary.xattrs_left_out)
         ));
     }
