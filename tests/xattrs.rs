@@ -49,9 +49,10 @@ impl Work {
             ),
         )
         .unwrap();
+        // A space in the rootless folder: the debugfs commands must not split at it.
         let out = self
             .path()
-            .join(if rootless { "out-rootless" } else { "out" });
+            .join(if rootless { "out rootless" } else { "out" });
         let o = if rootless {
             fs::create_dir_all(&out).unwrap();
             run(Command::new("chown").arg("65534:65534").arg(&out));

@@ -12,14 +12,15 @@
 //!
 //! # Security
 //!
-//! A step may have made any of these folders a symlink (`/var/log -> /etc`, or to a host
-//! path): folders are resolved inside the tree (`tree::safe_path::Root`), and leaves are
-//! removed by name without being followed, so nothing outside the tree is ever touched.
+//! A step or a layer may have made any of these folders a symlink (`/var/log -> /etc`,
+//! `/var/cache/yum -> /usr`, or to a host path): folders are opened part by part without
+//! following any symlink, and a linked one is left alone; leaves are removed by name
+//! without being followed. Nothing outside the folders named is ever touched.
 
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::AsFd;
+use std::os::unix::io::{AsFd, OwnedFd};
 
 use rustix::io::Errno;
 
@@ -100,13 +101,8 @@ pub(super) fn clean(
 
 /// Removes the entries of `folder` that `pattern` matches; gives their paths in the tree.
 fn clean_one(root: &Root, folder: &str, pattern: &str) -> io::Result<Vec<Vec<u8>>> {
-    let dir = match root.open_dir(folder.as_bytes(), false) {
-        Ok(dir) => dir,
-        // Absent, or not a folder (a file, a symlink leading nowhere in the tree).
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
-            return Ok(Vec::new());
-        }
-        Err(e) => return Err(e),
+    let Some(dir) = real_folder(root, folder)? else {
+        return Ok(Vec::new());
     };
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(&dir)? {
@@ -125,6 +121,24 @@ fn clean_one(root: &Root, folder: &str, pattern: &str) -> io::Result<Vec<Vec<u8>
         }
     }
     Ok(removed)
+}
+
+/// `folder` below the root when every part of it is a real folder; a symlink anywhere on
+/// the way is not followed, even inside the tree: `/var/cache/yum -> /usr` in a base
+/// image must not make `"*"` empty `/usr`. Absent, not a folder, or linked: none.
+fn real_folder(root: &Root, folder: &str) -> io::Result<Option<OwnedFd>> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::openat(root.fd(), ".", flags, Mode::empty())?;
+    for part in folder.split('/') {
+        dir = match rustix::fs::openat(&dir, part, flags, Mode::empty()) {
+            Ok(d) => d,
+            // A symlink with O_NOFOLLOW | O_DIRECTORY is ELOOP or ENOTDIR.
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+    }
+    Ok(Some(dir))
 }
 
 /// `pattern` is a name, or ends in `*` (any rest), or starts with `*` (any start).
@@ -181,6 +195,10 @@ mod tests {
         symlink(host.join("passwd"), tree.join("var/log/apt/history.log")).unwrap();
         fs::create_dir_all(tree.join("var/cache")).unwrap();
         symlink(&host, tree.join("var/cache/ldconfig")).unwrap();
+        // A folder linked inside the tree is not followed either.
+        fs::create_dir_all(tree.join("usr/bin")).unwrap();
+        fs::write(tree.join("usr/bin/x"), "x").unwrap();
+        symlink("/usr", tree.join("var/cache/yum")).unwrap();
         let root = Root::open(&tree).unwrap();
         let rec = crate::tree::recorded::Recorded {
             uid: 1000,
@@ -203,6 +221,7 @@ mod tests {
             ]
         );
         assert!(tree.join("var/log/kept.log").exists());
+        assert!(tree.join("usr/bin/x").exists());
         assert!(tree.join("var/cache/apt/archives/a.deb").exists());
         assert_eq!(fs::read_to_string(host.join("passwd")).unwrap(), "host");
         assert_eq!(fs::read_to_string(host.join("aux-cache")).unwrap(), "host");

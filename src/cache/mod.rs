@@ -1,6 +1,7 @@
 //! The build cache: trees a recipe reached after its layers and after each `[[run]]` step,
-//! each stored as rootpack's own framed zstd tar (tar: it carries extended attributes) under the key of everything that made it
-//! (see `builder::cached`), so a rebuild starts from the longest prefix that did not change.
+//! each stored as rootpack's own framed zstd tar (tar: it carries extended attributes)
+//! under the key of everything that made it (see `builder::cached`), so a rebuild starts
+//! from the longest prefix that did not change.
 //!
 //! The folder is an OCI image layout in shape: `blobs/sha256/HEX` holds the archives by
 //! their digest and never changes once renamed into place; `states/KEY.json` says which

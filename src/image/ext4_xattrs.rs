@@ -39,25 +39,24 @@ pub fn set(image: &Path, xattrs: &[(u32, Xattrs)]) -> Result<(), InodeError> {
                     name.escape_ascii().to_string()
                 )));
             }
-            let file = dir.path().join(n.to_string());
-            std::fs::write(&file, value).map_err(io)?;
+            std::fs::write(dir.path().join(n.to_string()), value).map_err(io)?;
+            // By a name relative to debugfs's working folder: the command parser splits
+            // at spaces, which the output folder's path may have.
             writeln!(
                 commands,
-                "ea_set -f {} <{ino}> {}",
-                file.display(),
+                "ea_set -f {n} <{ino}> {}",
                 String::from_utf8_lossy(name)
             )
             .map_err(io)?;
             n += 1;
         }
     }
-    let script = dir.path().join("commands");
-    std::fs::write(&script, &commands).map_err(io)?;
+    std::fs::write(dir.path().join("commands"), &commands).map_err(io)?;
+    let image = std::path::absolute(image).map_err(io)?;
     let out = Command::new(crate::fsutil::system_tool("debugfs"))
-        .arg("-w")
-        .arg("-f")
-        .arg(&script)
-        .arg(image)
+        .current_dir(dir.path())
+        .args(["-w", "-f", "commands"])
+        .arg(&image)
         .output()
         .map_err(|e| {
             err(format!(

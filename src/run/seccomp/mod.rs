@@ -1,7 +1,9 @@
 //! The container's system call filter: Docker's default profile unless told otherwise,
 //! resolved against the container's capabilities and the running kernel, compiled to BPF
-//! once in rootpack, and loaded by the command's process as the last step before `execve`
-//! (after no_new_privs, so no privilege is needed to load it).
+//! once in rootpack, and loaded by the command's process: with no_new_privs (asked for, and
+//! in build steps), as the last step before `execve`, needing no privilege; without it (the
+//! default, as in Docker), before the ids and capabilities change, while CAP_SYS_ADMIN is
+//! still held (runc's order), so that what is left runs under it.
 //!
 //! # Security
 //!
