@@ -15,14 +15,7 @@ fn recipe(name: &str) -> PathBuf {
     Path::new(REPO).join("recipes").join(name)
 }
 
-fn build(recipe: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    run(rootpack()
-        .arg("build")
-        .arg(recipe)
-        .arg("--out")
-        .arg(out)
-        .args(extra))
-}
+use common::build_ok as build;
 
 /// A read-only mount of an image, undone on drop.
 struct Mounted(tempfile::TempDir);

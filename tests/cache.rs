@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 
@@ -70,18 +70,7 @@ format = "tar"
     p
 }
 
-fn build(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
-    let o = rootpack()
-        .arg("build")
-        .arg(recipe)
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "build failed: {}", stderr(&o));
-    o
-}
+use common::build_ok as build;
 
 /// Builds with the cache at `cache` into a fresh folder, and without any cache; checks
 /// the two images are the same bytes; gives what the cached build said of the cache.

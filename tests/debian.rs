@@ -16,14 +16,7 @@ use common::*;
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 fn build(recipe: &Path, out: &Path) -> PathBuf {
-    let o = rootpack()
-        .arg("build")
-        .arg(recipe)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    build_ok(recipe, out, &[]);
     let name = recipe.file_stem().unwrap().to_string_lossy();
     out.join(format!("{name}.ext4"))
 }

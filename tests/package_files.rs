@@ -48,15 +48,7 @@ fn apt_like_step() -> String {
 }
 
 fn build(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
-    let o = rootpack()
-        .arg("build")
-        .arg(recipe)
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "build failed: {}", stderr(&o));
+    let o = build_ok(recipe, out, extra);
     assert!(build_leaks(out).is_empty(), "{:?}", build_leaks(out));
     o
 }
@@ -210,16 +202,20 @@ fn a_missing_read_write_mount_source_is_made_and_a_read_only_one_is_an_error() {
     assert_eq!(mode, 0o755);
     // Read-only: the source is what the step reads, so it must be there.
     let step = "[[run]]\nmounts = [\"missing:/opt/src:ro\"]\nscript = \"true\"\n";
-    let r = recipe(w.path(), "romount", step);
-    let o = rootpack()
-        .arg("build")
-        .arg(&r)
-        .arg("--out")
-        .arg(w.path().join("out"))
-        .output()
-        .unwrap();
-    let e = stderr(&o);
-    assert!(!o.status.success());
+    // A build that must fail: what it said.
+    let refused = |r: &Path, extra: &[&str]| {
+        let o = rootpack()
+            .arg("build")
+            .args(extra)
+            .arg(r)
+            .arg("--out")
+            .arg(w.path().join("out"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        stderr(&o)
+    };
+    let e = refused(&recipe(w.path(), "romount", step), &[]);
     assert!(
         e.contains("run.mounts = \"missing\"") && e.contains("does not exist"),
         "{e}"
@@ -227,15 +223,7 @@ fn a_missing_read_write_mount_source_is_made_and_a_read_only_one_is_an_error() {
     assert!(!w.path().join("missing").exists());
     // --untrusted makes every mount read-only: a missing one is refused, never made.
     let step = "[[run]]\nmounts = [\"fresh:/opt/cache\"]\nscript = \"true\"\n";
-    let r = recipe(w.path(), "untrusted", step);
-    let o = rootpack()
-        .args(["build", "--untrusted"])
-        .arg(&r)
-        .arg("--out")
-        .arg(w.path().join("out"))
-        .output()
-        .unwrap();
-    let e = stderr(&o);
-    assert!(!o.status.success() && e.contains("mounts"), "{e}");
+    let e = refused(&recipe(w.path(), "untrusted", step), &["--untrusted"]);
+    assert!(e.contains("mounts"), "{e}");
     assert!(!w.path().join("fresh").exists());
 }

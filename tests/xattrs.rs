@@ -53,30 +53,19 @@ impl Work {
         let out = self
             .path()
             .join(if rootless { "out rootless" } else { "out" });
-        let o = if rootless {
+        let mut cmd = if rootless {
             fs::create_dir_all(&out).unwrap();
             run(Command::new("chown").arg("65534:65534").arg(&out));
-            Command::new("setpriv")
-                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
                 .arg(env!("CARGO_BIN_EXE_rootpack"))
                 .env("HOME", &out)
-                .env("ROOTPACK_CACHE", "off")
-                .arg("build")
-                .arg(&recipe)
-                .arg("--out")
-                .arg(&out)
-                .output()
-                .unwrap()
+                .env("ROOTPACK_CACHE", "off");
+            c
         } else {
             rootpack()
-                .arg("build")
-                .arg(&recipe)
-                .arg("--out")
-                .arg(&out)
-                .output()
-                .unwrap()
         };
-        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let o = run(cmd.arg("build").arg(&recipe).arg("--out").arg(&out));
         let manifest: serde_json::Value =
             serde_json::from_slice(&fs::read(out.join(format!("{name}.json"))).unwrap()).unwrap();
         let image = manifest["image"].as_str().unwrap();

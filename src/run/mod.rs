@@ -198,7 +198,6 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         console,
         spec,
     } = spec::plan(opts, captured)?;
-    let folder = rootfs.image_file.is_none();
     let (layout, cg) = make_cgroup(opts, &limits, t0)?;
     // A user namespace can make no node, and its mounts are nodev whatever we ask.
     rootfs.devices = cg.limits_devices() && !opts.userns && !opts.rootless;
@@ -212,8 +211,7 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
     let (out_r, stdio, init_exe) = prepare_io(opts, captured)?;
     let (set, mask) = block_signals()?;
     // Read before the clone: the child must not allocate for them.
-    let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
-    let caller = (uid.as_raw(), gid.as_raw());
+    let caller = security::caller_ids();
     // Our ends of the pipes, the watcher's and the output's: closed in the child with
     // every other fd it does not keep (`security::close_fds_except`).
     let child = child::Child {
@@ -263,7 +261,7 @@ fn start(opts: &RunOptions, output: Option<OutputSink<'_>>) -> Result<Outcome, R
         outcome.exit_code,
         ms(t0)
     );
-    if opts.writable && !folder {
+    if opts.writable && rootfs.image_file.is_some() {
         outcome.notice = image::record_writes(opts, &rootfs.image, manifest.as_ref());
     }
     Ok(outcome)

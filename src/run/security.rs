@@ -194,6 +194,14 @@ pub fn set_capability_sets(effective: u64, permitted: u64, inheritable: u64) -> 
     )
 }
 
+/// The real uid and gid of this process.
+pub fn caller_ids() -> (u32, u32) {
+    (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    )
+}
+
 pub fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: prctl with integer arguments.
     check(

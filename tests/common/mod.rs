@@ -70,6 +70,16 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// `rootpack build RECIPE --out OUT EXTRA…`, which must succeed.
+pub fn build_ok(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
+    run(rootpack()
+        .arg("build")
+        .arg(recipe)
+        .arg("--out")
+        .arg(out)
+        .args(extra))
+}
+
 /// Runs `sh -c script` in `dir`.
 pub fn sh(dir: &Path, script: &str) -> Output {
     run(Command::new("sh").arg("-ec").arg(script).current_dir(dir))
